@@ -1,0 +1,136 @@
+"""Feature extraction over a whole corpus, in parallel across processes.
+
+Each worker reads, checks and converts one file and writes its frames to a
+``.npy`` file in a cache directory; only small descriptors travel back to the
+parent, which keeps memory flat for large corpora and makes ``--workers N``
+scale with cores.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import multiprocessing
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+import soundfile as sf
+import tqdm
+
+from data_prep import audio
+from data_prep import features as features_lib
+from data_prep.records import Record, Skipped
+
+
+@dataclasses.dataclass(frozen=True)
+class Extracted:
+    """One usable utterance whose frames are stored at ``feature_path``.
+
+    The per-bin sums travel with it so that normalisation statistics need no
+    second pass over the frames.
+    """
+    record: Record
+    feature_path: str
+    num_frames: int
+    duration_s: float
+    conversions: tuple
+    frame_sum: np.ndarray      # float64, per bin
+    frame_sum_sq: np.ndarray   # float64, per bin
+
+
+class StrictModeError(ValueError):
+    """A file has a problem and ``--strict`` asks to fail rather than skip."""
+
+
+def dominant_sample_rate(records: Sequence[Record]) -> int | None:
+    """The rate most files of the corpus use (header reads only)."""
+    rates = collections.Counter()
+    for record in records:
+        try:
+            rates[sf.info(record.path).samplerate] += 1
+        except Exception:  # unreadable files are reported when loaded
+            continue
+    return rates.most_common(1)[0][0] if rates else None
+
+
+# Per-process state, set once by _init_worker so each task only carries paths.
+_WORKER = {}
+
+
+def _init_worker(config: features_lib.FeatureConfig, corpus_rate, strict,
+                 cache_dir):
+    _WORKER.update(extractor=features_lib.FeatureExtractor(config),
+                   corpus_rate=corpus_rate, strict=strict, cache_dir=cache_dir)
+
+
+def _extract_one(task):
+    index, record = task
+    cfg = _WORKER["extractor"].config
+    try:
+        loaded = audio.load_audio(
+            record.path, cfg.sample_rate, corpus_rate=_WORKER["corpus_rate"],
+            strict=_WORKER["strict"])
+    except audio.AudioProblem as problem:
+        return Skipped(record.path, str(problem))
+    frames = _WORKER["extractor"](loaded.waveform)
+    feature_path = os.path.join(_WORKER["cache_dir"], f"{index:08d}.npy")
+    np.save(feature_path, frames)
+    as_f64 = frames.astype(np.float64)
+    return Extracted(record, feature_path, frames.shape[0], loaded.duration_s,
+                     loaded.conversions, as_f64.sum(0), np.square(as_f64).sum(0))
+
+
+def _pool_context():
+    # Forking a process that already runs JAX's threads can deadlock; plain
+    # data preparation has not imported JAX and forks (fast start-up).
+    return multiprocessing.get_context("spawn" if "jax" in sys.modules else "fork")
+
+
+def extract_corpus(records: Sequence[Record], config: features_lib.FeatureConfig,
+                   cache_dir: str, *, workers: int = 1, strict: bool = False,
+                   progress: bool = True):
+    """Extracts features of every record into ``cache_dir``.
+
+    Returns:
+      ``(extracted, skipped)``: usable utterances in the order of ``records``,
+      and the files left out with the reason for each.
+
+    Raises:
+      StrictModeError: under ``strict``, naming the first problem file.
+    """
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    os.makedirs(cache_dir, exist_ok=True)
+    init_args = (config, dominant_sample_rate(records), strict, cache_dir)
+    tasks = list(enumerate(records))
+    bar = tqdm.tqdm(total=len(tasks), desc="extracting features", unit="file",
+                    disable=not progress)
+    extracted, skipped = [], []
+
+    def collect(result):
+        bar.update(1)
+        if isinstance(result, Skipped):
+            if strict:
+                raise StrictModeError(f"{result.path}: {result.reason}")
+            skipped.append(result)
+        else:
+            extracted.append(result)
+
+    # Warm librosa up (lazy imports, JIT) once here, so forked workers start hot.
+    features_lib.FeatureExtractor(config)(np.zeros(config.sample_rate // 10,
+                                                   np.float32))
+    try:
+        if workers == 1:
+            _init_worker(*init_args)
+            for task in tasks:
+                collect(_extract_one(task))
+        else:
+            chunksize = max(1, min(16, len(tasks) // (4 * workers)))
+            with _pool_context().Pool(workers, _init_worker, init_args) as pool:
+                for result in pool.imap(_extract_one, tasks, chunksize=chunksize):
+                    collect(result)
+    finally:
+        bar.close()
+    return extracted, skipped

@@ -1,0 +1,125 @@
+"""Frame-level spectral features, computed with librosa.
+
+The trainer never sees audio: every corpus is turned into log-mel (default) or
+MFCC frames once, here.  The settings live in :class:`FeatureConfig`, which is
+stored beside the shards so that prediction on new audio computes exactly the
+same features as the data a model was trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import librosa
+import numpy as np
+
+FEATURE_KINDS = ("logmel", "mfcc")
+LOG_FLOOR = 1e-6  # keeps log(mel) finite on digital silence
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """How waveforms become frames.
+
+    Attributes:
+      kind: 'logmel' (log of mel power) or 'mfcc' (cepstra plus deltas and
+        delta-deltas, so ``3 * n_mfcc`` values per frame).
+      sample_rate: every file is resampled to this rate first.
+      n_mels: mel bands (64 or 80 are usual for SER).
+      n_mfcc: cepstral coefficients before deltas (13 gives the classic 39).
+      win_ms: analysis window; 25 ms is the speech standard.
+      hop_ms: frame step; 10 ms gives 100 frames per second.
+      dtype: 'float32', or 'float16' to halve storage.
+    """
+    kind: str = "logmel"
+    sample_rate: int = 16000
+    n_mels: int = 64
+    n_mfcc: int = 13
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(
+                f"feature kind must be one of {FEATURE_KINDS}, got {self.kind!r}")
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(
+                f"feature dtype must be 'float32' or 'float16', got {self.dtype!r}")
+        if self.sample_rate <= 0 or self.n_mels <= 0 or self.n_mfcc <= 0:
+            raise ValueError(f"feature sizes must be positive: {self}")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(
+                f"n_mfcc={self.n_mfcc} cannot exceed n_mels={self.n_mels}")
+        if not 0 < self.hop_ms <= self.win_ms:
+            raise ValueError(
+                f"need 0 < hop_ms <= win_ms, got {self.hop_ms} and {self.win_ms}")
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def n_fft(self) -> int:
+        """The smallest power of two holding one window (400 -> 512)."""
+        return int(2 ** np.ceil(np.log2(self.win_length)))
+
+    @property
+    def num_bins(self) -> int:
+        return self.n_mels if self.kind == "logmel" else 3 * self.n_mfcc
+
+    @property
+    def name(self) -> str:
+        """A short tag for directory names, e.g. 'logmel64-16k' or 'mfcc39-16k'."""
+        rate = f"{self.sample_rate / 1000:g}k"
+        suffix = "-f16" if self.dtype == "float16" else ""
+        return f"{self.kind}{self.num_bins}-{rate}{suffix}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FeatureConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown feature settings: {unknown}")
+        return cls(**values)
+
+
+class FeatureExtractor:
+    """Computes frames for one :class:`FeatureConfig`.
+
+    The mel filterbank is built once per extractor rather than once per file,
+    which is what ``librosa.feature.melspectrogram`` would do.
+    """
+
+    def __init__(self, config: FeatureConfig):
+        self.config = config
+        self._mel_basis = librosa.filters.mel(
+            sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)
+
+    def __call__(self, waveform: np.ndarray) -> np.ndarray:
+        """Returns ``(num_frames, num_bins)`` features of a mono waveform.
+
+        The waveform must already be at ``config.sample_rate``.  There are
+        ``1 + len(waveform) // hop_length`` frames (centred STFT).
+        """
+        cfg = self.config
+        spectrum = librosa.stft(
+            np.asarray(waveform, np.float32), n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length, win_length=cfg.win_length)
+        mel_power = self._mel_basis @ (np.abs(spectrum) ** 2)
+        if cfg.kind == "logmel":
+            frames = np.log(mel_power + LOG_FLOOR)
+        else:
+            cepstra = librosa.feature.mfcc(
+                S=librosa.power_to_db(mel_power), n_mfcc=cfg.n_mfcc)
+            frames = np.concatenate(
+                [cepstra, librosa.feature.delta(cepstra),
+                 librosa.feature.delta(cepstra, order=2)], axis=0)
+        return np.ascontiguousarray(frames.T).astype(cfg.dtype)

@@ -1,0 +1,36 @@
+"""emodna_jax: cross-corpus speech emotion recognition in JAX."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    # Model, training, checkpoints.
+    "jax>=0.10.0",
+    "flax>=0.12.0",
+    "optax>=0.2.6",
+    "orbax-checkpoint>=0.12.0",
+    "ml-collections>=1.1.0",
+    "absl-py>=2.1.0",
+    # Audio and features.
+    "librosa>=0.11.0",
+    "soundfile>=0.13.0",
+    "numpy>=2.0",
+    # Shards and loading, without TensorFlow.
+    "tensorflow-datasets>=4.9.9",
+    "array-record>=0.8.1",
+    "grain>=0.2.12",
+    "importlib_resources>=6.0",  # TFDS needs it for builders defined in a package
+    "tqdm>=4.66",
+]
+
+setuptools.setup(
+    name="emodna_jax",
+    version="0.1.0",
+    description="Cross-corpus speech emotion recognition (Emo-DNA, MSAC-SERNet) "
+                "in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["emodna_jax*", "data_prep*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest>=8.0"]},
+)
