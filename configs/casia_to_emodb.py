@@ -1,0 +1,19 @@
+r"""Emo-DNA, CASIA (Mandarin) -> EmoDB (German).
+
+Prepare both corpora once, then train:
+
+  python -m data_prep --corpus=casia --raw_dir=/data/CASIA
+  python -m data_prep --corpus=emodb --raw_dir=/data/EmoDB
+  python -m emodna_jax.main --config=configs/casia_to_emodb.py --workdir=/tmp/casia_emodb
+
+The task uses the five emotions both corpora share.  EmoDB's boredom and
+disgust and CASIA's surprise stay out of training and form the OOD set.
+"""
+
+from configs import real_task
+
+
+def get_config():
+    return real_task.get_config(
+        source="casia", target="emodb",
+        classes=("angry", "fear", "happy", "neutral", "sad"))

@@ -1,0 +1,19 @@
+r"""Emo-DNA, EmoDB (German, acted, studio) -> eNTERFACE'05 (English, induced).
+
+Prepare both corpora once, then train:
+
+  python -m data_prep --corpus=emodb --raw_dir=/data/EmoDB
+  python -m data_prep --corpus=enterface --raw_dir=/data/eNTERFACE05
+  python -m emodna_jax.main --config=configs/emodb_to_enterface.py --workdir=/tmp/emodb_enterface
+
+The task uses the five emotions both corpora share.  eNTERFACE labels are
+read only by evaluation.
+"""
+
+from configs import real_task
+
+
+def get_config():
+    return real_task.get_config(
+        source="emodb", target="enterface",
+        classes=("angry", "disgust", "fear", "happy", "sad"))

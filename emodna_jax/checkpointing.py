@@ -1,0 +1,90 @@
+"""Orbax checkpoints of a run: train state, input-iterator state and config.
+
+Saving is asynchronous (training continues while a checkpoint is written) and
+atomic (orbax finalises a step directory only once it is complete).  Which
+steps stay on disk is an orbax ``preservation_policy``: the latest N, plus
+every K-th step when asked, for later batch evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class Checkpointer:
+    """A CheckpointManager with the three items a run needs to resume exactly."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
+                 read_only: bool = False):
+        policy = policies.LatestN(n=keep)
+        if keep_every:
+            policy = policies.AnyPreservationPolicy(
+                [policy, policies.EveryNSteps(interval_steps=keep_every)])
+        self.manager = ocp.CheckpointManager(
+            checkpoint_dir(workdir),
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=policy,
+                enable_async_checkpointing=not read_only,
+                read_only=read_only,
+                create=not read_only))
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, iterator_state: dict, config: dict):
+        """Starts saving ``step`` in the background (the loop decides when)."""
+        self.manager.save(
+            step, force=True,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data_iter=ocp.args.JsonSave(iterator_state),
+                config=ocp.args.JsonSave(config)))
+
+    def restore(self, step: int, abstract_state):
+        """Restores ``(state, iterator_state)``.
+
+        ``abstract_state`` (from ``jax.eval_shape``, with shardings) fixes the
+        tree, dtypes and placement, so a checkpoint written on 8 devices
+        restores onto 1 and the reverse.
+        """
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=ocp.args.JsonRestore()))
+        return restored.state, restored.data_iter
+
+    def restore_state(self, step: int, abstract_state):
+        """Only the train state (for evaluation)."""
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state)))
+        return restored.state
+
+    def restore_config(self, step: int) -> dict:
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return restored.config
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.close()
+
+
+def with_sharding(abstract_tree, sharding):
+    """Attaches ``sharding`` to every leaf of an ``eval_shape`` tree."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        abstract_tree)

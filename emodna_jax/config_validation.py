@@ -1,0 +1,85 @@
+"""Config errors, reported before anything is read or compiled.
+
+A typo'd key is caught by ml_collections itself (overrides of unknown keys
+fail); this module checks values, and names the offending entry.
+"""
+
+from __future__ import annotations
+
+from data_prep import labels
+from data_prep.features import FEATURE_KINDS
+
+PARALLELISM = ("shard_map", "pmap")
+CLASSIFIERS = ("linear", "am")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def _fail(key: str, message: str):
+    raise ValueError(f"config.{key}: {message}")
+
+
+def _positive(config, *keys):
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if not isinstance(value, int) or value <= 0:
+            _fail(key, f"must be a positive integer, got {value!r}")
+
+
+def _choice(key: str, value, allowed):
+    if value not in allowed:
+        _fail(key, f"must be one of {list(allowed)}, got {value!r}")
+
+
+def validate_config(config):
+    """Raises ValueError naming the first bad entry of ``config``."""
+    from emodna_jax.models import BACKBONES  # models import jax; keep it lazy
+    _positive(config, "steps", "batch_size", "log_every", "checkpoint_every",
+              "keep_checkpoints", "eval_batch_size", "data.num_frames",
+              "data.eval_num_frames", "model.projection_dim")
+    if config.eval_every < 0 or config.keep_every < 0:
+        _fail("eval_every", "eval_every and keep_every must be >= 0")
+    _choice("parallelism", config.parallelism, PARALLELISM)
+    _choice("model.backbone", config.model.backbone, sorted(BACKBONES))
+    _choice("model.classifier", config.model.classifier, CLASSIFIERS)
+    _choice("model.compute_dtype", config.model.compute_dtype, COMPUTE_DTYPES)
+    _choice("data.feature", config.data.feature, FEATURE_KINDS)
+    if not 0 <= config.model.dropout_rate < 1:
+        _fail("model.dropout_rate", f"must be in [0, 1), got {config.model.dropout_rate}")
+
+    classes = list(config.data.classes)
+    if len(classes) < 2:
+        _fail("data.classes", f"need at least 2 classes, got {classes}")
+    if len(set(classes)) != len(classes):
+        _fail("data.classes", f"has duplicates: {classes}")
+    unknown = [c for c in classes if c not in labels.EMOTIONS]
+    if unknown:
+        _fail("data.classes", f"{unknown} are not canonical emotion names "
+              f"({', '.join(labels.EMOTIONS)})")
+    if config.data.source == config.data.target:
+        _fail("data.target", f"must differ from data.source ({config.data.source!r})")
+
+    loss = config.loss
+    for key in ("w_cor", "w_cd", "w_ca", "w_mmd", "label_smoothing", "am_margin"):
+        if loss[key] < 0:
+            _fail(f"loss.{key}", f"must be >= 0, got {loss[key]}")
+    for key in ("temperature_cd", "temperature_ca", "am_scale"):
+        if loss[key] <= 0:
+            _fail(f"loss.{key}", f"must be > 0, got {loss[key]}")
+    for key in ("threshold_momentum", "prototype_momentum"):
+        if not 0 <= loss[key] < 1:
+            _fail(f"loss.{key}", f"must be in [0, 1), got {loss[key]}")
+    if not loss.label_smoothing < 1:
+        _fail("loss.label_smoothing", f"must be < 1, got {loss.label_smoothing}")
+    if not loss.mmd_multipliers or min(loss.mmd_multipliers) <= 0:
+        _fail("loss.mmd_multipliers", f"must be positive, got {loss.mmd_multipliers}")
+    if config.optim.learning_rate <= 0:
+        _fail("optim.learning_rate", f"must be > 0, got {config.optim.learning_rate}")
+
+
+def validate_batch(config, num_devices: int, num_processes: int):
+    """Batch sizes must split evenly over devices and processes."""
+    for key in ("batch_size", "eval_batch_size"):
+        if config[key] % num_devices or config[key] % num_processes:
+            _fail(key, f"{config[key]} does not split over {num_devices} devices")

@@ -1,0 +1,216 @@
+"""Grain pipelines over the prepared corpora (TFDS data sources).
+
+Training reads two endless streams: labelled source utterances and
+unlabelled target utterances, each shuffled, normalised with its own corpus's
+statistics and randomly cropped or padded to a fixed number of frames, then
+batched and zipped so that every step sees one source and one target batch.
+The target stream never carries labels: nothing in training can read them.
+
+Evaluation reads a split once, in order, with a deterministic centre crop,
+and pads the last batch with zero-weight examples so every batch has the
+same shape (one compiled eval step).
+
+Each process reads only its share (``process_index::process_count``), so the
+same code runs on one GPU box or a multi-host TPU VM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import grain
+import numpy as np
+
+from data_prep import prepare
+from data_prep.dataset import PreparedCorpus
+from data_prep.features import FeatureConfig
+
+EXCLUDED = -1  # task label of an utterance whose emotion the task leaves out
+
+
+@dataclasses.dataclass
+class TaskCorpus:
+    """A prepared corpus seen through a task: class map and normalisation.
+
+    Attributes:
+      corpus: the prepared dataset.
+      corpus_id: index of this corpus in the task (source 0, target 1).
+      class_map: corpus emotion index -> task class index, or EXCLUDED.
+      mean, std: per-bin normalisation (std already floored).
+    """
+    corpus: PreparedCorpus
+    corpus_id: int
+    class_map: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def create(cls, corpus: PreparedCorpus, corpus_id: int,
+               classes: Sequence[str], *, normalization_split: str,
+               std_floor: float) -> "TaskCorpus":
+        class_map = np.array([classes.index(e) if e in classes else EXCLUDED
+                              for e in corpus.emotions], np.int32)
+        mean, std = corpus.normalization(normalization_split)
+        return cls(corpus, corpus_id, class_map, mean.astype(np.float32),
+                   np.maximum(std, std_floor).astype(np.float32))
+
+    def task_labels(self, split: str) -> np.ndarray:
+        """Task label of every example of ``split`` (one pass over it)."""
+        source = self.corpus.source(split)
+        return np.array([self.class_map[source[i]["emotion"]]
+                         for i in range(len(source))], np.int32)
+
+    def example(self, raw: dict, num_frames: int,
+                rng: np.random.Generator | None, with_label: bool) -> dict:
+        """Normalises and crops/pads one stored example to ``num_frames``.
+
+        A random crop when ``rng`` is given (training), else a centre crop.
+        """
+        frames = (raw["features"].astype(np.float32) - self.mean) / self.std
+        length = frames.shape[0]
+        if length > num_frames:
+            excess = length - num_frames
+            start = int(rng.integers(0, excess + 1)) if rng is not None else excess // 2
+            frames = frames[start:start + num_frames]
+        elif length < num_frames:
+            frames = np.pad(frames, ((0, num_frames - length), (0, 0)))
+        out = {"frames": frames,
+               "mask": np.arange(num_frames) < min(length, num_frames)}
+        if with_label:
+            out["label"] = np.int32(self.class_map[raw["emotion"]])
+        return out
+
+
+def _task_indices(task: TaskCorpus, split: str) -> np.ndarray:
+    labels = task.task_labels(split)
+    indices = np.flatnonzero(labels != EXCLUDED)
+    if indices.size == 0:
+        raise ValueError(f"{task.corpus.name}/{split} has no utterance of the "
+                         "task's classes")
+    return indices
+
+
+def _stream(task: TaskCorpus, split: str, *, batch_size: int, num_frames: int,
+            seed: int, with_label: bool, process_index: int,
+            process_count: int) -> grain.MapDataset:
+    source = task.corpus.source(split)
+    indices = _task_indices(task, split)
+    ds = (grain.MapDataset.source(indices)
+          .seed(seed)
+          .shuffle()
+          .repeat()
+          [process_index::process_count]
+          .map(lambda i: source[int(i)])
+          .random_map(lambda raw, rng: task.example(raw, num_frames, rng,
+                                                    with_label)))
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def train_dataset(source: TaskCorpus, target: TaskCorpus, *, source_split: str,
+                  target_split: str, global_batch_size: int, num_frames: int,
+                  seed: int, process_index: int = 0, process_count: int = 1,
+                  ) -> grain.IterDataset:
+    """Endless zipped (source, target) batches of this process's share.
+
+    Yields dicts: ``src_frames [b,T,F]``, ``src_mask [b,T]``, ``src_label [b]``,
+    ``tgt_frames``, ``tgt_mask`` with ``b = global_batch_size / process_count``.
+    Iterators over it have ``get_state``/``set_state`` for checkpoints.
+    """
+    if global_batch_size % process_count:
+        raise ValueError(f"batch size {global_batch_size} is not divisible by "
+                         f"{process_count} processes")
+    local = global_batch_size // process_count
+    common = dict(batch_size=local, num_frames=num_frames,
+                  process_index=process_index, process_count=process_count)
+    src = _stream(source, source_split, seed=seed, with_label=True, **common)
+    tgt = _stream(target, target_split, seed=seed + 1, with_label=False, **common)
+
+    def merge(pair):
+        s, t = pair
+        return {"src_frames": s["frames"], "src_mask": s["mask"],
+                "src_label": s["label"], "tgt_frames": t["frames"],
+                "tgt_mask": t["mask"]}
+
+    zipped = grain.experimental.ZipMapDataset([src, tgt]).map(merge)
+    return zipped.to_iter_dataset(
+        grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+
+
+def eval_batches(task: TaskCorpus, split: str, *, batch_size: int,
+                 num_frames: int, include_excluded: bool = False,
+                 process_index: int = 0, process_count: int = 1,
+                 ) -> Iterator[dict]:
+    """One ordered pass over ``split`` in fixed-shape batches.
+
+    Yields dicts with ``frames``, ``mask``, ``label`` (task class, or EXCLUDED
+    for out-of-task emotions when ``include_excluded``), ``emotion`` (the
+    corpus's own emotion index, for OOD studies), ``index`` and ``weight``
+    (0 for the padding examples that fill the last batch).
+    """
+    source = task.corpus.source(split)
+    labels = task.task_labels(split)
+    keep = np.arange(len(source)) if include_excluded else np.flatnonzero(
+        labels != EXCLUDED)
+    num_batches = -(-len(keep) // batch_size)  # the same on every process
+    keep = keep[process_index::process_count]
+    local = batch_size // process_count
+    num_feat = task.corpus.feature_config.num_bins
+    for start in range(0, num_batches * local, local):
+        chunk = keep[start:start + local]
+        items = []
+        for i in chunk:
+            raw = source[int(i)]
+            item = task.example(raw, num_frames, None, with_label=False)
+            item.update(label=labels[i], emotion=np.int32(raw["emotion"]),
+                        index=np.int32(i), weight=np.float32(1.0))
+            items.append(item)
+        while len(items) < local:
+            items.append({"frames": np.zeros((num_frames, num_feat), np.float32),
+                          "mask": np.arange(num_frames) < 1,
+                          "label": np.int32(0), "emotion": np.int32(0),
+                          "index": np.int32(-1), "weight": np.float32(0.0)})
+        yield {k: np.stack([item[k] for item in items]) for k in items[0]}
+
+
+def feature_config(data_config):
+    """The FeatureConfig a data config asks for (selects the shards)."""
+    return FeatureConfig(kind=data_config.feature,
+                         sample_rate=data_config.sample_rate,
+                         n_mels=data_config.n_mels, n_mfcc=data_config.n_mfcc,
+                         dtype="float16" if data_config.float16 else "float32")
+
+
+def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
+    """Opens the source and target corpora of ``config`` as TaskCorpus.
+
+    Builds the synthetic pair first when the config asks for it and the
+    shards are missing.  Raises with a clear message when a corpus is not
+    prepared or lacks one of the task's classes.
+    """
+    data = config.data
+    data_dir = data.data_dir or prepare.default_data_dir()
+    features = feature_config(data)
+    if data.build_synthetic:
+        prepare.prepare_corpus(prepare.SYNTHETIC, data_dir=data_dir,
+                               feature_config=features, workers=1)
+    classes = list(data.classes)
+    tasks = []
+    for corpus_id, (name, norm_split, label_split) in enumerate([
+            (data.source, data.source_split, data.source_split),
+            (data.target, data.target_split, data.target_split)]):
+        try:
+            corpus = PreparedCorpus.find(data_dir, name, features)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"config.data.{'source' if corpus_id == 0 else 'target'}="
+                f"{name!r}: {error}") from None
+        missing = [c for c in classes if c not in corpus.emotions]
+        if missing:
+            raise ValueError(
+                f"config.data.classes: {name} has no utterances of {missing} "
+                f"(it has {corpus.emotions})")
+        tasks.append(TaskCorpus.create(corpus, corpus_id, classes,
+                                       normalization_split=norm_split,
+                                       std_floor=data.std_floor))
+    return tasks[0], tasks[1]

@@ -1,0 +1,430 @@
+"""The Emo-DNA losses and their small pieces of state, as pure array functions.
+
+Everything here is a function of ``jnp`` arrays (design notes, section 4): no
+Flax, no Optax, no devices.  The train step gathers features over the device
+axis and calls these on the *global* batch, so a step is the same on any
+number of devices.  State that is a mean over the batch (the pseudo-label
+thresholds, the class prototypes) is split into a "sums" function and a
+function that consumes the sums, so the step can ``psum`` in between.
+
+Math is done in float32 whatever the input dtype, and masked entries are kept
+out with large finite negatives or ``where`` guards, never ``-inf`` or a
+division by zero, so that an empty mask gives 0.0 and finite gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# Masks logits out of a softmax.  Finite, so exp() underflows to exactly zero
+# while gradients stay finite (``-inf`` gives ``inf - inf = nan`` in backward).
+_NEG = -1e9
+# Floor on squared norms before rsqrt: a zero vector normalises to zero.
+_EPS = 1e-12
+# Full float32 matmuls.  Accelerators may run float32 matmuls in TF32/bf16
+# passes by default, and ||a||^2 + ||b||^2 - 2ab cancels badly under them.
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _f32(x) -> Array:
+    return jnp.asarray(x, jnp.float32)
+
+
+def _binary(mask, like: Array) -> Array:
+    """Float 0/1 weights, [B]; ``None`` means every row counts."""
+    if mask is None:
+        return jnp.ones(like.shape[:1], jnp.float32)
+    return (jnp.asarray(mask) > 0).astype(jnp.float32)
+
+
+def _l2_normalize(x: Array, axis: int = -1) -> Array:
+    """x / ||x|| along ``axis``; zero vectors stay zero (gradient finite)."""
+    x = _f32(x)
+    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
+
+
+# ----------------------------------------------------------------------------
+# Classification.
+
+
+def masked_mean(values: Array, mask=None) -> Array:
+    """Mean of ``values`` [B] over rows with ``mask`` [B] > 0; 0.0 if none.
+
+    Masked rows are replaced by zero before summing, so a non-finite value in
+    a masked row cannot leak into the result.
+    """
+    values = _f32(values)
+    if mask is None:
+        return jnp.mean(values)
+    weights = _binary(mask, values)
+    total = jnp.sum(jnp.where(weights > 0, values, 0.0))
+    count = jnp.sum(weights)
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
+
+
+def cross_entropy(logits: Array, labels: Array, *,
+                  label_smoothing: float = 0.0, mask=None) -> Array:
+    """Label-smoothed softmax cross-entropy, averaged over masked rows.
+
+    Args:
+      logits: [B, C].
+      labels: [B] int class ids.
+      label_smoothing: targets are ``(1 - ls) * onehot + ls / C``.
+      mask: optional [B] bool or float; rows with mask > 0 count equally
+        (e.g. the confident target rows of a pseudo-label loss).
+    Returns:
+      Scalar; 0.0 when the mask selects nothing.
+    """
+    logits = _f32(logits)
+    num_classes = logits.shape[-1]
+    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    targets = (1.0 - label_smoothing) * targets + (
+        label_smoothing / num_classes)
+    per_row = -jnp.sum(targets * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    return masked_mean(per_row, mask)
+
+
+def cosine_logits(embeddings: Array, weights: Array) -> Array:
+    """Cosines between rows of ``embeddings`` [B, D] and columns of ``weights``
+    [D, C] -> [B, C]; the logits of a cosine (AM-softmax) classifier."""
+    return jnp.matmul(_l2_normalize(embeddings, axis=-1),
+                      _l2_normalize(weights, axis=0), precision=_HIGHEST)
+
+
+def additive_margin_logits(cosines: Array, labels: Array, *, scale: float,
+                           margin: float) -> Array:
+    """``scale * (cos - margin * onehot)`` [B, C]: the true class must win by
+    ``margin`` in cosine, which tightens classes (AM-softmax, MSAC-SERNet).
+
+    Use only for training; predict with ``scale * cosines``.
+    """
+    cosines = _f32(cosines)
+    onehot = jax.nn.one_hot(labels, cosines.shape[-1], dtype=jnp.float32)
+    return scale * (cosines - margin * onehot)
+
+
+# ----------------------------------------------------------------------------
+# Contrastive decoupling.
+
+
+def supervised_contrastive(features: Array, groups: Array, valid: Array, *,
+                           temperature: float) -> Array:
+    """Supervised contrastive loss (SupCon; positives averaged outside log).
+
+    For a valid anchor i with positives P(i) (valid j != i of the same group):
+      loss_i = -1/|P(i)| sum_{p in P(i)} log(exp(s_ip/T) / sum_{a != i valid}
+      exp(s_ia/T)),  s = features @ features.T.
+    Invalid rows are neither anchors, positives nor negatives.
+
+    Args:
+      features: [N, D], already L2-normalised.
+      groups: [N] int; equal ids are positives of each other.
+      valid: [N] bool.
+      temperature: T.
+    Returns:
+      Mean of loss_i over anchors that have a positive; 0.0 if there are none.
+    """
+    features = _f32(features)
+    n = features.shape[0]
+    valid = jnp.asarray(valid, bool)
+    sims = jnp.matmul(features, features.T, precision=_HIGHEST) / temperature
+    others = valid[None, :] & ~jnp.eye(n, dtype=bool)       # [N, N]: a != i
+    positives = others & (groups[:, None] == groups[None, :])
+    # Stabilise with the row max over the denominator set (constant per row,
+    # so it cancels; no gradient through it).
+    row_max = jnp.max(jnp.where(others, sims, _NEG), axis=1, keepdims=True)
+    shifted = jnp.where(others, sims - jax.lax.stop_gradient(row_max), _NEG)
+    denom = jnp.sum(jnp.exp(shifted), axis=1)
+    # A row with an empty denominator is never an anchor; keep its log finite.
+    log_denom = jnp.log(jnp.where(denom > 0, denom, 1.0))
+    log_prob = shifted - log_denom[:, None]
+    num_pos = jnp.sum(positives, axis=1)
+    pos_sum = jnp.sum(jnp.where(positives, log_prob, 0.0), axis=1)
+    per_anchor = -pos_sum / jnp.maximum(num_pos, 1)
+    return masked_mean(per_anchor, valid & (num_pos > 0))
+
+
+def decoupling_loss(z_emotion: Array, z_corpus: Array, emotion_labels: Array,
+                    emotion_valid: Array, corpus_labels: Array, *,
+                    num_classes: int, temperature: float) -> Array:
+    """Emo-DNA contrastive decoupling L_cd over [z_emotion; z_corpus], 2B rows.
+
+    Emotion features gather by (pseudo-)class, corpus features by corpus, and
+    every feature of one branch is a negative for the other, which pushes
+    emotion features away from corpus information.  Corpus ids are offset by
+    ``num_classes`` so emotion class k and corpus k never share a group.
+
+    Args:
+      z_emotion, z_corpus: [B, D], L2-normalised.
+      emotion_labels: [B] int; source labels and target pseudo-labels.
+      emotion_valid: [B] bool; source rows and confident target rows.
+      corpus_labels: [B] int corpus ids.
+      num_classes: number of emotion classes (static).
+      temperature: contrastive temperature.
+    """
+    features = jnp.concatenate([_f32(z_emotion), _f32(z_corpus)], axis=0)
+    groups = jnp.concatenate([jnp.asarray(emotion_labels, jnp.int32),
+                              num_classes + jnp.asarray(corpus_labels,
+                                                        jnp.int32)])
+    valid = jnp.concatenate([jnp.asarray(emotion_valid, bool),
+                             jnp.ones(z_corpus.shape[:1], bool)])
+    return supervised_contrastive(features, groups, valid,
+                                  temperature=temperature)
+
+
+# ----------------------------------------------------------------------------
+# Self-adaptive class-wise thresholds (FreeMatch-style) for pseudo-labels.
+
+
+def init_threshold_state(num_classes: int) -> Tuple[Array, Array]:
+    """(tau_g = 1/C scalar, p_tilde = ones(C)/C): the uniform predictor."""
+    return (jnp.asarray(1.0 / num_classes, jnp.float32),
+            jnp.full((num_classes,), 1.0 / num_classes, jnp.float32))
+
+
+def threshold_batch_stats(batch_probs: Array, mask=None
+                          ) -> Tuple[Array, Array, Array]:
+    """Sums that the threshold EMA needs, additive across devices.
+
+    Args:
+      batch_probs: [B, C] target class probabilities.
+      mask: optional [B]; rows to use (e.g. padding excluded).
+    Returns:
+      (sum of max-probs scalar, sum of probs [C], row count scalar), float32.
+    """
+    probs = _f32(batch_probs)
+    weights = _binary(mask, probs)
+    max_sum = jnp.sum(weights * jnp.max(probs, axis=-1))
+    prob_sum = jnp.sum(weights[:, None] * probs, axis=0)
+    return max_sum, prob_sum, jnp.sum(weights)
+
+
+def update_threshold_state_from_sums(tau_g: Array, p_tilde: Array,
+                                     max_prob_sum: Array, prob_sum: Array,
+                                     count: Array, *, momentum: float
+                                     ) -> Tuple[Array, Array]:
+    """EMA step of (tau_g, p_tilde) from (possibly psum-ed) batch sums.
+
+    A batch with no rows (count 0) leaves the state unchanged.  State is not
+    differentiated: the sums pass through stop_gradient.
+    """
+    max_prob_sum, prob_sum, count = jax.lax.stop_gradient(
+        (_f32(max_prob_sum), _f32(prob_sum), _f32(count)))
+    tau_g, p_tilde = _f32(tau_g), _f32(p_tilde)
+    safe = jnp.maximum(count, 1.0)
+    new_tau = momentum * tau_g + (1.0 - momentum) * (max_prob_sum / safe)
+    new_p = momentum * p_tilde + (1.0 - momentum) * (prob_sum / safe)
+    seen = count > 0
+    return jnp.where(seen, new_tau, tau_g), jnp.where(seen, new_p, p_tilde)
+
+
+def update_threshold_state(tau_g: Array, p_tilde: Array, batch_probs: Array,
+                           *, momentum: float, mask=None
+                           ) -> Tuple[Array, Array]:
+    """tau_g <- m tau_g + (1-m) mean max_c p;  p_tilde <- m p_tilde + (1-m)
+    mean p, means over the masked rows of ``batch_probs`` [B, C]."""
+    return update_threshold_state_from_sums(
+        tau_g, p_tilde, *threshold_batch_stats(batch_probs, mask),
+        momentum=momentum)
+
+
+def class_thresholds(tau_g: Array, p_tilde: Array) -> Array:
+    """Per-class thresholds [C]: tau_g * p_tilde / max(p_tilde).
+
+    Classes the model predicts less often get lower thresholds, so they still
+    receive pseudo-labels early on.
+    """
+    p_tilde = _f32(p_tilde)
+    return _f32(tau_g) * p_tilde / jnp.maximum(jnp.max(p_tilde), _EPS)
+
+
+def confidence_mask(probs: Array, tau_g: Array, p_tilde: Array
+                    ) -> Tuple[Array, Array]:
+    """(mask [B] bool, pseudo_labels [B] int32) for ``probs`` [B, C]: a row is
+    confident when its max probability reaches its argmax class's threshold."""
+    probs = _f32(probs)
+    pseudo_labels = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    thresholds = class_thresholds(tau_g, p_tilde)
+    mask = jnp.max(probs, axis=-1) >= thresholds[pseudo_labels]
+    return mask, pseudo_labels
+
+
+# ----------------------------------------------------------------------------
+# Class prototypes and class-level alignment.
+
+
+def init_prototypes(num_classes: int, dim: int) -> Array:
+    """[C, D] zeros: a zero row marks a class never seen yet."""
+    return jnp.zeros((num_classes, dim), jnp.float32)
+
+
+def class_sums(features: Array, labels: Array, num_classes: int,
+               mask=None) -> Tuple[Array, Array]:
+    """Per-class feature sums [C, D] and counts [C], additive across devices.
+
+    A one-hot matmul, so it is one fused op whatever C is.
+    """
+    features = _f32(features)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    onehot = onehot * _binary(mask, features)[:, None]
+    sums = jnp.matmul(onehot.T, features, precision=_HIGHEST)
+    return sums, jnp.sum(onehot, axis=0)
+
+
+def update_prototypes(prototypes: Array, sums: Array, counts: Array, *,
+                      momentum: float) -> Array:
+    """EMA of class means, rows L2-normalised -> [C, D].
+
+    Args:
+      prototypes: [C, D] current state (a zero row: class never seen).
+      sums, counts: [C, D] and [C] from :func:`class_sums`, summed over
+        devices.
+      momentum: EMA momentum m.
+    A class seen for the first time takes its batch mean; a class absent
+    from the batch keeps its prototype; zero rows stay zero.  (After the
+    normalisation, the first-seen rule equals an EMA from zero; it is spelled
+    out so the state never depends on that coincidence.)
+    """
+    prototypes, sums, counts = jax.lax.stop_gradient(
+        (_f32(prototypes), _f32(sums), _f32(counts)))
+    present = (counts > 0)[:, None]
+    mean = sums / jnp.maximum(counts, 1.0)[:, None]
+    seen = jnp.any(prototypes != 0, axis=1, keepdims=True)
+    ema = jnp.where(seen, momentum * prototypes + (1.0 - momentum) * mean,
+                    mean)
+    return _l2_normalize(jnp.where(present, ema, prototypes), axis=-1)
+
+
+def class_alignment_loss(z_target: Array, pseudo_labels: Array, mask: Array,
+                         prototypes: Array, *, temperature: float) -> Array:
+    """Pulls confident target features to their pseudo-class prototype.
+
+    Cross-entropy of softmax(cos(z, prototypes) / T) against the pseudo-label,
+    averaged over confident rows.  Prototypes are state (stop_gradient); a
+    never-seen (zero) prototype has cosine 0 with everything.
+
+    Args:
+      z_target: [B, D] target emotion features (normalised again here).
+      pseudo_labels: [B] int.
+      mask: [B] bool, confident rows.
+      prototypes: [C, D].
+      temperature: T.
+    Returns:
+      Scalar; 0.0 when no row is confident.
+    """
+    protos = jax.lax.stop_gradient(_l2_normalize(prototypes, axis=-1))
+    cosines = jnp.matmul(_l2_normalize(z_target, axis=-1), protos.T,
+                         precision=_HIGHEST)
+    return cross_entropy(cosines / temperature, pseudo_labels, mask=mask)
+
+
+# ----------------------------------------------------------------------------
+# Corpus-level alignment: multi-kernel MMD.
+
+
+def _pairwise_sq_distances(a: Array, b: Array) -> Array:
+    """||a_i - b_j||^2 [N, M] via norms and one matmul (no [N, M, D] tensor);
+    clipped at 0 against rounding."""
+    a, b = _f32(a), _f32(b)
+    cross = jnp.matmul(a, b.T, precision=_HIGHEST)
+    sq = (jnp.sum(jnp.square(a), axis=1)[:, None]
+          + jnp.sum(jnp.square(b), axis=1)[None, :] - 2.0 * cross)
+    return jnp.maximum(sq, 0.0)
+
+
+def _upper_median(sq_dists: Array) -> Array:
+    """Median of the i < j entries of a square [N, N] matrix; 0.0 if N < 2."""
+    n = sq_dists.shape[0]
+    if n < 2:
+        return jnp.zeros((), jnp.float32)
+    rows, cols = np.triu_indices(n, k=1)
+    return jnp.median(sq_dists[rows, cols])
+
+
+def median_sq_distance(z: Array) -> Array:
+    """Median of ||z_i - z_j||^2 over pairs i < j of ``z`` [N, D]; 0.0 if
+    N < 2.  The bandwidth heuristic of the MMD kernels."""
+    return _upper_median(_pairwise_sq_distances(z, z))
+
+
+def mmd2(x: Array, y: Array, *,
+         multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+         bandwidth: Optional[float] = None) -> Array:
+    """Multi-kernel Gaussian MMD^2 (biased V-statistic) between samples.
+
+    MMD^2 = mean K(x, x) + mean K(y, y) - 2 mean K(x, y) with
+    K = mean_j exp(-||a - b||^2 / (multipliers[j] * gamma)).  gamma is the
+    median pairwise squared distance of the pooled sample (no gradient,
+    floored at 1e-6), or ``bandwidth`` when given, so the kernels follow the
+    scale of the features as training moves them.
+
+    Args:
+      x: [N, D] source features.
+      y: [M, D] target features.
+      multipliers: static tuple; the geometric bandwidth ladder.
+      bandwidth: optional fixed gamma.
+    Returns:
+      Scalar, >= 0 up to rounding.
+    """
+    n, m = x.shape[0], y.shape[0]
+    pooled = jnp.concatenate([_f32(x), _f32(y)], axis=0)
+    # One [N+M, N+M] distance matrix serves the median and all three blocks.
+    sq_dists = _pairwise_sq_distances(pooled, pooled)
+    sq_dists = jnp.where(jnp.eye(n + m, dtype=bool), 0.0, sq_dists)
+    if bandwidth is None:
+        gamma = jnp.maximum(
+            jax.lax.stop_gradient(_upper_median(sq_dists)), 1e-6)
+    else:
+        gamma = _f32(bandwidth)
+    widths = jnp.asarray(multipliers, jnp.float32) * gamma          # [K]
+    kernel = jnp.mean(jnp.exp(-sq_dists[None] / widths[:, None, None]),
+                      axis=0)                                       # [P, P]
+    # s^T K s with s = (1/N, ..., -1/M, ...) is exactly the three block means.
+    s = jnp.concatenate([jnp.full((n,), 1.0 / n, jnp.float32),
+                         jnp.full((m,), -1.0 / m, jnp.float32)])
+    return jnp.sum(kernel * s[:, None] * s[None, :])
+
+
+# ----------------------------------------------------------------------------
+# Schedules and gradient tools.
+
+
+def ramp(progress) -> Array:
+    """2 / (1 + exp(-10 p)) - 1 for p = clip(progress, 0, 1): the adaptation
+    losses start at weight 0, while pseudo-labels and prototypes are noise."""
+    p = jnp.clip(_f32(progress), 0.0, 1.0)
+    return 2.0 / (1.0 + jnp.exp(-10.0 * p)) - 1.0
+
+
+@jax.custom_vjp
+def _reverse(x: Array, coefficient: Array) -> Array:
+    return x
+
+
+def _reverse_fwd(x, coefficient):
+    return x, coefficient
+
+
+def _reverse_bwd(coefficient, g):
+    grad = (-coefficient * _f32(g)).astype(g.dtype)
+    return grad, jnp.zeros_like(coefficient)
+
+
+_reverse.defvjp(_reverse_fwd, _reverse_bwd)
+
+
+def gradient_reversal(x: Array, coefficient) -> Array:
+    """Identity forward; backward multiplies the gradient by -coefficient.
+
+    Placed before an attribute head, the head learns to predict the attribute
+    while the features below learn to hide it (attribute suppression).  The
+    coefficient receives a zero gradient.
+    """
+    return _reverse(x, _f32(coefficient))

@@ -1,0 +1,83 @@
+"""Compact 2-D CNN backbone over log-mel "images", with attentive pooling.
+
+The backbone of MSAC-SERNet-style models: conv3x3-BN-ReLU-maxpool blocks see
+local time-frequency patterns (harmonics, formant movements); the frequency
+axis is then averaged away and attentive statistics pooling summarises time.
+
+Padding: a 3x3 convolution mixes neighbouring frames, so padded frames are
+zeroed after every block (and the input is zeroed first); pooling pads time up
+to an even length with zeros (ceil mode), so an utterance's last frame is kept
+whatever the padding; the mask is downsampled alongside.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm,
+                                      Dtype, downsample_mask, zero_padding)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max pooling, ceil mode: [B, T, F, C] -> [B, ceil(T/2), ceil(F/2), C].
+
+    Odd sizes are padded with zeros, not dropped: with floor semantics the
+    last valid frame would vanish for one padding amount and survive for
+    another.  Zero is neutral for the non-negative (post-ReLU) inputs, and it
+    is exactly what a zeroed padded frame holds, so a partial window pools the
+    same whatever follows it.
+    """
+    pad_t, pad_f = -x.shape[1] % 2, -x.shape[2] % 2
+    x = jnp.pad(x, ((0, 0), (0, pad_t), (0, pad_f), (0, 0)))
+    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+class CNN(nn.Module):
+    """2-D CNN encoder: frames [B, T, F], mask [B, T] -> [B, 2 * channels[-1]].
+
+    Each block is conv3x3 -> BN -> ReLU -> channel dropout -> maxpool 2x2, so
+    ``len(channels)`` blocks shrink T and F by 2^len(channels).  h is the
+    attentive mean and std over time of the frequency-averaged last map.
+
+    Attributes:
+      channels: output channels of each block (their number is the number of
+        blocks).
+      kernel_size: square convolution kernel.
+      attention_dim: hidden width of the attentive pooling's scoring MLP.
+      dropout_rate: channel dropout after each block (shared over time and
+        frequency, so its mask does not depend on T).
+      bn_axis_name: named batch axis for cross-replica BatchNorm, or None.
+      dtype: compute dtype; params are ``param_dtype``.
+    """
+    channels: Sequence[int] = (32, 64, 128, 128)
+    kernel_size: int = 3
+    attention_dim: int = 64
+    dropout_rate: float = 0.1
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, mask: jax.Array, *,
+                 train: bool) -> jax.Array:
+        x = zero_padding(frames.astype(self.dtype), mask)[..., None]
+        for i, features in enumerate(self.channels):
+            x = nn.Conv(features, (self.kernel_size, self.kernel_size),
+                        padding="SAME", use_bias=False, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"conv{i}")(x)
+            x = BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"bn{i}")(
+                              x, mask, train=train)
+            x = nn.relu(x)
+            x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(
+                x, deterministic=not train)
+            x = max_pool_2x2(zero_padding(x, mask))
+            mask = downsample_mask(mask, 2)
+        x = jnp.mean(x, axis=2)                                  # [B, T', C]
+        return AttentiveStatisticsPooling(
+            self.attention_dim, dtype=self.dtype,
+            param_dtype=self.param_dtype, name="pooling")(x, mask)

@@ -1,0 +1,232 @@
+"""Small pieces shared by the backbones and heads: masking, pooling, BatchNorm.
+
+Every batch holds utterances of different lengths, zero-padded to a common
+number of frames ``T`` and described by ``mask`` [B, T] (True on valid frames,
+a prefix of each row).  A prediction must never depend on how much padding an
+utterance got, nor on what the padded frames hold.  The rules that guarantee it:
+
+* zero the padded positions (:func:`zero_padding`) before anything mixes time;
+* pool over valid frames only (:func:`masked_mean`, attentive pooling);
+* keep padded frames out of BatchNorm's batch statistics (:class:`BatchNorm`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+STD_EPS = 1e-5  # keeps sqrt differentiable when a channel is constant in time
+
+
+def _expand_mask(mask: jax.Array, x: jax.Array) -> jax.Array:
+    """[B, T] -> [B, T, 1, ..., 1], broadcastable against ``x`` [B, T, ...]."""
+    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+
+
+def zero_padding(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Sets padded frames of ``x`` [B, T, ...] to zero, keeping its dtype.
+
+    After a pointwise layer with a bias or a BatchNorm, padded frames are no
+    longer zero; zeroing them makes what a later time-mixing layer sees beyond
+    an utterance's end the same for every padding amount.
+    """
+    return x * _expand_mask(mask, x).astype(x.dtype)
+
+
+def lengths_from_mask(mask: jax.Array) -> jax.Array:
+    """Valid frames per row, [B] int32 (valid frames are a prefix)."""
+    return jnp.sum(mask, axis=1, dtype=jnp.int32)
+
+
+def downsample_mask(mask: jax.Array, factor: int) -> jax.Array:
+    """Mask after pooling time by ``factor`` (ceil mode): [B, ceil(T/f)].
+
+    A pooled frame is valid when any frame in its window is valid.  The time
+    axis is padded up to a multiple of ``factor`` (as the pooled features must
+    be) so an utterance's last partial window is kept whatever the padding.
+    """
+    batch, steps = mask.shape
+    pad = -steps % factor
+    mask = jnp.pad(mask, ((0, 0), (0, pad)), constant_values=False)
+    return mask.reshape(batch, -1, factor).any(axis=-1)
+
+
+def reverse_within_length(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Reverses each row of ``x`` [B, T, ...] within its valid prefix.
+
+    Row b becomes ``x[b, L_b-1], ..., x[b, 0]`` followed by its padded frames
+    unchanged, so padding stays at the end: a causal layer run on the result
+    sees the utterance backwards and still never sees padding.
+    """
+    lengths = lengths_from_mask(mask)[:, None]                  # [B, 1]
+    steps = jnp.arange(x.shape[1], dtype=jnp.int32)[None, :]    # [1, T]
+    index = jnp.where(steps < lengths, lengths - 1 - steps, steps)
+    return jnp.take_along_axis(x, _expand_mask(index, x), axis=1)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over the valid frames of ``x`` [B, T, C] -> [B, C].
+
+    Accumulates in float32 (a bf16 sum over hundreds of frames loses digits)
+    and returns ``x``'s dtype.
+    """
+    weights = _expand_mask(mask, x).astype(jnp.float32)
+    total = jnp.sum(x.astype(jnp.float32) * weights, axis=1)
+    count = jnp.sum(weights, axis=1)
+    return (total / count).astype(x.dtype)
+
+
+def masked_std(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Standard deviation over the valid frames of ``x`` [B, T, C] -> [B, C].
+
+    Two-pass (centre, then square) for accuracy; ``STD_EPS`` inside the root
+    keeps the gradient finite for constant channels.
+    """
+    weights = _expand_mask(mask, x).astype(jnp.float32)
+    x32 = x.astype(jnp.float32)
+    count = jnp.sum(weights, axis=1)
+    mean = jnp.sum(x32 * weights, axis=1) / count
+    var = jnp.sum(jnp.square(x32 - mean[:, None]) * weights, axis=1) / count
+    return jnp.sqrt(var + STD_EPS).astype(x.dtype)
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """Unit-norm ``x`` along ``axis``, in float32 (cosines feed the losses)."""
+    x = x.astype(jnp.float32)
+    norm_sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(norm_sq, eps))
+
+
+class AttentiveStatisticsPooling(nn.Module):
+    """Attention-weighted mean and std over valid frames: [B, T, C] -> [B, 2C].
+
+    A small MLP scores each frame; the scores are softmax-normalised over the
+    valid frames only, so padded frames get exactly zero weight (Okabe et al.,
+    Interspeech 2018).  Emotion is carried unevenly in time, which is why the
+    weights are learned rather than uniform.
+
+    Attributes:
+      hidden_dim: width of the scoring MLP.
+    """
+    hidden_dim: int = 64
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        scores = nn.Dense(self.hidden_dim, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name="score_hidden")(x)
+        scores = nn.Dense(1, dtype=self.dtype, param_dtype=self.param_dtype,
+                          name="score_out")(jnp.tanh(scores))
+        scores = jnp.where(mask, scores[..., 0].astype(jnp.float32),
+                           jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=1)[..., None]     # [B, T, 1]
+        x32 = x.astype(jnp.float32)
+        mean = jnp.sum(weights * x32, axis=1)
+        var = jnp.sum(weights * jnp.square(x32 - mean[:, None]), axis=1)
+        std = jnp.sqrt(var + STD_EPS)
+        return jnp.concatenate([mean, std], axis=-1).astype(self.dtype)
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm over the valid frames of a batch, optionally across replicas.
+
+    Normalises the last axis of ``x`` [B, T, ..., C].  In training the
+    statistics are taken over every axis but the last, at valid positions
+    only (``mask`` [B, T] broadcasts over the middle axes).  With ``axis_name``
+    the *sums and counts* are ``psum``-ed over that named axis before dividing,
+    so the statistics are those of the global batch even when replicas hold
+    different numbers of valid frames; ``flax.linen.BatchNorm`` instead
+    averages per-replica means (``pmean``), which weights a replica's few
+    frames like another's many, so a step on 8 devices would not equal a step
+    on one.  The variables mirror flax's (params ``scale``/``bias``,
+    batch_stats ``mean``/``var``, biased variance), and as in flax the running
+    statistics are not updated during ``init``, where no collective runs
+    either (so ``init`` works outside ``shard_map``/``pmap``).  Evaluation
+    uses the running statistics and never needs the named axis.
+
+    Attributes:
+      momentum: decay of the running statistics.
+      epsilon: added to the variance.
+      axis_name: named batch axis to reduce statistics over, or None.
+      dtype: output dtype; statistics are always float32.
+    """
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
+                 train: bool) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,),
+                           self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (features,),
+                          self.param_dtype)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,),
+                                jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,),
+                               jnp.float32)
+
+        if train:
+            initializing = self.is_initializing()
+            mean, var = self._batch_moments(
+                x, mask, None if initializing else self.axis_name)
+            if not initializing:
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * mean
+                ra_var.value = m * ra_var.value + (1 - m) * var
+        else:
+            mean, var = ra_mean.value, ra_var.value
+
+        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
+        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+    @staticmethod
+    def _batch_moments(x, mask, axis_name):
+        """Masked mean and biased variance per channel, [C] float32 each."""
+        x = x.astype(jnp.float32).reshape(x.shape[0], x.shape[1], -1,
+                                          x.shape[-1])  # [B, T, M, C]
+        if mask is None:
+            weights = jnp.ones(x.shape[:2] + (1, 1), jnp.float32)
+        else:
+            weights = mask.astype(jnp.float32)[:, :, None, None]
+        weights = jnp.broadcast_to(weights, x.shape[:3] + (1,))
+        axes = (0, 1, 2)
+
+        def global_sum(value):
+            if axis_name is None:
+                return value
+            return jax.lax.psum(value, axis_name)
+
+        count = global_sum(jnp.sum(weights))
+        mean = global_sum(jnp.sum(x * weights, axis=axes)) / count
+        # Two passes rather than E[x^2] - E[x]^2: activations with a large
+        # mean and small spread would otherwise lose the variance to rounding.
+        var = global_sum(jnp.sum(jnp.square(x - mean) * weights, axis=axes))
+        return mean, var / count
+
+
+class CosineClassifier(nn.Module):
+    """Cosine logits between unit-norm inputs and unit-norm class weights.
+
+    [B, D] -> [B, num_classes] in [-1, 1], float32.  The additive-margin
+    softmax loss subtracts the margin from the true class's cosine and scales;
+    keeping both out of the module lets the same logits serve prediction and
+    OOD scores.
+    """
+    num_classes: int
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (x.shape[-1], self.num_classes), self.param_dtype)
+        return l2_normalize(x) @ l2_normalize(kernel, axis=0)

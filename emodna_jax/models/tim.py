@@ -1,0 +1,119 @@
+"""TIM-Net backbone: bidirectional dilated causal convs, fused over scales.
+
+After Ye et al., "Temporal Modeling Matters: A Novel Temporal Emotional
+Modeling Approach for Speech Emotion Recognition", ICASSP 2023.  Emotion shows
+at several time scales, so a stack of temporal-aware blocks with doubling
+dilation is read out after *every* block, and the per-scale summaries are fused
+with learned weights.  Each scale looks at the utterance forwards and
+backwards.
+
+Padding: all convolutions are causal and the backward stream reverses each
+utterance within its own length (:func:`reverse_within_length`), so padding is
+always at the end and no valid frame ever sees it; padded frames are still
+zeroed after every block, and pooling is over valid frames only.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emodna_jax.models.layers import (BatchNorm, Dtype, masked_mean,
+                                      reverse_within_length, zero_padding)
+
+
+class TemporalAwareBlock(nn.Module):
+    """Gated residual block of two causal dilated convs: [B, T, C] -> [B, T, C].
+
+    conv -> BN -> ReLU -> dropout, twice; a sigmoid of the result gates the
+    block's input.  Dropout drops whole channels (shared over time, as TIM-Net's
+    SpatialDropout1D), which also makes its mask independent of ``T``.
+    """
+    features: int
+    dilation: int
+    kernel_size: int = 2
+    dropout_rate: float = 0.1
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, *,
+                 train: bool) -> jax.Array:
+        y = x
+        for i in range(2):
+            # Left padding only: frame t sees t, t-d, ..., never the future.
+            y = nn.Conv(self.features, (self.kernel_size,),
+                        kernel_dilation=(self.dilation,),
+                        padding=[((self.kernel_size - 1) * self.dilation, 0)],
+                        use_bias=False, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=f"conv{i}")(y)
+            y = BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"bn{i}")(
+                              y, mask, train=train)
+            y = nn.relu(y)
+            y = nn.Dropout(self.dropout_rate, broadcast_dims=(1,))(
+                y, deterministic=not train)
+        return zero_padding(x * nn.sigmoid(y), mask)
+
+
+class TIMNet(nn.Module):
+    """TIM-Net encoder: frames [B, T, F] and mask [B, T] -> h [B, features].
+
+    The forward and backward streams have their own weights (their own 1x1
+    input projection and blocks), as in the reference implementation: the two
+    directions see different temporal contexts.  After block k (dilation 2^k)
+    the two streams are summed and mean-pooled over valid frames into g_k;
+    h is the softmax-weighted sum of g_1..g_n (dynamic fusion).
+
+    Attributes:
+      features: channels C of every block and of h.
+      num_blocks: blocks per direction; dilations 1, 2, ..., 2^(n-1), so the
+        receptive field is 2^(n+1) - 1 frames for kernel 2.
+      kernel_size: temporal kernel of the causal convolutions.
+      dropout_rate: channel dropout inside the blocks.
+      bn_axis_name: named batch axis for cross-replica BatchNorm, or None.
+      dtype: compute dtype; params are ``param_dtype``.
+    """
+    features: int = 64
+    num_blocks: int = 6
+    kernel_size: int = 2
+    dropout_rate: float = 0.1
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, frames: jax.Array, mask: jax.Array, *,
+                 train: bool) -> jax.Array:
+        x = zero_padding(frames.astype(self.dtype), mask)
+        streams = {"forward": x, "backward": reverse_within_length(x, mask)}
+        for direction, stream in streams.items():
+            stream = nn.Conv(self.features, (1,), dtype=self.dtype,
+                             param_dtype=self.param_dtype,
+                             name=f"{direction}_input")(stream)
+            streams[direction] = zero_padding(stream, mask)
+
+        scales = []
+        for k in range(self.num_blocks):
+            for direction in streams:
+                streams[direction] = TemporalAwareBlock(
+                    self.features, dilation=2 ** k,
+                    kernel_size=self.kernel_size,
+                    dropout_rate=self.dropout_rate,
+                    bn_axis_name=self.bn_axis_name, dtype=self.dtype,
+                    param_dtype=self.param_dtype,
+                    name=f"{direction}_block{k}")(
+                        streams[direction], mask, train=train)
+            # The streams are not time-aligned (one is reversed), but pooling
+            # discards order, so summing before pooling is what is meant.
+            scales.append(masked_mean(
+                streams["forward"] + streams["backward"], mask))
+        scales = jnp.stack(scales, axis=1)                       # [B, n, C]
+
+        fusion_logits = self.param("fusion_logits", nn.initializers.zeros,
+                                   (self.num_blocks,), self.param_dtype)
+        weights = jax.nn.softmax(fusion_logits.astype(jnp.float32))
+        h = jnp.einsum("bnc,n->bc", scales.astype(jnp.float32), weights)
+        return h.astype(self.dtype)

@@ -1,0 +1,168 @@
+"""The Emo-DNA training objective over one global batch.
+
+Pure arrays in, loss out: this module knows the weights and how the losses of
+``losses.py`` combine (design notes section 4, docs/losses.md), and nothing
+about devices.  The step gathers every device's model outputs first, so the
+objective here is always the one-device objective of the global batch, which
+is what makes training invariant to the number of devices.
+
+Total:  L_cls + w_cor L_cor + r(t) (w_cd L_cd + w_ca L_ca + w_mmd L_mmd).
+A zero weight removes its loss from the compiled graph (weights are static).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from emodna_jax import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """Static settings of the objective (hashable: part of the compiled step)."""
+    num_classes: int
+    total_steps: int
+    classifier: str = "linear"          # 'linear' or 'am' (additive margin)
+    label_smoothing: float = 0.1
+    am_scale: float = 30.0
+    am_margin: float = 0.2
+    w_cor: float = 0.1
+    w_cd: float = 0.5
+    w_ca: float = 1.0
+    w_mmd: float = 1.0
+    temperature_cd: float = 0.1
+    temperature_ca: float = 0.1
+    threshold_momentum: float = 0.999
+    prototype_momentum: float = 0.9
+    mmd_multipliers: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)
+    use_ramp: bool = True
+
+    @property
+    def needs_pseudo_labels(self) -> bool:
+        return self.w_cd > 0 or self.w_ca > 0
+
+    @property
+    def uses_target(self) -> bool:
+        """False for source-only training: target batches are never run."""
+        return self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
+
+
+@flax.struct.dataclass
+class AdaptState:
+    """Statistics the objective carries between steps (all global-batch)."""
+    tau_g: jax.Array        # EMA of the mean max target probability
+    p_tilde: jax.Array      # [C] EMA of the mean target class probabilities
+    prototypes: jax.Array   # [C, D] EMA of normalised source emotion features
+
+    @classmethod
+    def create(cls, num_classes: int, feature_dim: int) -> "AdaptState":
+        tau_g, p_tilde = losses.init_threshold_state(num_classes)
+        return cls(jnp.asarray(tau_g, jnp.float32),
+                   jnp.asarray(p_tilde, jnp.float32),
+                   losses.init_prototypes(num_classes, feature_dim))
+
+
+def _classifier_logits(cfg: ObjectiveConfig, logits: jax.Array) -> jax.Array:
+    """Logits whose softmax is the model's class posterior."""
+    return cfg.am_scale * logits if cfg.classifier == "am" else logits
+
+
+def _training_logits(cfg: ObjectiveConfig, logits: jax.Array,
+                     labels: jax.Array) -> jax.Array:
+    """Logits a classification loss is taken on: with the margin under 'am'."""
+    if cfg.classifier == "am":
+        return losses.additive_margin_logits(
+            logits, labels, scale=cfg.am_scale, margin=cfg.am_margin)
+    return logits
+
+
+def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
+              adapt: AdaptState, step: jax.Array):
+    """Loss of one global batch.
+
+    Args:
+      cfg: static settings.
+      outputs: model outputs for the concatenated batch [source; target]
+        (``logits``, ``corpus_logits``, ``e``, ``z_e``, ``z_c``), 2N rows, or
+        N rows (source only) when ``cfg.uses_target`` is False.
+      source_labels: [N] task labels of the source rows.
+      adapt: threshold and prototype state before this step.
+      step: the step number (for the ramp).
+
+    Returns:
+      ``(loss, (new_adapt, metrics))``.
+    """
+    n = source_labels.shape[0]
+    logits_s = outputs["logits"][:n]
+    l_cls = losses.cross_entropy(
+        _training_logits(cfg, logits_s, source_labels), source_labels,
+        label_smoothing=cfg.label_smoothing)
+    accuracy = jnp.mean(jnp.argmax(logits_s, -1) == source_labels)
+    metrics = {"loss_cls": l_cls, "source_accuracy": accuracy}
+    total = l_cls
+    new_adapt = adapt
+    if not cfg.uses_target:
+        metrics["loss"] = total
+        return total, (new_adapt, metrics)
+
+    corpus = jnp.concatenate([jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)])
+    if cfg.w_cor > 0:
+        l_cor = losses.cross_entropy(outputs["corpus_logits"], corpus)
+        total += cfg.w_cor * l_cor
+        metrics["loss_cor"] = l_cor
+
+    progress = step.astype(jnp.float32) / max(cfg.total_steps, 1)
+    ramp = losses.ramp(progress) if cfg.use_ramp else jnp.float32(1.0)
+    metrics["ramp"] = ramp
+    adaptation = jnp.float32(0.0)
+
+    if cfg.needs_pseudo_labels:
+        probs_t = jax.nn.softmax(jax.lax.stop_gradient(
+            _classifier_logits(cfg, outputs["logits"][n:])))
+        tau_g, p_tilde = losses.update_threshold_state(
+            adapt.tau_g, adapt.p_tilde, probs_t,
+            momentum=cfg.threshold_momentum)
+        confident, pseudo = losses.confidence_mask(probs_t, tau_g, p_tilde)
+        new_adapt = new_adapt.replace(tau_g=tau_g, p_tilde=p_tilde)
+        metrics.update(tau_g=tau_g, confident_fraction=jnp.mean(confident))
+
+    if cfg.w_cd > 0:
+        l_cd = losses.decoupling_loss(
+            outputs["z_e"], outputs["z_c"],
+            jnp.concatenate([source_labels, pseudo]),
+            jnp.concatenate([jnp.ones(n, bool), confident]), corpus,
+            num_classes=cfg.num_classes, temperature=cfg.temperature_cd)
+        adaptation += cfg.w_cd * l_cd
+        metrics["loss_cd"] = l_cd
+
+    if cfg.w_ca > 0:
+        sums, counts = losses.class_sums(
+            jax.lax.stop_gradient(outputs["z_e"][:n]), source_labels,
+            cfg.num_classes)
+        prototypes = losses.update_prototypes(
+            adapt.prototypes, sums, counts, momentum=cfg.prototype_momentum)
+        new_adapt = new_adapt.replace(prototypes=prototypes)
+        l_proto = losses.class_alignment_loss(
+            outputs["z_e"][n:], pseudo, confident, prototypes,
+            temperature=cfg.temperature_ca)
+        l_pseudo = losses.cross_entropy(
+            _training_logits(cfg, outputs["logits"][n:], pseudo), pseudo,
+            mask=confident)
+        l_ca = l_proto + l_pseudo
+        adaptation += cfg.w_ca * l_ca
+        metrics.update(loss_ca=l_ca, loss_proto=l_proto, loss_pseudo=l_pseudo)
+
+    if cfg.w_mmd > 0:
+        l_mmd = losses.mmd2(outputs["e"][:n].astype(jnp.float32),
+                            outputs["e"][n:].astype(jnp.float32),
+                            multipliers=cfg.mmd_multipliers)
+        adaptation += cfg.w_mmd * l_mmd
+        metrics["loss_mmd"] = l_mmd
+
+    total += ramp * adaptation
+    metrics["loss"] = total
+    return total, (new_adapt, metrics)

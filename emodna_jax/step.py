@@ -1,0 +1,208 @@
+"""The fused, data-parallel train step and the eval step.
+
+One per-device function computes the forward pass, every Emo-DNA loss, the
+gradients, the optimizer update and the threshold/prototype updates.  It is
+compiled either with ``jax.jit(jax.shard_map(...))`` over a 1-D mesh (the
+default) or with ``jax.pmap``: the very same function, with the batch axis
+named ``'batch'`` in both.
+
+Device-count invariance: each device runs the model on its shard, then
+gathers the outputs of all shards (``all_gather(..., to='invarying')``, whose
+transpose hands each device back the cotangents of its own rows) and evaluates
+the objective of the *global* batch.  Each device's gradient is thus its
+shard's share of the global gradient, and the shares are summed: by
+shard_map's autodiff itself (parameters are replicated, so their cotangents
+are summed over the axis), and by an explicit ``psum`` under pmap.  BatchNorm
+statistics are summed over the axis too.  So 8 devices compute what 1 device
+computes on the same global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from emodna_jax import objective as objective_lib
+
+AXIS = "batch"
+OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    adapt: objective_lib.AdaptState
+    rng: jax.Array
+
+
+def _gather(x, axis_name):
+    if axis_name is None:
+        return x
+    return jax.lax.all_gather(x, axis_name, tiled=True, to="invarying")
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves))
+
+
+def make_train_step(model, tx: optax.GradientTransformation,
+                    cfg: objective_lib.ObjectiveConfig, *,
+                    axis_name: str | None, sum_gradients: bool) -> Callable:
+    """The per-device step ``(state, batch) -> (state, metrics)``.
+
+    Args:
+      model: the flax module; its BatchNorm must reduce over ``axis_name``.
+      tx: the optimizer.
+      cfg: the objective's static settings.
+      axis_name: the device axis, or None on a single device without a mesh.
+      sum_gradients: psum the gradients explicitly (pmap); shard_map's
+        autodiff already sums them, and summing again would scale them by the
+        device count.
+
+    A step whose loss or gradients are not finite leaves the state unchanged
+    (apart from the step counter) and reports ``finite = 0`` in the metrics,
+    so the train loop can stop with the last good state intact.
+    """
+
+    def step_fn(state: TrainState, batch: dict):
+        n_local = batch["src_frames"].shape[0]
+        if cfg.uses_target:
+            frames = jnp.concatenate([batch["src_frames"], batch["tgt_frames"]])
+            mask = jnp.concatenate([batch["src_mask"], batch["tgt_mask"]])
+        else:  # source-only: target batches are never run through the model
+            frames, mask = batch["src_frames"], batch["src_mask"]
+        rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+
+        def global_view(x):
+            """[source rows of all devices; target rows of all devices]."""
+            if not cfg.uses_target:
+                return _gather(x, axis_name)
+            return jnp.concatenate([_gather(x[:n_local], axis_name),
+                                    _gather(x[n_local:], axis_name)])
+
+        def loss_fn(params):
+            outputs, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, frames,
+                mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+            outputs = {k: global_view(outputs[k]) for k in OUTPUT_KEYS}
+            labels = _gather(batch["src_label"], axis_name)
+            loss, (adapt, metrics) = objective_lib.objective(
+                cfg, outputs, labels, state.adapt, state.step)
+            return loss, (adapt, metrics, updates["batch_stats"])
+
+        grads, (adapt, metrics, batch_stats) = jax.grad(
+            loss_fn, has_aux=True)(state.params)
+        if sum_gradients:
+            grads = jax.lax.psum(grads, axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new = state.replace(
+            step=state.step + 1, params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats, opt_state=opt_state, adapt=adapt)
+        finite = _all_finite((metrics, grads))
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new,
+                           state.replace(step=state.step + 1))
+        metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+                       finite=finite.astype(jnp.float32))
+        return new, metrics
+
+    return step_fn
+
+
+def make_eval_step(model) -> Callable:
+    """The per-device eval step ``(variables, batch) -> outputs per example``."""
+
+    def eval_fn(variables, batch):
+        outputs = model.apply(variables, batch["frames"], batch["mask"],
+                              train=False)
+        return {k: outputs[k] for k in OUTPUT_KEYS}
+
+    return eval_fn
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device, axis ``'batch'``."""
+    return jax.make_mesh((jax.device_count(),), (AXIS,))
+
+
+class Parallel:
+    """Compiles per-device functions and places data for one parallelism mode.
+
+    'shard_map': ``jax.jit(jax.shard_map(...))`` over the mesh; batches are
+    global ``jax.Array`` s sharded along ``'batch'`` and the state is
+    replicated.  'pmap': ``jax.pmap``; batches carry a leading local-device
+    axis and the state is replicated per device.
+    """
+
+    def __init__(self, mode: str, mesh: jax.sharding.Mesh | None = None):
+        if mode not in ("shard_map", "pmap"):
+            raise ValueError(f"parallelism must be 'shard_map' or 'pmap', got {mode!r}")
+        self.mode = mode
+        self.mesh = mesh if mesh is not None else data_mesh()
+        self.num_devices = self.mesh.size
+
+    @property
+    def sum_gradients(self) -> bool:
+        return self.mode == "pmap"
+
+    def compile_train(self, step_fn: Callable) -> Callable:
+        if self.mode == "pmap":
+            return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=0)
+        return jax.jit(jax.shard_map(step_fn, mesh=self.mesh,
+                                     in_specs=(P(), P(AXIS)),
+                                     out_specs=(P(), P())),
+                       donate_argnums=0)
+
+    def compile_eval(self, eval_fn: Callable) -> Callable:
+        if self.mode == "pmap":
+            return jax.pmap(eval_fn, axis_name=AXIS)
+        return jax.jit(jax.shard_map(eval_fn, mesh=self.mesh,
+                                     in_specs=(P(), P(AXIS)),
+                                     out_specs=P(AXIS)))
+
+    def put_replicated(self, tree):
+        """Places a host pytree (state, variables) for the compiled functions."""
+        if self.mode == "pmap":
+            return jax.device_put_replicated(tree, jax.local_devices())
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
+    def get_replicated(self, tree):
+        """The host copy of a replicated pytree."""
+        if self.mode == "pmap":
+            tree = jax.tree.map(lambda x: x[0], tree)
+        return jax.device_get(tree)
+
+    def put_batch(self, local_batch: dict):
+        """Places this process's share of a global batch."""
+        if self.mode == "pmap":
+            n = jax.local_device_count()
+            return jax.tree.map(
+                lambda x: np.reshape(x, (n, x.shape[0] // n) + x.shape[1:]),
+                local_batch)
+        sharding = NamedSharding(self.mesh, P(AXIS))
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(sharding, x),
+            local_batch)
+
+    def get_outputs(self, outputs):
+        """Per-example outputs of the eval step as host arrays [B, ...]."""
+        outputs = jax.device_get(outputs)
+        if self.mode == "pmap":
+            return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), outputs)
+        return outputs
+
+    def get_metrics(self, metrics):
+        if self.mode == "pmap":
+            metrics = jax.tree.map(lambda x: x[0], metrics)
+        return jax.device_get(metrics)

@@ -1,0 +1,206 @@
+"""The train loop: ``train_and_evaluate(config, workdir)``.
+
+Restores the latest checkpoint of ``workdir`` if there is one (state, input
+position, thresholds and prototypes), so a preempted run continues exactly
+where it stopped.  SIGTERM (TPU VM preemption) saves a checkpoint at the
+current step and returns cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from emodna_jax import checkpointing
+from emodna_jax import config_validation
+from emodna_jax import evaluate
+from emodna_jax import input_pipeline
+from emodna_jax import metric_writer
+from emodna_jax import models
+from emodna_jax import objective as objective_lib
+from emodna_jax import step as step_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss; the message names the step and loss."""
+
+
+def objective_config(config, num_classes: int) -> objective_lib.ObjectiveConfig:
+    loss = config.loss
+    return objective_lib.ObjectiveConfig(
+        num_classes=num_classes, total_steps=config.steps,
+        classifier=config.model.classifier,
+        label_smoothing=loss.label_smoothing, am_scale=loss.am_scale,
+        am_margin=loss.am_margin, w_cor=loss.w_cor, w_cd=loss.w_cd,
+        w_ca=loss.w_ca, w_mmd=loss.w_mmd, temperature_cd=loss.temperature_cd,
+        temperature_ca=loss.temperature_ca,
+        threshold_momentum=loss.threshold_momentum,
+        prototype_momentum=loss.prototype_momentum,
+        mmd_multipliers=tuple(loss.mmd_multipliers), use_ramp=loss.use_ramp)
+
+
+def create_optimizer(config) -> optax.GradientTransformation:
+    """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.optim.learning_rate,
+        warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
+        decay_steps=max(config.steps, 1))
+    return optax.chain(
+        optax.clip_by_global_norm(config.optim.grad_clip),
+        optax.adamw(schedule, weight_decay=config.optim.weight_decay))
+
+
+def init_state(model, tx, config, num_classes: int, num_bins: int,
+               ) -> step_lib.TrainState:
+    """A fresh state on the host (placed on devices by the caller)."""
+    rng = jax.random.key(config.seed)
+    init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+    frames = jnp.zeros((2, config.data.num_frames, num_bins), jnp.float32)
+    mask = jnp.ones((2, config.data.num_frames), bool)
+    variables = model.init({"params": init_rng, "dropout": dropout_rng},
+                           frames, mask, train=False)
+    params = variables["params"]
+    return step_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        adapt=objective_lib.AdaptState.create(num_classes,
+                                              config.model.projection_dim),
+        rng=jax.random.key_data(state_rng))
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop polls between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not in the main thread: no handler, no preemption
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(step: int, metrics: dict):
+    if metrics.get("finite", 1.0) >= 1.0:
+        return
+    bad = sorted(k for k, v in metrics.items()
+                 if k.startswith("loss") and not np.isfinite(v))
+    named = ", ".join(bad) if bad else "the gradients"
+    raise NonFiniteLossError(
+        f"non-finite value at step {step} in {named} "
+        f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); training stopped, "
+        "the last good checkpoint is kept")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains (or resumes) in ``workdir``; returns the final target metrics."""
+    config_validation.validate_config(config)
+    source, target = input_pipeline.open_task(config)
+    classes = list(config.data.classes)
+    num_classes = len(classes)
+    parallel = step_lib.Parallel(config.parallelism)
+    config_validation.validate_batch(config, parallel.num_devices,
+                                     jax.process_count())
+
+    model = models.create_model(config.model, num_classes=num_classes,
+                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+    tx = create_optimizer(config)
+    obj_cfg = objective_config(config, num_classes)
+    num_bins = source.corpus.feature_config.num_bins
+
+    checkpointer = checkpointing.Checkpointer(
+        workdir, keep=config.keep_checkpoints, keep_every=config.keep_every)
+    train_data = input_pipeline.train_dataset(
+        source, target, source_split=config.data.source_split,
+        target_split=config.data.target_split,
+        global_batch_size=config.batch_size, num_frames=config.data.num_frames,
+        seed=config.seed, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    iterator = iter(train_data)
+
+    host_state = init_state(model, tx, config, num_classes, num_bins)
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        abstract = checkpointing.with_sharding(
+            jax.eval_shape(lambda: host_state),
+            jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
+        restored, iterator_state = checkpointer.restore(latest, abstract)
+        host_state = jax.device_get(restored)
+        iterator.set_state(iterator_state)
+        print(f"resumed from step {latest} in {checkpointing.checkpoint_dir(workdir)}",
+              flush=True)
+    state = parallel.put_replicated(host_state)
+    start_step = int(host_state.step)
+
+    train_step = parallel.compile_train(step_lib.make_train_step(
+        model, tx, obj_cfg, axis_name=step_lib.AXIS,
+        sum_gradients=parallel.sum_gradients))
+    evaluator = evaluate.Evaluator(model, parallel, config)
+    writer = metric_writer.MetricWriter(workdir)
+    config_json = json.loads(config.to_json())
+
+    def save(step):
+        host = parallel.get_replicated(state)
+        checkpointer.save(step, host, iterator.get_state(), config_json)
+
+    pending = None  # (step, metrics) of the previous step, checked one step late
+    window_start, window_steps = time.time(), 0
+    step = start_step
+    try:
+        with _Preemption() as preemption:
+            while step < config.steps:
+                batch = parallel.put_batch(next(iterator))
+                state, metrics = train_step(state, batch)
+                step += 1
+                window_steps += 1
+                if pending is not None:
+                    _check_finite(*pending)
+                pending = (step, parallel.get_metrics(metrics))
+                if step % config.log_every == 0 or step == config.steps:
+                    _check_finite(*pending)
+                    elapsed = time.time() - window_start
+                    writer.write(step, dict(pending[1],
+                                            steps_per_second=window_steps / elapsed))
+                    window_start, window_steps = time.time(), 0
+                if config.eval_every and step % config.eval_every == 0:
+                    _check_finite(*pending)
+                    writer.write(step, evaluator.scalars(
+                        state, source, target), prefix="eval")
+                if (step % config.checkpoint_every == 0 or step == config.steps
+                        or preemption.requested):
+                    _check_finite(*pending)
+                    save(step)
+                if preemption.requested:
+                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                    break
+            if pending is not None:
+                _check_finite(*pending)
+    finally:
+        checkpointer.wait()
+        checkpointer.close()
+    if step < config.steps:  # preempted: the checkpoint is what matters
+        writer.close()
+        return {"step": step, "preempted": True}
+    final = evaluator.scalars(state, source, target)
+    writer.write(step, final, prefix="eval", echo=False)
+    writer.close()
+    return dict(final, step=step)
