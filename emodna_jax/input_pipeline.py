@@ -4,7 +4,8 @@ Training reads two endless streams: labelled source utterances and
 unlabelled target utterances, each shuffled, normalised with its own corpus's
 statistics and randomly cropped or padded to a fixed number of frames, then
 batched and zipped so that every step sees one source and one target batch.
-The target stream never carries labels: nothing in training can read them.
+The target stream never reads labels (not even to pick utterances of the
+task's classes): nothing in training depends on them.
 
 Evaluation reads a split once, in order, with a deterministic centre crop,
 and pads the last batch with zero-weight examples so every batch has the
@@ -94,8 +95,15 @@ def _task_indices(task: TaskCorpus, split: str) -> np.ndarray:
 def _stream(task: TaskCorpus, split: str, *, batch_size: int, num_frames: int,
             seed: int, with_label: bool, process_index: int,
             process_count: int) -> grain.MapDataset:
+    """Endless shuffled batches of ``split``.
+
+    A labelled stream keeps only the task's classes.  An unlabelled stream
+    keeps every utterance: choosing target utterances by their labels would
+    let the labels influence training.
+    """
     source = task.corpus.source(split)
-    indices = _task_indices(task, split)
+    indices = (_task_indices(task, split) if with_label
+               else np.arange(len(source)))
     ds = (grain.MapDataset.source(indices)
           .seed(seed)
           .shuffle()

@@ -113,7 +113,7 @@ def make_train_step(model, tx: optax.GradientTransformation,
         finite = _all_finite((metrics, grads))
         new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new,
                            state.replace(step=state.step + 1))
-        metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+        metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                        finite=finite.astype(jnp.float32))
         return new, metrics
 
@@ -156,9 +156,15 @@ class Parallel:
     def sum_gradients(self) -> bool:
         return self.mode == "pmap"
 
+    @property
+    def local_devices(self) -> list:
+        return [d for d in self.mesh.devices.flat
+                if d.process_index == jax.process_index()]
+
     def compile_train(self, step_fn: Callable) -> Callable:
         if self.mode == "pmap":
-            return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=0)
+            return jax.pmap(step_fn, axis_name=AXIS, donate_argnums=0,
+                            devices=self.mesh.devices.flat)
         return jax.jit(jax.shard_map(step_fn, mesh=self.mesh,
                                      in_specs=(P(), P(AXIS)),
                                      out_specs=(P(), P())),
@@ -166,15 +172,20 @@ class Parallel:
 
     def compile_eval(self, eval_fn: Callable) -> Callable:
         if self.mode == "pmap":
-            return jax.pmap(eval_fn, axis_name=AXIS)
+            return jax.pmap(eval_fn, axis_name=AXIS, devices=self.mesh.devices.flat)
         return jax.jit(jax.shard_map(eval_fn, mesh=self.mesh,
                                      in_specs=(P(), P(AXIS)),
                                      out_specs=P(AXIS)))
 
     def put_replicated(self, tree):
         """Places a host pytree (state, variables) for the compiled functions."""
-        if self.mode == "pmap":
-            return jax.device_put_replicated(tree, jax.local_devices())
+        if self.mode == "pmap":  # a leading axis with one copy per local device
+            devices = self.local_devices
+            sharding = NamedSharding(jax.sharding.Mesh(np.array(devices), ("d",)),
+                                     P("d"))
+            return jax.tree.map(lambda x: jax.device_put(
+                np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)),
+                sharding), tree)
         return jax.device_put(tree, NamedSharding(self.mesh, P()))
 
     def get_replicated(self, tree):
@@ -186,7 +197,7 @@ class Parallel:
     def put_batch(self, local_batch: dict):
         """Places this process's share of a global batch."""
         if self.mode == "pmap":
-            n = jax.local_device_count()
+            n = len(self.local_devices)
             return jax.tree.map(
                 lambda x: np.reshape(x, (n, x.shape[0] // n) + x.shape[1:]),
                 local_batch)

@@ -47,3 +47,54 @@ def make_corpus(root, num_speakers=5, per_speaker=4, sample_rate=16000,
 @pytest.fixture
 def clean_manifest(tmp_path):
     return make_corpus(tmp_path / "raw")
+
+
+def build_toy_task(data_dir, raw_root, *, permute_target_labels=False):
+    """Builds tiny 'toy_src' and 'toy_tgt' corpora of tones into ``data_dir``."""
+    from data_prep import builder, corpora
+    from data_prep.features import FeatureConfig
+    for name, seed_offset in (("toy_src", 0), ("toy_tgt", 50)):
+        root = os.path.join(raw_root, name)
+        manifest = make_corpus(root, num_speakers=4, per_speaker=8, seconds=0.5)
+        if name == "toy_tgt" and permute_target_labels:
+            rows = [line.strip().split(",") for line in open(manifest)][1:]
+            emotions = [r[1] for r in rows]
+            shuffled = np.random.default_rng(seed_offset).permutation(emotions)
+            manifest = write_manifest(manifest, [
+                [r[0], e, r[2], r[3]] for r, e in zip(rows, shuffled)])
+        records, skipped = corpora.parse_csv(manifest, name=name)
+        builder.build_corpus(records, corpus=name, root=root, data_dir=data_dir,
+                             feature_config=FeatureConfig(n_mels=16),
+                             parse_skipped=skipped, progress=False)
+    return data_dir
+
+
+def toy_config(data_dir, **overrides):
+    """configs/default.py shrunk to the toy task: a few CPU seconds a run."""
+    from configs import default
+    config = default.get_config()
+    config.data.data_dir = str(data_dir)
+    config.data.build_synthetic = False
+    config.data.source = "toy_src"
+    config.data.target = "toy_tgt"
+    config.data.n_mels = 16
+    config.data.num_frames = 24
+    config.data.eval_num_frames = 56
+    config.model.channels = 8
+    config.model.num_blocks = 2
+    config.model.projection_dim = 8
+    config.batch_size = 8
+    config.eval_batch_size = 16
+    config.steps = 6
+    config.log_every = 2
+    config.eval_every = 0
+    config.checkpoint_every = 2
+    config.compare_source_only = False
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def toy_data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    return build_toy_task(str(root / "data"), str(root / "raw"))

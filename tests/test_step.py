@@ -1,0 +1,164 @@
+"""The fused step: device-count invariance, shard_map == pmap, static loss removal.
+
+Needs 8 devices: run with XLA_FLAGS=--xla_force_host_platform_device_count=8
+(as .ci/run and the README's test command do).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from emodna_jax import objective as objective_lib
+from emodna_jax import step as step_lib
+from emodna_jax.models import EmoDNAModel
+
+pytestmark = pytest.mark.skipif(
+    jax.device_count() < 8,
+    reason="needs XLA_FLAGS=--xla_force_host_platform_device_count=8")
+
+NUM_CLASSES, T, F, BATCH = 3, 24, 8, 16
+
+
+def make_model():
+    return EmoDNAModel(num_classes=NUM_CLASSES, backbone="tim",
+                       backbone_kwargs={"features": 8, "num_blocks": 2},
+                       projection_dim=8, hidden_dim=16, dropout_rate=0.0,
+                       bn_axis_name=step_lib.AXIS)
+
+
+def objective_config(**weights):
+    base = dict(num_classes=NUM_CLASSES, total_steps=10, w_cor=0.1, w_cd=0.5,
+                w_ca=1.0, w_mmd=1.0, threshold_momentum=0.9)
+    base.update(weights)
+    return objective_lib.ObjectiveConfig(**base)
+
+
+def make_batches(num_steps, seed=0):
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(num_steps):
+        batch = {}
+        for side in ("src", "tgt"):
+            lengths = rng.integers(5, T + 1, size=BATCH)  # varied padding per device
+            batch[f"{side}_frames"] = rng.standard_normal((BATCH, T, F)).astype(np.float32)
+            batch[f"{side}_mask"] = np.arange(T)[None] < lengths[:, None]
+        batch["src_label"] = rng.integers(0, NUM_CLASSES, BATCH).astype(np.int32)
+        batches.append(batch)
+    return batches
+
+
+def initial_state(model, tx):
+    variables = model.init(jax.random.key(0), jnp.zeros((2, T, F)),
+                           jnp.ones((2, T), bool), train=False)
+    return step_lib.TrainState(
+        step=jnp.zeros((), jnp.int32), params=variables["params"],
+        batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
+        adapt=objective_lib.AdaptState.create(NUM_CLASSES, 8),
+        rng=jax.random.key_data(jax.random.key(1)))
+
+
+def run(mode, num_devices, cfg, batches):
+    model, tx = make_model(), optax.adam(1e-2)
+    mesh = jax.make_mesh((num_devices,), (step_lib.AXIS,),
+                         devices=jax.devices()[:num_devices])
+    parallel = step_lib.Parallel(mode, mesh)
+    train_step = parallel.compile_train(step_lib.make_train_step(
+        model, tx, cfg, axis_name=step_lib.AXIS,
+        sum_gradients=parallel.sum_gradients))
+    state = parallel.put_replicated(initial_state(model, tx))
+    history = []
+    for batch in batches:
+        state, metrics = train_step(state, parallel.put_batch(batch))
+        history.append(dict(parallel.get_metrics(metrics),
+                            params=parallel.get_replicated(state.params)))
+    return parallel.get_replicated(state), history
+
+
+def assert_trees_close(a, b, atol):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    batches = make_batches(3)
+    return batches, run("shard_map", 1, objective_config(), batches)
+
+
+@pytest.mark.parametrize("mode, num_devices", [("shard_map", 8), ("pmap", 8)])
+def test_every_device_count_and_mode_matches_one_device(reference, mode, num_devices):
+    batches, (want, want_metrics) = reference
+    got, got_metrics = run(mode, num_devices, objective_config(), batches)
+    assert int(got.step) == 3
+    assert_trees_close(got.params, want.params, atol=1e-5)
+    assert_trees_close(got.batch_stats, want.batch_stats, atol=1e-5)
+    assert_trees_close(got.adapt, want.adapt, atol=1e-5)
+    for g, w in zip(got_metrics, want_metrics):
+        for key in ("loss_cls", "loss_cd", "loss_ca", "loss_mmd", "confident_fraction"):
+            np.testing.assert_allclose(g[key], w[key], atol=1e-5)
+
+
+def test_the_step_actually_trains(reference):
+    batches, (state, history) = reference
+    assert all(m["finite"] == 1.0 for m in history)
+    fresh = initial_state(make_model(), optax.adam(1e-2))
+    moved = [np.abs(np.asarray(a) - np.asarray(b)).max()
+             for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params))]
+    assert min(moved) > 0  # every parameter received gradient
+    assert not np.allclose(state.adapt.prototypes, 0)  # prototypes were updated
+
+
+def plain_classifier_step(model, tx):
+    """The baseline: cross-entropy on the source batch, nothing else."""
+
+    def step_fn(state, batch):
+        def loss_fn(params):
+            outputs, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                batch["src_frames"], batch["src_mask"], train=True,
+                mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(
+                outputs["logits"], batch["src_label"]).mean(), updates
+        grads, updates = jax.grad(loss_fn, has_aux=True)(state.params)
+        step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(params=optax.apply_updates(state.params, step_updates),
+                             opt_state=opt_state,
+                             batch_stats=updates["batch_stats"]), {}
+
+    return step_fn
+
+
+def compiled_flops(cfg=None):
+    model, tx = make_model(), optax.adam(1e-2)
+    parallel = step_lib.Parallel("shard_map", jax.make_mesh(
+        (1,), (step_lib.AXIS,), devices=jax.devices()[:1]))
+    step_fn = (plain_classifier_step(model, tx) if cfg is None else
+               step_lib.make_train_step(model, tx, cfg, axis_name=step_lib.AXIS,
+                                        sum_gradients=False))
+    state = parallel.put_replicated(initial_state(model, tx))
+    batch = parallel.put_batch(make_batches(1)[0])
+    fn = parallel.compile_train(step_fn)
+    return fn.lower(state, batch).compile().cost_analysis()["flops"]
+
+
+def test_zero_weights_remove_their_losses_from_the_graph():
+    plain = compiled_flops(None)
+    source_only = compiled_flops(objective_config(w_cor=0.0, w_cd=0.0, w_ca=0.0, w_mmd=0.0))
+    mmd_only = compiled_flops(objective_config(w_cor=0.0, w_cd=0.0, w_ca=0.0))
+    full = compiled_flops(objective_config())
+    # Source-only is a plain classifier (label smoothing and the finiteness
+    # guard add a few elementwise ops); each switched-on loss adds compute.
+    assert source_only <= 1.05 * plain
+    assert source_only < mmd_only < full
+
+
+def test_non_finite_step_leaves_the_state_unchanged(reference):
+    batches = make_batches(2)
+    batches[1]["src_frames"][0, 0, 0] = np.nan
+    state, history = run("shard_map", 1, objective_config(), batches)
+    _, (_, want_history) = reference  # the same first batch, all finite
+    assert history[0]["finite"] == 1.0 and history[1]["finite"] == 0.0
+    assert int(state.step) == 2
+    assert_trees_close(state.params, want_history[0]["params"], atol=0)

@@ -1,0 +1,124 @@
+"""Integrity of training: resume equality, target-label blindness, NaN stops."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from emodna_jax import checkpointing
+from emodna_jax import config_validation
+from emodna_jax import objective as objective_lib
+from emodna_jax import step as step_lib
+from emodna_jax import train
+from tests.conftest import build_toy_task, toy_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def final_params(workdir, step):
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    raw = checkpointer.manager.restore(step)
+    return jax.tree.leaves(raw["state"]["params"]), raw
+
+
+def assert_bitwise_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_after_sigterm_equals_a_straight_run(toy_data_dir, tmp_path, monkeypatch):
+    config = toy_config(toy_data_dir)
+    straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+    assert straight["step"] == 6
+
+    put_batch = step_lib.Parallel.put_batch
+    calls = []
+
+    def put_batch_then_preempt(self, batch):
+        calls.append(1)
+        if len(calls) == 3:  # a real SIGTERM arrives during step 3
+            signal.raise_signal(signal.SIGTERM)
+        return put_batch(self, batch)
+
+    workdir = str(tmp_path / "resumed")
+    monkeypatch.setattr(step_lib.Parallel, "put_batch", put_batch_then_preempt)
+    stopped = train.train_and_evaluate(config, workdir)
+    monkeypatch.setattr(step_lib.Parallel, "put_batch", put_batch)
+    assert stopped == {"step": 3, "preempted": True}
+    assert checkpointing.Checkpointer(workdir, read_only=True).latest_step() == 3
+
+    resumed = train.train_and_evaluate(config, workdir)
+    assert resumed["step"] == 6
+    want, _ = final_params(str(tmp_path / "straight"), 6)
+    got, raw = final_params(workdir, 6)
+    assert_bitwise_equal(got, want)
+    assert resumed["target_uar"] == straight["target_uar"]
+
+
+def test_target_labels_never_influence_training(toy_data_dir, tmp_path):
+    permuted_dir = build_toy_task(str(tmp_path / "data"), str(tmp_path / "raw"),
+                                  permute_target_labels=True)
+    runs = []
+    for data_dir, name in ((toy_data_dir, "true"), (permuted_dir, "permuted")):
+        workdir = str(tmp_path / name)
+        train.train_and_evaluate(toy_config(data_dir, steps=4), workdir)
+        runs.append(final_params(workdir, 4)[0])
+    assert_bitwise_equal(runs[0], runs[1])
+
+
+def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_checkpoint(
+        toy_data_dir, tmp_path, monkeypatch):
+    real = objective_lib.objective
+
+    def poisoned(cfg, outputs, labels, adapt, step):
+        loss, (new_adapt, metrics) = real(cfg, outputs, labels, adapt, step)
+        bad = jax.numpy.where(step == 4, jax.numpy.nan, 0.0)
+        metrics = dict(metrics, loss_cls=metrics["loss_cls"] + bad)
+        return loss + bad, (new_adapt, metrics)
+
+    monkeypatch.setattr(objective_lib, "objective", poisoned)
+    workdir = str(tmp_path / "nan")
+    with pytest.raises(train.NonFiniteLossError, match=r"step 5 .*loss_cls"):
+        train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    assert checkpointer.all_steps() == [2, 4]
+    params, _ = final_params(workdir, 4)
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in params)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("parallelism", "vmap", "config.parallelism: must be one of"),
+    ("model.backbone", "rnn", "config.model.backbone"),
+    ("steps", 0, "config.steps: must be a positive integer"),
+    ("loss.w_cd", -1.0, "config.loss.w_cd: must be >= 0"),
+    ("data.classes", ("angry", "angry"), "duplicates"),
+    ("data.classes", ("angry", "furious"), "not canonical emotion names"),
+    ("data.target", "toy_src", "must differ from data.source"),
+])
+def test_bad_config_values_are_named(toy_data_dir, key, value, message):
+    config = toy_config(toy_data_dir)
+    config.update_from_flattened_dict({key: value})
+    with pytest.raises(ValueError, match=message):
+        config_validation.validate_config(config)
+
+
+def test_a_class_missing_from_a_corpus_is_reported(toy_data_dir, tmp_path):
+    config = toy_config(toy_data_dir)
+    config.data.classes = ("angry", "fear")
+    with pytest.raises(ValueError, match=r"toy_src has no utterances of \['fear'\]"):
+        train.train_and_evaluate(config, str(tmp_path / "w"))
+
+
+def test_unknown_config_key_fails_before_training(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "emodna_jax.main", "--config=configs/default.py",
+         f"--workdir={tmp_path}", "--config.loss.w_typo=1.0"],
+        cwd=REPO, capture_output=True, text=True)
+    assert run.returncode != 0
+    assert "w_typo" in run.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
