@@ -1,0 +1,120 @@
+"""The grain pipelines: shapes, normalisation, crops, resumable state, eval passes."""
+
+import numpy as np
+import pytest
+
+from data_prep.dataset import PreparedCorpus
+from data_prep.features import FeatureConfig
+from emodna_jax import input_pipeline
+from tests.conftest import toy_config
+
+CLASSES = ["neutral", "angry", "happy"]  # 'sad' is left out of the task
+
+
+@pytest.fixture(scope="module")
+def tasks(toy_data_dir):
+    features = FeatureConfig(n_mels=16)
+    src = PreparedCorpus.find(toy_data_dir, "toy_src", features)
+    tgt = PreparedCorpus.find(toy_data_dir, "toy_tgt", features)
+    return (input_pipeline.TaskCorpus.create(src, 0, CLASSES, normalization_split="train",
+                                             std_floor=0.01),
+            input_pipeline.TaskCorpus.create(tgt, 1, CLASSES, normalization_split="all",
+                                             std_floor=0.01))
+
+
+def dataset(tasks, **kwargs):
+    options = dict(source_split="train", target_split="all", global_batch_size=4,
+                   num_frames=24, seed=3)
+    options.update(kwargs)
+    return input_pipeline.train_dataset(*tasks, **options)
+
+
+def test_class_map_follows_the_task(tasks):
+    source, _ = tasks
+    assert source.corpus.emotions == ["neutral", "angry", "happy", "sad"]
+    np.testing.assert_array_equal(source.class_map, [0, 1, 2, input_pipeline.EXCLUDED])
+
+
+def test_train_batches_shapes_labels_and_masks(tasks):
+    batch = next(iter(dataset(tasks)))
+    assert batch["src_frames"].shape == (4, 24, 16)
+    assert batch["tgt_frames"].shape == (4, 24, 16)
+    assert "tgt_label" not in batch and set(batch) == {
+        "src_frames", "src_mask", "src_label", "tgt_frames", "tgt_mask"}
+    assert set(batch["src_label"]) <= {0, 1, 2}  # 'sad' never reaches training
+    # 0.5 s utterances have 51 frames: always cropped to a full 24-frame window.
+    assert batch["src_mask"].all() and batch["tgt_mask"].all()
+
+
+def test_short_utterances_are_padded_and_masked(tasks):
+    batch = next(iter(dataset(tasks, num_frames=80)))
+    np.testing.assert_array_equal(batch["src_mask"].sum(1), 51)
+    assert np.all(batch["src_frames"][:, 51:] == 0)
+
+
+def test_frames_are_normalised_with_their_corpus_statistics(tasks):
+    source, _ = tasks
+    raw = source.corpus.source("train")[0]
+    out = source.example(raw, 200, None, with_label=True)
+    mean, std = source.corpus.normalization("train")
+    want = (raw["features"] - mean) / np.maximum(std, 0.01)
+    np.testing.assert_allclose(out["frames"][:51], want, rtol=1e-5, atol=1e-5)
+
+
+def test_random_crop_in_training_and_centre_crop_in_evaluation(tasks):
+    source, _ = tasks
+    raw = source.corpus.source("train")[0]
+    full = source.example(raw, 200, None, with_label=False)["frames"][:51]
+    centre = source.example(raw, 21, None, with_label=False)["frames"]
+    np.testing.assert_array_equal(centre, full[15:36])
+    starts = set()
+    for seed in range(20):
+        crop = source.example(raw, 21, np.random.default_rng(seed), False)["frames"]
+        starts.add(int(np.flatnonzero((full == crop[0]).all(1))[0]))
+    assert len(starts) > 5 and max(starts) <= 30
+
+
+def test_iterator_state_resumes_exactly(tasks):
+    iterator = iter(dataset(tasks))
+    for _ in range(3):
+        next(iterator)
+    state = iterator.get_state()
+    expected = [next(iterator) for _ in range(3)]
+    resumed = iter(dataset(tasks))
+    resumed.set_state(state)
+    for want in expected:
+        got = next(resumed)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_processes_read_disjoint_shares(tasks):
+    seen = []
+    for index in range(2):
+        it = iter(dataset(tasks, process_index=index, process_count=2))
+        seen.append(next(it))
+    assert seen[0]["src_frames"].shape[0] == 2
+    assert not np.array_equal(seen[0]["src_frames"], seen[1]["src_frames"])
+
+
+def test_eval_batches_visit_every_utterance_once(tasks):
+    _, target = tasks
+    batches = list(input_pipeline.eval_batches(target, "all", batch_size=6,
+                                               num_frames=60))
+    weights = np.concatenate([b["weight"] for b in batches])
+    indices = np.concatenate([b["index"] for b in batches])[weights > 0]
+    labels = np.concatenate([b["label"] for b in batches])[weights > 0]
+    keep = np.flatnonzero(target.task_labels("all") != input_pipeline.EXCLUDED)
+    np.testing.assert_array_equal(np.sort(indices), keep)
+    assert len(indices) == 24 and set(labels) == {0, 1, 2}
+    assert all(b["frames"].shape == (6, 60, 16) for b in batches)
+    everything = list(input_pipeline.eval_batches(target, "all", batch_size=6,
+                                                  num_frames=60, include_excluded=True))
+    assert sum(b["weight"].sum() for b in everything) == 32
+
+
+def test_open_task_reports_missing_corpora(toy_data_dir):
+    config = toy_config(toy_data_dir)
+    config.data.target = "nowhere"
+    with pytest.raises(FileNotFoundError, match="config.data.target='nowhere'"):
+        input_pipeline.open_task(config)
