@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "grain>=0.2.12",
     "importlib_resources>=6.0",  # TFDS needs it for builders defined in a package
     "tqdm>=4.66",
+    "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
 ]
 
 setuptools.setup(

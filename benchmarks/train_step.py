@@ -1,0 +1,576 @@
+r"""What one Emo-DNA train step costs, as ratios against baselines.
+
+  EMODNA_DATA_DIR=/tmp/emo_data python benchmarks/train_step.py --steps 30
+
+One run measures, on whatever backend JAX finds:
+
+1. the fused Emo-DNA step (configs/default.py, all four losses, built with
+   step.make_train_step + Parallel('shard_map') over all local devices)
+   against a plain cross-entropy step over the same 2B source+target rows
+   (same backbone and optimizer): time per step, compile time, samples/s;
+2. the input pipeline (host only) against what the fused step consumes;
+3. an eager PyTorch twin of model, losses and optimizer (torch_twin.py);
+4. the peak host RSS of a short default training run (a subprocess);
+5. on GPU, the share of peak FLOP/s the fused step reaches.
+
+Timed windows of the contenders are interleaved (fused, plain, torch, fused,
+...) and the median window is reported, so load from other jobs on a shared
+machine hits all of them alike; the load average is printed.  Absolute times
+depend on the machine: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from configs import default as default_config  # noqa: E402
+from emodna_jax import input_pipeline  # noqa: E402
+from emodna_jax import models  # noqa: E402
+from emodna_jax import step as step_lib  # noqa: E402
+from emodna_jax import train  # noqa: E402
+
+# Peak dense TFLOP/s by device_kind substring: (bf16 tensor core, f32 without
+# tensor cores).  Vendor figures for SXM parts; H200 is H100 compute.
+PEAK_TFLOPS = {"H100": (989.0, 67.0), "H200": (989.0, 67.0),
+               "A100": (312.0, 19.5)}
+TARGETS = {"fused_over_plain": 1.3, "pipeline_over_step": 3.0,
+           "torch_over_jax_cpu": 1.5, "torch_over_jax_gpu": 3.0,
+           "peak_rss_gib": 3.0}
+
+
+def parse_args(argv=None):
+    config = default_config.get_config()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=30,
+                   help="timed steps per contender (split into windows)")
+    p.add_argument("--windows", type=int, default=5,
+                   help="timed windows per contender; the median is reported")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed steps per contender after compilation")
+    p.add_argument("--batch_size", type=int, default=config.batch_size,
+                   help="global batch per stream (source and target)")
+    p.add_argument("--pipeline_batches", type=int, default=40,
+                   help="batches timed from the input pipeline")
+    p.add_argument("--fed_steps", type=int, default=20,
+                   help="fused steps fed straight from the pipeline, train-loop "
+                        "style (0 skips)")
+    p.add_argument("--memory_steps", type=int, default=60,
+                   help="--config.steps of the peak-RSS subprocess")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the fused step with each loss switched off")
+    p.add_argument("--skip_torch", action="store_true")
+    p.add_argument("--torch_compile", action="store_true",
+                   help="also time torch.compile (subprocess, time-limited)")
+    p.add_argument("--skip_memory", action="store_true")
+    p.add_argument("--data_dir", default="",
+                   help="prepared corpora; default $EMODNA_DATA_DIR or "
+                        "~/emodna_data")
+    p.add_argument("--json_out", default="")
+    return p.parse_args(argv)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def log(msg: str):
+    print(msg, flush=True)
+
+
+# ----------------------------------------------------------------------------
+# Steps.
+
+
+def make_plain_step(model, tx, num_devices: int):
+    """The baseline: cross-entropy on all 2B rows (random labels), nothing else.
+
+    Same model call (dropout, BatchNorm over the device axis) and optimizer as
+    the fused step, so the difference between the two is what the Emo-DNA
+    losses, the gather, the thresholds/prototypes and the finiteness guard cost.
+    """
+
+    def step_fn(state, batch):
+        frames = jnp.concatenate([batch["src_frames"], batch["tgt_frames"]])
+        mask = jnp.concatenate([batch["src_mask"], batch["tgt_mask"]])
+        labels = jnp.concatenate([batch["src_label"], batch["tgt_label"]])
+        rng = jax.random.fold_in(state.rng, state.step)
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(step_lib.AXIS))
+
+        def loss_fn(params):
+            outputs, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, frames,
+                mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+            loss = optax.softmax_cross_entropy_with_integer_labels(
+                outputs["logits"], labels).mean()
+            # shard_map sums parameter cotangents over devices: divide so the
+            # update is that of the global mean.
+            return loss / num_devices, updates
+
+        grads, updates = jax.grad(loss_fn, has_aux=True)(state.params)
+        step_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, step_updates),
+            opt_state=opt_state, batch_stats=updates["batch_stats"]), {}
+
+    return step_fn
+
+
+class JaxRunner:
+    """A compiled step with its own (donated) state, cycling over batches."""
+
+    def __init__(self, name, parallel, step_fn, state, batches):
+        self.name = name
+        self.state = state
+        self.batches = batches
+        jitted = parallel.compile_train(step_fn)
+        start = time.perf_counter()
+        self.compiled = jitted.lower(state, batches[0]).compile()
+        self.compile_s = time.perf_counter() - start
+        cost = self.compiled.cost_analysis()
+        if isinstance(cost, (list, tuple)):  # older jax: one dict per module
+            cost = cost[0] if cost else {}
+        self.flops = float((cost or {}).get("flops", float("nan")))
+        self.i = 0
+
+    def run(self, n: int):
+        out = None
+        for _ in range(n):
+            self.state, out = self.compiled(
+                self.state, self.batches[self.i % len(self.batches)])
+            self.i += 1
+        jax.block_until_ready((self.state, out))
+
+
+class TorchRunner:
+    name = "torch eager"
+
+    def __init__(self, trainer, batches):
+        self.trainer = trainer
+        self.batches = batches
+        self.i = 0
+
+    def run(self, n: int):
+        for _ in range(n):
+            self.trainer.step(self.batches[self.i % len(self.batches)])
+            self.i += 1
+        self.trainer.sync()
+
+
+def timed_windows(runners, steps: int, windows: int, warmup: int) -> dict:
+    """Median seconds per step of each runner, windows interleaved."""
+    for r in runners:
+        r.run(warmup)
+    per_window = max(1, steps // windows)
+    times = {r.name: [] for r in runners}
+    for _ in range(windows):
+        for r in runners:
+            start = time.perf_counter()
+            r.run(per_window)
+            times[r.name].append((time.perf_counter() - start) / per_window)
+    return {name: {"median_s": float(np.median(t)), "min_s": float(np.min(t)),
+                   "max_s": float(np.max(t)), "windows": len(t),
+                   "steps_per_window": per_window}
+            for name, t in times.items()}
+
+
+# ----------------------------------------------------------------------------
+# Input pipeline and memory.
+
+
+def pipeline_rate(source, target, config, batch_size: int, num_batches: int,
+                  warmup: int = 3) -> dict:
+    """Source+target samples/s of a fresh train_dataset iterator (host only)."""
+    start = time.perf_counter()
+    it = iter(input_pipeline.train_dataset(
+        source, target, source_split=config.data.source_split,
+        target_split=config.data.target_split, global_batch_size=batch_size,
+        num_frames=config.data.num_frames, seed=config.seed))
+    for _ in range(warmup):
+        next(it)
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(it)
+    elapsed = time.perf_counter() - start
+    return {"samples_per_s": 2 * batch_size * num_batches / elapsed,
+            "batch_s": elapsed / num_batches, "first_batches_s": first_s,
+            "batches": num_batches}
+
+
+def fed_step_time(parallel, runner, source, target, config, batch_size: int,
+                  steps: int) -> dict:
+    """The fused step fed from a live iterator, as train.py's loop does it
+    (put_batch(next(it)) and a metrics fetch every step): what the pipeline
+    and the step sharing the cores actually give."""
+    it = iter(input_pipeline.train_dataset(
+        source, target, source_split=config.data.source_split,
+        target_split=config.data.target_split, global_batch_size=batch_size,
+        num_frames=config.data.num_frames, seed=config.seed + 7))
+    for _ in range(3):  # let the prefetch threads start
+        runner.state, m = runner.compiled(runner.state,
+                                          parallel.put_batch(next(it)))
+        parallel.get_metrics(m)
+    start = time.perf_counter()
+    for _ in range(steps):
+        runner.state, m = runner.compiled(runner.state,
+                                          parallel.put_batch(next(it)))
+        parallel.get_metrics(m)
+    step_s = (time.perf_counter() - start) / steps
+    return {"step_s": step_s, "samples_per_s": 2 * batch_size / step_s,
+            "steps": steps}
+
+
+def peak_rss_of_default_run(args, data_dir: str, batch_size: int) -> dict:
+    """Peak RSS of `python -m emodna_jax.main` on the default config, for
+    ``args.memory_steps`` steps, read from the child's own rusage (wait4)."""
+    workdir = tempfile.mkdtemp(prefix="emodna_bench_")
+    cmd = [sys.executable, "-m", "emodna_jax.main", "--config=configs/default.py",
+           f"--workdir={workdir}", f"--config.steps={args.memory_steps}",
+           "--config.compare_source_only=False", "--config.eval_every=0"]
+    if batch_size != default_config.get_config().batch_size:
+        cmd.append(f"--config.batch_size={batch_size}")
+    env = dict(os.environ, EMODNA_DATA_DIR=data_dir)
+    log_path = os.path.join(workdir, "stdout.txt")
+    start = time.perf_counter()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+        timer = threading.Timer(600, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall_s = time.perf_counter() - start
+    with open(log_path) as f:
+        tail = f.read()[-1500:]
+    shutil.rmtree(workdir, ignore_errors=True)
+    result = {"command": " ".join(cmd[1:]), "returncode": proc.returncode,
+              "peak_rss_gib": usage.ru_maxrss * 1024 / 2**30,  # KiB on Linux
+              "wall_s": wall_s, "steps": args.memory_steps}
+    if proc.returncode != 0:
+        result["output_tail"] = tail
+    return result
+
+
+def torch_compile_subprocess(batch_size: int, steps: int, limit_s: int = 240):
+    """torch.compile timing in a child with a time limit (inductor may be slow
+    or missing a compiler); reported apart from the eager figures."""
+    cmd = [sys.executable, os.path.join(REPO, "benchmarks", "torch_twin.py"),
+           "--compile", f"--steps={steps}", f"--batch_size={batch_size}"]
+    try:
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                              timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish within {limit_s} s"}
+    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": (done.stderr or done.stdout)[-600:]}
+    return json.loads(lines[-1])
+
+
+# ----------------------------------------------------------------------------
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    config = default_config.get_config()
+    if args.data_dir:
+        config.data.data_dir = args.data_dir
+    data_dir = config.data.data_dir or os.environ.get(
+        "EMODNA_DATA_DIR", os.path.join(os.path.expanduser("~"), "emodna_data"))
+    B = args.batch_size
+    config.batch_size = B
+    results = {"argv": sys.argv, "loadavg_start": loadavg(),
+               "backend": jax.default_backend(),
+               "device_kind": jax.devices()[0].device_kind,
+               "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
+               "batch_size_per_stream": B, "num_frames": config.data.num_frames}
+    log(f"backend {results['backend']} ({results['device_kind']}) x "
+        f"{results['num_devices']}, {os.cpu_count()} CPUs, load {loadavg()}, "
+        f"batch {B} source + {B} target, {config.data.num_frames} frames, "
+        f"data {data_dir}")
+
+    # Data (builds the synthetic shards when missing).
+    start = time.perf_counter()
+    source, target = input_pipeline.open_task(config)
+    results["open_task_s"] = time.perf_counter() - start
+    num_classes = len(config.data.classes)
+    num_bins = source.corpus.feature_config.num_bins
+
+    pipe = pipeline_rate(source, target, config, B, args.pipeline_batches)
+    results["pipeline"] = pipe
+    log(f"input pipeline: {pipe['samples_per_s']:.0f} samples/s "
+        f"({pipe['batch_s'] * 1e3:.1f} ms per batch), load {loadavg()}")
+
+    # The two JAX steps, each with its own state (the steps donate it).
+    parallel = step_lib.Parallel("shard_map")
+    model = models.create_model(config.model, num_classes=num_classes,
+                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+    tx = train.create_optimizer(config)
+    obj_cfg = train.objective_config(config, num_classes)
+
+    def fresh_state():
+        return parallel.put_replicated(
+            train.init_state(model, tx, config, num_classes, num_bins))
+
+    it = iter(input_pipeline.train_dataset(
+        source, target, source_split=config.data.source_split,
+        target_split=config.data.target_split, global_batch_size=B,
+        num_frames=config.data.num_frames, seed=config.seed))
+    host_batches = [next(it) for _ in range(4)]
+    del it
+    label_rng = np.random.default_rng(0)
+    for b in host_batches:
+        b["tgt_label"] = label_rng.integers(0, num_classes, B).astype(np.int32)
+    fused_batches = [parallel.put_batch({k: v for k, v in b.items()
+                                         if k != "tgt_label"})
+                     for b in host_batches]
+    plain_batches = [parallel.put_batch(b) for b in host_batches]
+
+    fused = JaxRunner("jax fused", parallel, step_lib.make_train_step(
+        model, tx, obj_cfg, axis_name=step_lib.AXIS,
+        sum_gradients=parallel.sum_gradients), fresh_state(), fused_batches)
+    plain = JaxRunner("jax plain CE", parallel,
+                      make_plain_step(model, tx, parallel.num_devices),
+                      fresh_state(), plain_batches)
+    jax_params = sum(x.size for x in jax.tree.leaves(fused.state.params))
+    results["jax_params"] = int(jax_params)
+    results["compile_s"] = {"fused": fused.compile_s, "plain": plain.compile_s}
+    results["flops_per_step"] = {"fused": fused.flops, "plain": plain.flops}
+    log(f"compile (lower().compile()): fused {fused.compile_s:.1f} s, plain "
+        f"{plain.compile_s:.1f} s; XLA flops/step fused {fused.flops:.3g}, "
+        f"plain {plain.flops:.3g}")
+
+    runners = [fused, plain]
+    if not args.skip_torch:
+        import torch
+        import torch_twin
+        torch.set_num_threads(os.cpu_count())
+        device = "cuda" if (jax.default_backend() == "gpu"
+                            and torch.cuda.is_available()) else "cpu"
+        trainer = torch_twin.TwinTrainer(config, num_classes=num_classes,
+                                         num_bins=num_bins, device=device)
+        torch_params = torch_twin.num_params(trainer.model)
+        results["torch"] = {"version": torch.__version__, "device": device,
+                            "mode": "eager nn.Module (no torch.compile)",
+                            "threads": torch.get_num_threads(),
+                            "interop_threads": torch.get_num_interop_threads(),
+                            "params": torch_params}
+        log(f"params: jax {jax_params}, torch twin {torch_params}")
+        assert torch_params == jax_params, (torch_params, jax_params)
+        runners.append(TorchRunner(trainer, [trainer.to_device(
+            {k: v for k, v in b.items() if k != "tgt_label"})
+            for b in host_batches]))
+    results["threads"] = (
+        "JAX: XLA's default CPU thread pool (all cores), no XLA_FLAGS thread "
+        "settings" + (f" [XLA_FLAGS={os.environ['XLA_FLAGS']}]"
+                      if os.environ.get("XLA_FLAGS") else "")
+        + ("" if args.skip_torch else
+           f"; torch: set_num_threads({os.cpu_count()}) -> "
+           f"{results['torch']['threads']} intra-op, "
+           f"{results['torch']['interop_threads']} inter-op"))
+    log("threads: " + results["threads"])
+
+    results["loadavg_before_timing"] = loadavg()
+    timing = timed_windows(runners, args.steps, args.windows, args.warmup)
+    results["loadavg_after_timing"] = loadavg()
+    results["timing"] = timing
+    for name, t in timing.items():
+        t["samples_per_s"] = 2 * B / t["median_s"]
+
+    if args.breakdown:
+        results["breakdown"] = loss_breakdown(args, parallel, model, tx, obj_cfg,
+                                              fresh_state, fused_batches,
+                                              fused, plain)
+
+    if args.fed_steps:
+        results["fed"] = fed_step_time(parallel, fused, source, target, config,
+                                       B, args.fed_steps)
+    if args.torch_compile and not args.skip_torch:
+        log("torch.compile (subprocess) ...")
+        results["torch_compile"] = torch_compile_subprocess(B, args.steps)
+
+    if jax.default_backend() == "gpu":
+        results["gpu"] = gpu_figures(fused, timing["jax fused"]["median_s"])
+
+    if not args.skip_memory:
+        log(f"peak RSS: running the default config for {args.memory_steps} "
+            "steps in a subprocess ...")
+        results["memory"] = peak_rss_of_default_run(args, data_dir, B)
+        results["memory"]["benchmark_process_peak_rss_gib"] = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30)
+    results["loadavg_end"] = loadavg()
+
+    report(results, args)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        log(f"wrote {args.json_out}")
+
+
+def loss_breakdown(args, parallel, model, tx, obj_cfg, fresh_state, batches,
+                   fused, plain) -> dict:
+    """Fused step time with one loss switched off at a time (zero weights are
+    removed from the graph), against the same fused and plain runners."""
+    import dataclasses
+    variants = {"no MMD": dict(w_mmd=0.0), "no L_cd": dict(w_cd=0.0),
+                "no L_ca": dict(w_ca=0.0), "no L_cor": dict(w_cor=0.0),
+                "source-only CE": dict(w_mmd=0.0, w_cd=0.0, w_ca=0.0, w_cor=0.0)}
+    runners = [fused, plain]
+    for name, weights in variants.items():
+        cfg = dataclasses.replace(obj_cfg, **weights)
+        runners.append(JaxRunner(f"fused, {name}", parallel,
+                                 step_lib.make_train_step(
+                                     model, tx, cfg, axis_name=step_lib.AXIS,
+                                     sum_gradients=parallel.sum_gradients),
+                                 fresh_state(), batches))
+    timing = timed_windows(runners, args.steps, args.windows, args.warmup)
+    return {r.name: dict(timing[r.name], compile_s=r.compile_s, flops=r.flops)
+            for r in runners}
+
+
+def gpu_figures(fused: JaxRunner, step_s: float) -> dict:
+    kind = jax.devices()[0].device_kind
+    out = {"device_kind": kind, "flops_per_step": fused.flops,
+           "achieved_tflops": fused.flops / step_s / 1e12}
+    peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
+    if peak:
+        out.update(peak_bf16_tflops=peak[0], peak_f32_tflops=peak[1],
+                   share_of_bf16_peak=out["achieved_tflops"] / peak[0],
+                   share_of_f32_peak=out["achieved_tflops"] / peak[1])
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+        out["peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
+    except Exception as error:  # not every backend has memory_stats
+        out["memory_stats_error"] = repr(error)
+    return out
+
+
+def report(r: dict, args):
+    B = r["batch_size_per_stream"]
+    t = r["timing"]
+    fused_s = t["jax fused"]["median_s"]
+    plain_s = t["jax plain CE"]["median_s"]
+    log("")
+    log(f"{'step':<28}{'median ms':>10}{'min..max ms':>16}{'samples/s':>11}"
+        f"{'compile s':>11}")
+    compile_s = {"jax fused": r["compile_s"]["fused"],
+                 "jax plain CE": r["compile_s"]["plain"]}
+    rows = dict(t)
+    for name, row in r.get("breakdown", {}).items():
+        rows.setdefault(name, row)
+        compile_s.setdefault(name, row["compile_s"])
+    for name, row in rows.items():
+        c = compile_s.get(name)
+        log(f"{name:<28}{row['median_s'] * 1e3:>10.1f}"
+            f"{row['min_s'] * 1e3:>8.1f}..{row['max_s'] * 1e3:<6.1f}"
+            f"{2 * B / row['median_s']:>11.0f}"
+            f"{'' if c is None else f'{c:.1f}':>11}")
+    if "breakdown" in r:
+        bd = r["breakdown"]
+        log("  (breakdown rows were timed in a second interleaved run: "
+            f"fused {bd['jax fused']['median_s'] * 1e3:.1f} ms, plain "
+            f"{bd['jax plain CE']['median_s'] * 1e3:.1f} ms there)")
+    if "fed" in r:
+        log(f"{'jax fused, fed by pipeline':<28}{r['fed']['step_s'] * 1e3:>10.1f}"
+            f"{'':>16}{r['fed']['samples_per_s']:>11.0f}   (train-loop style)")
+    log(f"{'input pipeline (host)':<28}{r['pipeline']['batch_s'] * 1e3:>10.1f}"
+        f"{'':>16}{r['pipeline']['samples_per_s']:>11.0f}   (per batch of "
+        f"{B}+{B})")
+    if "torch_compile" in r:
+        tc = r["torch_compile"]
+        if "error" in tc:
+            log(f"torch.compile: failed/skipped: {tc['error']}")
+        else:
+            log(f"{'torch.compile (separate run)':<28}{tc['step_s'] * 1e3:>10.1f}"
+                f"{'':>16}{2 * B / tc['step_s']:>11.0f}"
+                f"{tc['first_step_s']:>11.1f}")
+    log(f"flops/step (XLA cost analysis): fused {r['flops_per_step']['fused']:.3g}"
+        f", plain {r['flops_per_step']['plain']:.3g} (ratio "
+        f"{r['flops_per_step']['fused'] / r['flops_per_step']['plain']:.2f})")
+    log(f"threads: {r['threads']}")
+    if "torch" in r:
+        log(f"torch {r['torch']['version']} on {r['torch']['device']}: "
+            f"{r['torch']['mode']}; params torch {r['torch']['params']} == "
+            f"jax {r['jax_params']}")
+    if "gpu" in r:
+        g = r["gpu"]
+        log(f"GPU {g['device_kind']}: {g['achieved_tflops']:.3f} TFLOP/s achieved")
+        if "peak_bf16_tflops" in g:
+            log(f"  assumed peaks: bf16 dense {g['peak_bf16_tflops']} TFLOP/s, "
+                f"f32 (no tensor cores) {g['peak_f32_tflops']} TFLOP/s -> "
+                f"{100 * g['share_of_bf16_peak']:.3f}% of bf16, "
+                f"{100 * g['share_of_f32_peak']:.2f}% of f32")
+        if g.get("peak_bytes_in_use"):
+            log(f"  device peak_bytes_in_use: {g['peak_bytes_in_use'] / 2**30:.2f} GiB")
+    if "memory" in r:
+        m = r["memory"]
+        log(f"memory run: `{m['command']}` rc={m['returncode']}, "
+            f"{m['wall_s']:.0f} s")
+        if m["returncode"] != 0:
+            log(m.get("output_tail", ""))
+    log(f"load average: start {r['loadavg_start']}, timing "
+        f"{r['loadavg_before_timing']} -> {r['loadavg_after_timing']}, end "
+        f"{r['loadavg_end']} ({r['cpu_count']} CPUs)")
+
+    gpu = r["backend"] == "gpu"
+    summary = {}
+    summary["fused_over_plain"] = fused_s / plain_s
+    summary["pipeline_over_step"] = (r["pipeline"]["samples_per_s"]
+                                     / t["jax fused"]["samples_per_s"])
+    log("")
+    log("summary")
+
+    def line(text, value, ok):
+        log(f"{text}  [{'ok' if ok else 'MISSED'}]")
+
+    line(f"fused/plain step time ratio: {summary['fused_over_plain']:.2f} "
+         f"(target <= {TARGETS['fused_over_plain']})", summary["fused_over_plain"],
+         summary["fused_over_plain"] <= TARGETS["fused_over_plain"])
+    line(f"input pipeline / step consumption: {summary['pipeline_over_step']:.1f}x "
+         f"(target >= {TARGETS['pipeline_over_step']:.0f}x)",
+         summary["pipeline_over_step"],
+         summary["pipeline_over_step"] >= TARGETS["pipeline_over_step"])
+    if "torch eager" in t:
+        summary["torch_over_jax"] = t["torch eager"]["median_s"] / fused_s
+        target = TARGETS["torch_over_jax_gpu" if gpu else "torch_over_jax_cpu"]
+        line(f"torch eager / jax step time: {summary['torch_over_jax']:.1f}x "
+             f"(target >= {target}x on {'GPU' if gpu else 'CPU'})",
+             summary["torch_over_jax"], summary["torch_over_jax"] >= target)
+    if "memory" in r and r["memory"]["returncode"] == 0:
+        summary["peak_rss_gib"] = r["memory"]["peak_rss_gib"]
+        line(f"peak RSS of the default run: {summary['peak_rss_gib']:.2f} GiB "
+             f"(target < {TARGETS['peak_rss_gib']:.0f} GiB)",
+             summary["peak_rss_gib"],
+             summary["peak_rss_gib"] < TARGETS["peak_rss_gib"])
+    if gpu and "gpu" in r and "share_of_f32_peak" in r["gpu"]:
+        summary["share_of_peak"] = r["gpu"]["share_of_f32_peak"]
+        log(f"fused step on {r['gpu']['device_kind']}: "
+            f"{t['jax fused']['samples_per_s']:.0f} samples/s, "
+            f"{100 * r['gpu']['share_of_f32_peak']:.2f}% of f32 peak")
+    r["summary"] = summary
+
+
+if __name__ == "__main__":
+    main()
