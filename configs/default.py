@@ -68,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 32                # global, per stream (source and target)
     config.steps = 600
     config.parallelism = "shard_map"      # or 'pmap'
+    config.num_devices = 0                # devices to use; 0: all local devices
 
     config.log_every = 50
     config.eval_every = 200
@@ -75,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3           # the latest N ...
     config.keep_every = 0                 # ... plus every Nth step when > 0
     config.eval_batch_size = 64
+    # Batch evaluation (--mode=evaluate): checkpoint selection and OOD study.
+    config.select_by = "source_val_uar"   # never the target: that is an oracle
+    config.ood_score = "energy"           # msp | max_logit | energy | mahalanobis
+    config.ood_threshold = ml_collections.config_dict.placeholder(float)  # None: 95%-TPR one
 
     # After training, train the same run source-only and print both.
     config.compare_source_only = True

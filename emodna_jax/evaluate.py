@@ -1,12 +1,36 @@
-"""Evaluation of a model state on a corpus split: predictions and metrics."""
+"""Evaluation: one state on a split (during training) and every checkpoint of a
+workdir in batch (``--mode=evaluate`` / ``--mode=watch``).
+
+Batch evaluation opens the checkpoints read-only and restores each from an
+abstract state carrying the *current* device sharding, so checkpoints
+written on 8 devices evaluate on 1 and the reverse.  For each step it scores
+the target corpus (the task's classes: UAR/WAR/F1/confusion), the source
+validation split, and the out-of-distribution set (target utterances of
+emotions the task excludes) with every OOD score.  Results go to
+``WORKDIR/eval``: ``metrics.csv`` (one row per step and split), ``ood.csv``
+(one row per step and score), ``summary.json`` (last and selected step,
+with the selection rule), per-step predictions and the report.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import time
+
+import jax
 import numpy as np
+import tqdm
 
 from emodna_jax import input_pipeline
 from emodna_jax import metrics as metrics_lib
+from emodna_jax import ood as ood_lib
 from emodna_jax import step as step_lib
+
+EVAL_DIR = "eval"
+SPLITS = ("target", "source_val")
+OOD_SCORES = ("msp", "max_logit", "energy", "mahalanobis")
 
 
 class Evaluator:
@@ -44,9 +68,7 @@ class Evaluator:
 
     def report(self, state, task, split: str) -> dict:
         """UAR, WAR, macro-F1, per-class recall and confusion of ``split``."""
-        out = self.predict(state, task, split)
-        return metrics_lib.classification_report(
-            out["label"], np.argmax(out["logits"], -1), self.num_classes)
+        return classification(self.predict(state, task, split), self.num_classes)
 
     def scalars(self, state, source, target) -> dict:
         """The headline figures logged during training."""
@@ -54,3 +76,226 @@ class Evaluator:
         src = self.report(state, source, self.source_eval_split)
         return {"target_uar": tgt["uar"], "target_war": tgt["war"],
                 "source_val_uar": src["uar"], "source_val_war": src["war"]}
+
+
+def classification(predictions: dict, num_classes: int) -> dict:
+    """Metrics over the in-task utterances of a prediction dict."""
+    keep = predictions["label"] != input_pipeline.EXCLUDED
+    return metrics_lib.classification_report(
+        predictions["label"][keep], np.argmax(predictions["logits"][keep], -1),
+        num_classes)
+
+
+def ood_study(target: dict, source_train: dict, num_classes: int):
+    """Every OOD score's metrics, ID = in-task target, OOD = excluded target.
+
+    Returns ``(study, scores)``: score name -> metrics plus the score's
+    95%-TPR threshold, and score name -> per-utterance scores; both empty
+    when the target corpus has no excluded emotion.
+    """
+    is_ood = target["label"] == input_pipeline.EXCLUDED
+    if not is_ood.any() or is_ood.all():
+        return {}, {}
+    gaussian = ood_lib.fit_mahalanobis(source_train["e"], source_train["label"],
+                                       num_classes)
+    scores = ood_lib.compute_scores(target["logits"], target["e"], gaussian)
+    study = {}
+    for name in OOD_SCORES:
+        id_scores, ood_scores = scores[name][~is_ood], scores[name][is_ood]
+        study[name] = dict(ood_lib.ood_metrics(id_scores, ood_scores),
+                           threshold_at_95_tpr=ood_lib.threshold_at_tpr(id_scores),
+                           n_id=int((~is_ood).sum()), n_ood=int(is_ood.sum()))
+    return study, scores
+
+
+class ResultTable:
+    """A CSV of result rows keyed by (step, key column), rewritten atomically."""
+
+    def __init__(self, path: str, key: str):
+        self.path, self.key = path, key
+        self.rows = {}
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    row = {k: _number(v) for k, v in row.items()}
+                    self.rows[(int(row["step"]), row[key])] = row
+
+    def steps(self) -> list[int]:
+        return sorted({step for step, _ in self.rows})
+
+    def put(self, step: int, name: str, values: dict):
+        self.rows[(step, name)] = {"step": step, self.key: name, **values}
+
+    def select(self, name: str) -> list[dict]:
+        return [row for (step, key), row in sorted(self.rows.items()) if key == name]
+
+    def save(self):
+        columns = []
+        for row in self.rows.values():
+            columns += [c for c in row if c not in columns]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for _, row in sorted(self.rows.items()):
+                writer.writerow(row)
+        os.replace(tmp, self.path)
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _metric_row(report: dict, classes) -> dict:
+    row = {k: report[k] for k in ("uar", "war", "macro_f1", "count")}
+    row.update({f"recall_{c}": r for c, r in zip(classes, report["per_class_recall"])})
+    return row
+
+
+def select_step(table: ResultTable, rule: str) -> dict:
+    """The step a rule picks, plus the last step and the target oracle.
+
+    ``rule``: 'last', or '<split>_<metric>' such as 'source_val_uar' (ties go
+    to the later step).  Picking by a target metric is refused: target labels
+    must not choose the model, so that figure is reported only as an oracle.
+    """
+    steps = table.steps()
+    if rule == "last":
+        chosen = steps[-1]
+    else:
+        split, metric = rule.rsplit("_", 1)
+        if split not in SPLITS or split == "target":
+            raise ValueError(f"config.select_by={rule!r}: use 'last' or a "
+                             "source-validation metric such as 'source_val_uar'")
+        rows = table.select(split)
+        chosen = max(rows, key=lambda r: (r[metric], r["step"]))["step"]
+    target_rows = table.select("target")
+    oracle = max(target_rows, key=lambda r: (r["uar"], r["step"]))
+    return {"rule": rule, "selected_step": int(chosen), "last_step": steps[-1],
+            "oracle_step": int(oracle["step"])}
+
+
+def _abstract_state(config, model, parallel, num_classes, num_bins):
+    from emodna_jax import checkpointing, train  # train imports this module
+    tx = train.create_optimizer(config)
+    shapes = jax.eval_shape(
+        lambda: train.init_state(model, tx, config, num_classes, num_bins))
+    return checkpointing.with_sharding(
+        shapes, jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
+
+
+def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
+                         progress: bool = True) -> dict:
+    """Evaluates every checkpoint of ``workdir`` not yet evaluated.
+
+    Returns the summary also written to ``WORKDIR/eval/summary.json``.
+    """
+    from emodna_jax import checkpointing, config_validation, models, report
+    config_validation.validate_config(config)
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    steps = checkpointer.all_steps()
+    if not steps:
+        raise FileNotFoundError(
+            f"no checkpoints in {checkpointing.checkpoint_dir(workdir)}")
+    source, target = input_pipeline.open_task(config)
+    classes = list(config.data.classes)
+    parallel = step_lib.Parallel(config.parallelism,
+                                 step_lib.data_mesh(config.num_devices))
+    config_validation.validate_batch(config, parallel.num_devices,
+                                     jax.process_count())
+    model = models.create_model(config.model, num_classes=len(classes),
+                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+    evaluator = Evaluator(model, parallel, config)
+    abstract = _abstract_state(config, model, parallel, len(classes),
+                               source.corpus.feature_config.num_bins)
+
+    out_dir = os.path.join(workdir, EVAL_DIR)
+    os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
+    metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
+    ood_table = ResultTable(os.path.join(out_dir, "ood.csv"), "score")
+    todo = [s for s in steps if force or s not in metrics_table.steps()]
+    for step in tqdm.tqdm(todo, desc="evaluating checkpoints", unit="ckpt",
+                          disable=not progress):
+        state = checkpointer.restore_state(step, abstract)
+        if parallel.mode == "pmap":
+            state = parallel.put_replicated(jax.device_get(state))
+        predictions = {
+            "target": evaluator.predict(state, target, config.data.target_split,
+                                        include_excluded=True),
+            "source_val": evaluator.predict(state, source,
+                                            config.data.source_eval_split),
+        }
+        source_train = evaluator.predict(state, source, config.data.source_split)
+        for split, outputs in predictions.items():
+            metrics_table.put(step, split, _metric_row(
+                classification(outputs, len(classes)), classes))
+        study, scores = ood_study(predictions["target"], source_train,
+                                  len(classes))
+        for score, values in study.items():
+            ood_table.put(step, score, values)
+        predictions["target"].update({f"score_{k}": v for k, v in scores.items()})
+        np.savez_compressed(
+            os.path.join(out_dir, "predictions", f"step_{step}.npz"),
+            **{f"{split}/{k}": v for split, out in predictions.items()
+               for k, v in out.items()})
+        metrics_table.save()
+        if ood_table.rows:
+            ood_table.save()
+    checkpointer.close()
+
+    summary = summarize(metrics_table, ood_table, config)
+    tmp = os.path.join(out_dir, "summary.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, "summary.json"))
+    report.write_report(out_dir, metrics_table, ood_table, summary, config,
+                        target_corpus=target.corpus, source_corpus=source.corpus)
+    return summary
+
+
+def summarize(metrics_table: ResultTable, ood_table: ResultTable, config) -> dict:
+    """Last-step and selected-step figures, with the rule that selected."""
+    choice = select_step(metrics_table, config.select_by)
+
+    def figures(step):
+        out = {split: metrics_table.rows[(step, split)] for split in SPLITS
+               if (step, split) in metrics_table.rows}
+        out["ood"] = {name: ood_table.rows[(step, name)] for name in OOD_SCORES
+                      if (step, name) in ood_table.rows}
+        return out
+
+    return {
+        "selection_rule": choice["rule"],
+        "classes": list(config.data.classes),
+        "source": config.data.source, "target": config.data.target,
+        "ood_score": config.ood_score,
+        "last": {"step": choice["last_step"], **figures(choice["last_step"])},
+        "selected": {"step": choice["selected_step"],
+                     **figures(choice["selected_step"])},
+        "oracle_best_on_target": {
+            "step": choice["oracle_step"],
+            "target": metrics_table.rows[(choice["oracle_step"], "target")],
+            "note": "chosen with target labels: an upper bound, not a result"},
+    }
+
+
+def watch(config, workdir: str, *, poll_seconds: float = 10.0,
+          timeout_seconds: float | None = None) -> dict:
+    """Evaluates checkpoints as they appear; returns once step ``config.steps``
+    is evaluated (training finished), or after ``timeout_seconds``."""
+    from emodna_jax import checkpointing
+    start = time.time()
+    summary = None
+    while True:
+        steps = checkpointing.Checkpointer(workdir, read_only=True).all_steps()
+        if steps:
+            summary = evaluate_checkpoints(config, workdir, progress=False)
+            print(f"evaluated up to step {steps[-1]}", flush=True)
+            if steps[-1] >= config.steps:
+                return summary
+        if timeout_seconds is not None and time.time() - start > timeout_seconds:
+            return summary
+        time.sleep(poll_seconds)

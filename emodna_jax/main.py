@@ -1,7 +1,8 @@
 r"""Entry point.
 
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna
-  python -m emodna_jax.main --config=configs/default.py --config.steps=2000 ...
+  python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=evaluate
+  python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=predict --inputs=clips/
 """
 
 from absl import app
@@ -14,15 +15,22 @@ from emodna_jax import runs
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and reports.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", list(runs.MODES), "What to do.")
+_FORCE = flags.DEFINE_bool("force", False, "evaluate: redo evaluated steps too.")
+_INPUTS = flags.DEFINE_list("inputs", [], "predict: audio files or directories.")
+_CHECKPOINT = flags.DEFINE_integer("checkpoint", None,
+                                   "predict: checkpoint step (default: latest).")
+_JSON = flags.DEFINE_bool("json", False, "predict: print JSON.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)
-    runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+    logging.set_verbosity(logging.ERROR)  # orbax and TFDS chatter; we print results
+    return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value, force=_FORCE.value,
+                    inputs=_INPUTS.value, checkpoint=_CHECKPOINT.value,
+                    as_json=_JSON.value)
 
 
 if __name__ == "__main__":

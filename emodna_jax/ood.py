@@ -250,15 +250,23 @@ def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
     scores tied with t count as accepted. With ties at t the realised TPR
     can exceed ``tpr``.
     """
+    threshold = threshold_at_tpr(id_scores, tpr)
+    ood_scores = _scores_1d(ood_scores, "OOD")
+    return float(np.mean(ood_scores >= threshold))
+
+
+def threshold_at_tpr(id_scores, tpr: float = 0.95) -> float:
+    """The largest t with at least ``tpr`` of ID scores >= t (see fpr_at_tpr).
+
+    Prediction flags an input as OOD when its score falls below this value.
+    """
     if not 0 < tpr <= 1:
         raise ValueError(f"tpr must lie in (0, 1], got {tpr}")
     id_scores = _scores_1d(id_scores, "ID")
-    ood_scores = _scores_1d(ood_scores, "OOD")
     # Rounding first stops float error adding one: 0.07 * 100 is 7.000000000000001
     # in binary, and its ceil would be 8.
     k = math.ceil(round(tpr * id_scores.size, 9))
-    threshold = np.sort(id_scores)[::-1][k - 1]
-    return float(np.mean(ood_scores >= threshold))
+    return float(np.sort(id_scores)[::-1][k - 1])
 
 
 def ood_metrics(id_scores, ood_scores) -> dict:

@@ -131,9 +131,16 @@ def make_eval_step(model) -> Callable:
     return eval_fn
 
 
-def data_mesh() -> jax.sharding.Mesh:
-    """A 1-D mesh over every device, axis ``'batch'``."""
-    return jax.make_mesh((jax.device_count(),), (AXIS,))
+def data_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+    """A 1-D mesh, axis ``'batch'``, over the first ``num_devices`` (0: all)."""
+    available = jax.device_count()
+    if num_devices < 0 or num_devices > available:
+        raise ValueError(f"config.num_devices={num_devices}: {available} "
+                         "devices are available (0 uses all)")
+    if num_devices in (0, available):
+        return jax.make_mesh((available,), (AXIS,))
+    return jax.make_mesh((num_devices,), (AXIS,),
+                         devices=jax.devices()[:num_devices])
 
 
 class Parallel:

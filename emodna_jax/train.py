@@ -117,7 +117,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     source, target = input_pipeline.open_task(config)
     classes = list(config.data.classes)
     num_classes = len(classes)
-    parallel = step_lib.Parallel(config.parallelism)
+    parallel = step_lib.Parallel(config.parallelism,
+                                 step_lib.data_mesh(config.num_devices))
     config_validation.validate_batch(config, parallel.num_devices,
                                      jax.process_count())
 

@@ -1,0 +1,132 @@
+"""``--mode=predict``: a trained checkpoint on arbitrary audio files.
+
+Features are computed exactly as the training data's were: the feature
+settings are read from the prepared source corpus, and each file goes
+through the same loading (mix-down, resampling) as in data_prep.  Frames are
+standardised with the target corpus's statistics (the domain the model was
+adapted to).  Each file gets its emotion, the class probabilities and an OOD
+flag from the configured score and threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+
+from data_prep import audio
+from data_prep.features import FeatureExtractor
+from emodna_jax import input_pipeline
+from emodna_jax import ood as ood_lib
+from emodna_jax import step as step_lib
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+@dataclasses.dataclass
+class Prediction:
+    path: str
+    emotion: str | None = None
+    probabilities: dict | None = None
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
+    error: str | None = None
+
+
+def expand_inputs(inputs) -> list[str]:
+    """Files, and the audio files found (recursively) in directories."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, _, files in sorted(os.walk(item)):
+                paths += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(AUDIO_EXTENSIONS)]
+        else:
+            paths.append(item)
+    if not paths:
+        raise FileNotFoundError(f"no audio files in {list(inputs)}")
+    return paths
+
+
+def _ood_threshold(config, workdir: str) -> float | None:
+    """The configured threshold, else the 95%-TPR one found by evaluation."""
+    if config.ood_threshold is not None:
+        return float(config.ood_threshold)
+    summary_path = os.path.join(workdir, "eval", "summary.json")
+    if not os.path.exists(summary_path):
+        return None
+    with open(summary_path) as f:
+        ood = json.load(f)["selected"].get("ood", {})
+    entry = ood.get(config.ood_score)
+    return None if entry is None else float(entry["threshold_at_95_tpr"])
+
+
+def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
+                  ) -> list[Prediction]:
+    from emodna_jax import checkpointing, evaluate, models
+    paths = expand_inputs(inputs)
+    source, target = input_pipeline.open_task(config)
+    classes = list(config.data.classes)
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    step = checkpoint if checkpoint is not None else checkpointer.latest_step()
+    if step is None or step not in checkpointer.all_steps():
+        raise FileNotFoundError(
+            f"no checkpoint {'' if checkpoint is None else checkpoint} in "
+            f"{checkpointing.checkpoint_dir(workdir)} (have {checkpointer.all_steps()})")
+    parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
+    model = models.create_model(config.model, num_classes=len(classes),
+                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+    feature_config = source.corpus.feature_config
+    abstract = evaluate._abstract_state(config, model, parallel, len(classes),
+                                        feature_config.num_bins)
+    state = checkpointer.restore_state(step, abstract)
+    checkpointer.close()
+    eval_step = parallel.compile_eval(step_lib.make_eval_step(model))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    extractor = FeatureExtractor(feature_config)
+    threshold = _ood_threshold(config, workdir)
+    if config.ood_score == "mahalanobis":
+        raise ValueError("config.ood_score: prediction supports msp, max_logit "
+                         "and energy (Mahalanobis needs the source features)")
+
+    results = []
+    for path in paths:
+        try:
+            loaded = audio.load_audio(path, feature_config.sample_rate)
+        except (audio.AudioProblem, OSError) as problem:
+            results.append(Prediction(path, error=str(problem)))
+            continue
+        frames = extractor(loaded.waveform)
+        item = target.example({"features": frames}, config.data.eval_num_frames,
+                              None, with_label=False)
+        batch = {k: v[None] for k, v in item.items()}
+        logits = np.asarray(jax.device_get(eval_step(variables, parallel.put_batch(batch)))
+                            ["logits"])
+        if config.model.classifier == "am":
+            logits = logits * config.loss.am_scale
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        score = float(ood_lib.SCORES[config.ood_score](logits)[0])
+        results.append(Prediction(
+            path, emotion=classes[int(np.argmax(probs))],
+            probabilities={c: float(p) for c, p in zip(classes, probs[0])},
+            ood_score=score,
+            out_of_distribution=None if threshold is None else score < threshold))
+    return results
+
+
+def format_predictions(results, as_json: bool) -> str:
+    if as_json:
+        return json.dumps([dataclasses.asdict(r) for r in results], indent=2)
+    lines = []
+    for r in results:
+        if r.error:
+            lines.append(f"{r.path}: ERROR {r.error}")
+            continue
+        probs = "  ".join(f"{c}={p:.3f}" for c, p in r.probabilities.items())
+        flag = {None: "ood=unknown (no threshold)", True: "OOD", False: "in-task"}[
+            r.out_of_distribution]
+        lines.append(f"{r.path}: {r.emotion}  [{probs}]  {flag}")
+    return "\n".join(lines)
