@@ -1,0 +1,156 @@
+"""Batch evaluation of a real (short) training run, the report, and predict."""
+
+import csv
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emodna_jax import evaluate
+from emodna_jax import input_pipeline
+from emodna_jax import predict
+from emodna_jax import train
+from tests.conftest import toy_config
+
+CLASSES = ("neutral", "angry", "happy")  # 'sad' utterances become the OOD set
+
+
+def eval_config(data_dir, **overrides):
+    return toy_config(data_dir, **{"data.classes": CLASSES, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(toy_data_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("eval_run"))
+    train.train_and_evaluate(eval_config(toy_data_dir), workdir)
+    summary = evaluate.evaluate_checkpoints(eval_config(toy_data_dir), workdir,
+                                            progress=False)
+    return workdir, summary
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_row_per_checkpoint_and_split(trained):
+    workdir, summary = trained
+    rows = read_csv(os.path.join(workdir, "eval", "metrics.csv"))
+    assert sorted((int(r["step"]), r["split"]) for r in rows) == [
+        (s, split) for s in (2, 4, 6) for split in ("source_val", "target")]
+    ood_rows = read_csv(os.path.join(workdir, "eval", "ood.csv"))
+    assert sorted({r["score"] for r in ood_rows}) == sorted(evaluate.OOD_SCORES)
+    assert all(int(r["n_ood"]) == 8 and int(r["n_id"]) == 24 for r in ood_rows)
+    assert summary["selection_rule"] == "source_val_uar"
+    assert summary["last"]["step"] == 6
+    by_step = {int(r["step"]): float(r["uar"]) for r in rows if r["split"] == "source_val"}
+    best = max(by_step.values())
+    assert summary["selected"]["step"] == max(s for s, u in by_step.items() if u == best)
+
+
+def test_metrics_match_the_saved_predictions(trained):
+    workdir, summary = trained
+    step = summary["selected"]["step"]
+    with np.load(os.path.join(workdir, "eval", "predictions", f"step_{step}.npz")) as data:
+        labels, logits = data["target/label"], data["target/logits"]
+    keep = labels >= 0
+    predicted = logits[keep].argmax(-1)
+    recalls = [np.mean(predicted[labels[keep] == c] == c) for c in range(3)]
+    assert summary["selected"]["target"]["uar"] == pytest.approx(np.mean(recalls))
+    assert summary["selected"]["target"]["war"] == pytest.approx(
+        np.mean(predicted == labels[keep]))
+
+
+def test_report_files_exist_and_agree_with_the_csv(trained):
+    workdir, _ = trained
+    out = os.path.join(workdir, "eval")
+    for name in ("report.md", "summary.json", "uar_vs_step.png", "confusion.png",
+                 "embeddings.png", "ood_histograms.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    report = open(os.path.join(out, "report.md")).read()
+    rows = {(int(r["step"]), r["split"]): r for r in read_csv(os.path.join(out, "metrics.csv"))}
+    for step in (2, 4, 6):
+        t, s = rows[(step, "target")], rows[(step, "source_val")]
+        line = (f"| {step} | {float(t['uar']):.4f} | {float(t['war']):.4f} | "
+                f"{float(t['macro_f1']):.4f} | {float(s['uar']):.4f} | {float(s['war']):.4f} |")
+        assert line in report
+    ood = {r["score"]: r for r in read_csv(os.path.join(out, "ood.csv"))
+           if int(r["step"]) == json.load(open(os.path.join(out, "summary.json")))["selected"]["step"]}
+    assert f"| energy | {float(ood['energy']['auroc']):.4f} |" in report
+
+
+def test_evaluated_steps_are_skipped_unless_forced(trained, toy_data_dir):
+    workdir, _ = trained
+    path = os.path.join(workdir, "eval", "predictions", "step_2.npz")
+    stamp = os.stat(path).st_mtime_ns
+    evaluate.evaluate_checkpoints(eval_config(toy_data_dir), workdir, progress=False)
+    assert os.stat(path).st_mtime_ns == stamp
+    evaluate.evaluate_checkpoints(eval_config(toy_data_dir), workdir, force=True,
+                                  progress=False)
+    assert os.stat(path).st_mtime_ns != stamp
+
+
+def test_checkpoints_from_8_devices_evaluate_on_1(trained, toy_data_dir, tmp_path):
+    workdir, _ = trained
+    single = tmp_path / "single"  # the same checkpoints, evaluated on one device
+    single.mkdir()
+    os.symlink(os.path.join(workdir, "checkpoints"), single / "checkpoints")
+    single = str(single)
+    summary = evaluate.evaluate_checkpoints(
+        eval_config(toy_data_dir, num_devices=1), single, progress=False)
+    want = read_csv(os.path.join(workdir, "eval", "metrics.csv"))
+    got = read_csv(os.path.join(single, "eval", "metrics.csv"))
+    for a, b in zip(sorted(want, key=lambda r: (r["step"], r["split"])),
+                    sorted(got, key=lambda r: (r["step"], r["split"]))):
+        assert float(a["uar"]) == pytest.approx(float(b["uar"]))
+    assert summary["selected"]["step"] in (2, 4, 6)
+
+
+def test_selecting_by_a_target_metric_is_refused(trained, toy_data_dir):
+    workdir, _ = trained
+    with pytest.raises(ValueError, match="select_by"):
+        evaluate.evaluate_checkpoints(eval_config(toy_data_dir, select_by="target_uar"),
+                                      workdir, progress=False)
+
+
+def test_watch_returns_once_training_has_finished(trained, toy_data_dir):
+    workdir, _ = trained
+    summary = evaluate.watch(eval_config(toy_data_dir), workdir, poll_seconds=0.1,
+                             timeout_seconds=60)
+    assert summary["last"]["step"] == 6
+
+
+def test_predict_matches_evaluation_and_reports_bad_files(trained, toy_data_dir, tmp_path):
+    workdir, summary = trained
+    config = eval_config(toy_data_dir)
+    _, target = input_pipeline.open_task(config)
+    raw_root = os.path.join(os.path.dirname(toy_data_dir), "raw", "toy_tgt")
+    wavs = sorted(f for f in os.listdir(raw_root) if f.endswith(".wav"))[:3]
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in wavs:
+        data, rate = sf.read(os.path.join(raw_root, name))
+        sf.write(clips / name, data, rate)
+    (clips / "broken.wav").write_bytes(b"RIFF....WAVEnot audio")
+
+    results = predict.predict_files(config, workdir, [str(clips)], checkpoint=6)
+    by_name = {os.path.basename(r.path): r for r in results}
+    assert "unreadable" in by_name["broken.wav"].error
+    with np.load(os.path.join(workdir, "eval", "predictions", "step_6.npz")) as data:
+        logits, index = data["target/logits"], data["target/index"]
+    source = target.corpus.source("all")
+    paths = [source[int(i)]["path"].decode() for i in index]
+    for name in wavs:
+        result = by_name[name]
+        assert result.error is None
+        assert sum(result.probabilities.values()) == pytest.approx(1.0)
+        row = logits[paths.index(name)]
+        probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        np.testing.assert_allclose(list(result.probabilities.values()), probs, atol=1e-4)
+        assert result.out_of_distribution in (True, False)  # threshold from summary.json
+    text = predict.format_predictions(results, as_json=False)
+    assert re.search(r"broken\.wav: ERROR unreadable", text)
+    assert json.loads(predict.format_predictions(results, as_json=True))[0]["path"]
