@@ -21,6 +21,9 @@ INSTALL_REQUIRES = [
     "importlib_resources>=6.0",  # TFDS needs it for builders defined in a package
     "tqdm>=4.66",
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
+    # Evaluation report.
+    "matplotlib>=3.8",
+    "scikit-learn>=1.3",  # t-SNE of the embedding figure
 ]
 
 setuptools.setup(

@@ -102,6 +102,7 @@ EMOTION_PROFILES: dict[str, EmotionProfile] = {
                            shimmer=0.12, tilt=1.5, breath=0.12, formants=1.03),
 }
 
+_CONTOURS = ("falling", "rising", "flat", "arch")
 _NUMERIC_FIELDS = ("f0_shift", "f0_range", "tremor", "rate", "level", "jitter",
                    "shimmer", "tilt", "breath", "formants")
 
@@ -160,6 +161,12 @@ class CorpusSpec:
       spread: scales the per-utterance variation around each profile (0: every
         utterance of an emotion spoken alike, up to content).
       duration_s: (shortest, longest) utterance duration in seconds.
+      style: the corpus's display rules, emotion -> {profile field: factor}:
+        each factor scales that field's deviation from neutral for that
+        emotion, on top of ``intensity`` (0: spoken as neutral, negative:
+        reversed).  Unlike ``intensity`` or the channel, it moves classes
+        relative to one another, which no per-corpus normalisation undoes.
+      contours: emotion -> intonation shape replacing its profile's contour.
     """
     name: str
     sample_rate: int
@@ -172,6 +179,8 @@ class CorpusSpec:
     intensity: float = 1.0
     spread: float = 1.0
     duration_s: tuple[float, float] = (1.0, 2.5)
+    style: Optional[Mapping[str, Mapping[str, float]]] = None
+    contours: Optional[Mapping[str, str]] = None
 
     def __post_init__(self):
         unknown = [e for e in self.emotions if e not in EMOTION_PROFILES]
@@ -190,6 +199,22 @@ class CorpusSpec:
                     w > 0 for w in self.class_proportions.values()):
                 raise ValueError(f"{self.name}: class_proportions must be "
                                  "non-negative and not all zero")
+        for emotion, factors in (self.style or {}).items():
+            if emotion not in self.emotions:
+                raise ValueError(f"{self.name}: style for {emotion!r}, not one "
+                                 f"of the emotions {self.emotions}")
+            bad = sorted(set(factors) - set(_NUMERIC_FIELDS))
+            if bad:
+                raise ValueError(f"{self.name}: style of {emotion!r} names "
+                                 f"unknown profile fields {bad}; known: "
+                                 f"{_NUMERIC_FIELDS}")
+        for emotion, contour in (self.contours or {}).items():
+            if emotion not in self.emotions:
+                raise ValueError(f"{self.name}: contour for {emotion!r}, not "
+                                 f"one of the emotions {self.emotions}")
+            if contour not in _CONTOURS:
+                raise ValueError(f"{self.name}: contour {contour!r} of "
+                                 f"{emotion!r} is not one of {_CONTOURS}")
         lo, hi = self.duration_s
         if not 0.5 <= lo <= hi:
             raise ValueError(f"{self.name}: duration_s must satisfy "
@@ -265,6 +290,11 @@ def default_pair() -> tuple[CorpusSpec, CorpusSpec]:
                             noise_color=1.0, rt60_s=(0.3, 0.6), drr_db=6.0),
         intensity=0.9,
         duration_s=(1.0, 2.5),
+        style={
+            "angry": {"f0_shift": 0.25, "f0_range": 0.3, "level": 0.35, "rate": 0.5},
+            "happy": {"f0_shift": 0.6, "f0_range": 0.4, "level": 0.6},
+            "sad": {"rate": 0.3, "level": 0.5, "f0_shift": 0.5},
+        },
     )
     return studio, field
 
@@ -316,13 +346,15 @@ def _draw_speaker(rng: np.random.Generator, ident: str, gender: str) -> _Speaker
                     f0_range_factor=float(np.exp(rng.normal(0.0, 0.12))))
 
 
-def _utterance_profile(emotion: str, intensity: float, spread: float,
-                       speaker: _Speaker, rng: np.random.Generator) -> EmotionProfile:
-    """The emotion's profile, scaled by intensity, personalised and jittered."""
+def _utterance_profile(spec: CorpusSpec, emotion: str, speaker: _Speaker,
+                       rng: np.random.Generator) -> EmotionProfile:
+    """The emotion's profile, styled by the corpus, personalised and jittered."""
     base = EMOTION_PROFILES["neutral"]
     target = EMOTION_PROFILES[emotion]
-    v = {f: getattr(base, f) + intensity * (getattr(target, f) - getattr(base, f))
-         for f in _NUMERIC_FIELDS}
+    style = (spec.style or {}).get(emotion, {})
+    v = {f: getattr(base, f) + spec.intensity * style.get(f, 1.0)
+         * (getattr(target, f) - getattr(base, f)) for f in _NUMERIC_FIELDS}
+    spread = spec.spread
     # Per-utterance spread: wide enough that neighbouring classes overlap.
     v["f0_shift"] += spread * rng.normal(0.0, 1.0)
     v["f0_range"] *= speaker.f0_range_factor * np.exp(spread * rng.normal(0.0, 0.2))
@@ -336,7 +368,14 @@ def _utterance_profile(emotion: str, intensity: float, spread: float,
     v["level"] = float(np.clip(v["level"], 0.1, 1.5))
     v["tilt"] = max(v["tilt"], 0.3)
     v["rate"] = max(v["rate"], 1.5)
-    return EmotionProfile(contour=target.contour, **{k: float(x) for k, x in v.items()})
+    v["jitter"] = max(v["jitter"], 0.0)
+    v["shimmer"] = max(v["shimmer"], 0.0)
+    v["tremor"] = max(v["tremor"], 0.0)
+    v["f0_range"] = max(v["f0_range"], 0.0)
+    v["breath"] = max(v["breath"], 0.0)
+    v["formants"] = max(v["formants"], 0.5)
+    contour = (spec.contours or {}).get(emotion, target.contour)
+    return EmotionProfile(contour=contour, **{k: float(x) for k, x in v.items()})
 
 
 # ---------------------------------------------------------------------------
@@ -677,7 +716,7 @@ def _active_rms(x: np.ndarray, sr: int) -> float:
 def _synthesise_utterance(spec: CorpusSpec, speaker: _Speaker, emotion: str,
                          rng: np.random.Generator) -> np.ndarray:
     """One utterance as float32 in [-1, 1], through the corpus's channel."""
-    p = _utterance_profile(emotion, spec.intensity, spec.spread, speaker, rng)
+    p = _utterance_profile(spec, emotion, speaker, rng)
     sr = spec.sample_rate
     lo, hi = spec.duration_s
     n = int(np.clip(round(rng.uniform(lo, hi) * sr), np.ceil(lo * sr), np.floor(hi * sr)))
