@@ -19,6 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict()
     config.data.data_dir = ""
     config.data.build_synthetic = True   # build synth_* shards when missing
+    config.data.protocol = "cross_corpus"  # or 'single_corpus' (speaker folds)
+    config.data.fold = 0                   # single_corpus: held-out fold
     config.data.source = "synth_studio"
     config.data.target = "synth_field"
     config.data.source_split = "train"
@@ -58,6 +60,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.prototype_momentum = 0.9
     config.loss.mmd_multipliers = (0.25, 0.5, 1.0, 2.0, 4.0)
     config.loss.use_ramp = True
+
+    # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
+    # 'keep' (auxiliary classifier on the emotion embedding) or 'suppress'
+    # (the same through a gradient reversal, scheduled up to grl_max).
+    config.msac = ml_collections.ConfigDict()
+    config.msac.speaker = "off"
+    config.msac.gender = "off"
+    config.msac.corpus = "off"
+    config.msac.speaker_weight = 0.1
+    config.msac.gender_weight = 0.1
+    config.msac.corpus_weight = 0.1
+    config.msac.grl_max = 1.0
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 2e-3

@@ -54,13 +54,26 @@ class PreparedCorpus:
         return tfds.builder_from_directory(self.path)
 
     def source(self, split: str):
-        """Random-access data source of ``split`` ('all', 'train', 'fold3'...)."""
-        if split not in self.splits:
-            raise KeyError(f"{self.name} has no split {split!r}; it has "
+        """Random-access data source of ``split``.
+
+        ``split`` is a stored split ('train', 'fold3'), 'all', or several
+        joined by '+' ('fold0+fold2': the training folds of a fold run).
+        """
+        parts = split.split("+")
+        unknown = [p for p in parts if p not in self.splits]
+        if unknown:
+            raise KeyError(f"{self.name} has no split {unknown[0]!r}; it has "
                            f"{', '.join(self.splits)}")
-        if split == "all":
-            split = "+".join(self.metadata["partition_splits"])
-        return self._builder.as_data_source(split=split)
+        stored = [name for p in parts for name in (
+            self.metadata["partition_splits"] if p == "all" else [p])]
+        return self._builder.as_data_source(split="+".join(stored))
+
+    def fold_training_split(self, fold: int) -> str:
+        """The '+'-joined folds other than ``fold``: its training data."""
+        folds = self.metadata["fold_speakers"]
+        if not 0 <= fold < len(folds):
+            raise KeyError(f"{self.name} has {len(folds)} folds, no fold {fold}")
+        return "+".join(f"fold{k}" for k in range(len(folds)) if k != fold)
 
     def normalization(self, split: str = "train"):
         """Per-bin (mean, std) over the frames of ``split`` ('train', 'all')."""
@@ -73,10 +86,8 @@ class PreparedCorpus:
 
     def fold_normalization(self, fold: int):
         """(mean, std) over the speakers *outside* fold ``fold``."""
-        folds = self.metadata["fold_speakers"]
-        if not 0 <= fold < len(folds):
-            raise KeyError(f"{self.name} has {len(folds)} folds, no fold {fold}")
-        held_out = set(folds[fold])
+        self.fold_training_split(fold)  # validates ``fold``
+        held_out = set(self.metadata["fold_speakers"][fold])
         speakers = [s for s in self.metadata["speakers"] if s not in held_out]
         return stats_lib.mean_std(self.metadata["speaker_sums"], speakers)
 

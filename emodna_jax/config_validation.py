@@ -57,7 +57,8 @@ def validate_config(config):
     if unknown:
         _fail("data.classes", f"{unknown} are not canonical emotion names "
               f"({', '.join(labels.EMOTIONS)})")
-    if config.data.source == config.data.target:
+    if (config.data.protocol == "cross_corpus"
+            and config.data.source == config.data.target):
         _fail("data.target", f"must differ from data.source ({config.data.source!r})")
 
     loss = config.loss
@@ -74,6 +75,16 @@ def validate_config(config):
         _fail("loss.label_smoothing", f"must be < 1, got {loss.label_smoothing}")
     if not loss.mmd_multipliers or min(loss.mmd_multipliers) <= 0:
         _fail("loss.mmd_multipliers", f"must be positive, got {loss.mmd_multipliers}")
+    from emodna_jax import attributes
+    attributes.validate_modes(config.msac)
+    if config.data.protocol not in ("cross_corpus", "single_corpus"):
+        _fail("data.protocol", "must be 'cross_corpus' or 'single_corpus', "
+              f"got {config.data.protocol!r}")
+    if config.data.protocol == "single_corpus":
+        from emodna_jax import config_variants
+        if config_variants.adapts(config):
+            _fail("data.protocol", "single_corpus trains on one corpus: set the "
+                  "adaptation weights loss.w_cor/w_cd/w_ca/w_mmd to 0")
     if config.optim.learning_rate <= 0:
         _fail("optim.learning_rate", f"must be > 0, got {config.optim.learning_rate}")
 

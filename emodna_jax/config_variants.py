@@ -19,3 +19,10 @@ def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         config.loss[weight] = 0.0
     config.compare_source_only = False
     return config
+
+
+def with_fold(config: ml_collections.ConfigDict, fold: int) -> ml_collections.ConfigDict:
+    """The single-corpus config of one speaker fold."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.fold = fold
+    return config

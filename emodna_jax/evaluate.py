@@ -41,8 +41,6 @@ class Evaluator:
         self.batch_size = config.eval_batch_size
         self.num_frames = config.data.eval_num_frames
         self.num_classes = len(config.data.classes)
-        self.source_eval_split = config.data.source_eval_split
-        self.target_split = config.data.target_split
         self._eval_step = parallel.compile_eval(step_lib.make_eval_step(model))
 
     def predict(self, state, task: input_pipeline.TaskCorpus, split: str, *,
@@ -66,14 +64,15 @@ class Evaluator:
                            **{k: batch[k][keep] for k in ("label", "emotion", "index")}})
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
-    def report(self, state, task, split: str) -> dict:
-        """UAR, WAR, macro-F1, per-class recall and confusion of ``split``."""
-        return classification(self.predict(state, task, split), self.num_classes)
+    def report(self, state, task) -> dict:
+        """UAR, WAR, macro-F1, per-class recall, confusion of the eval split."""
+        return classification(self.predict(state, task, task.eval_split),
+                              self.num_classes)
 
     def scalars(self, state, source, target) -> dict:
         """The headline figures logged during training."""
-        tgt = self.report(state, target, self.target_split)
-        src = self.report(state, source, self.source_eval_split)
+        tgt = self.report(state, target)
+        src = self.report(state, source)
         return {"target_uar": tgt["uar"], "target_war": tgt["war"],
                 "source_val_uar": src["uar"], "source_val_war": src["war"]}
 
@@ -193,7 +192,7 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
 
     Returns the summary also written to ``WORKDIR/eval/summary.json``.
     """
-    from emodna_jax import checkpointing, config_validation, models, report
+    from emodna_jax import attributes, checkpointing, config_validation, models, report
     config_validation.validate_config(config)
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     steps = checkpointer.all_steps()
@@ -206,8 +205,10 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                                  step_lib.data_mesh(config.num_devices))
     config_validation.validate_batch(config, parallel.num_devices,
                                      jax.process_count())
-    model = models.create_model(config.model, num_classes=len(classes),
-                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+    model = models.create_model(
+        config.model, num_classes=len(classes), num_corpora=2,
+        bn_axis_name=step_lib.AXIS,
+        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)))
     evaluator = Evaluator(model, parallel, config)
     abstract = _abstract_state(config, model, parallel, len(classes),
                                source.corpus.feature_config.num_bins)
@@ -223,12 +224,11 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         if parallel.mode == "pmap":
             state = parallel.put_replicated(jax.device_get(state))
         predictions = {
-            "target": evaluator.predict(state, target, config.data.target_split,
+            "target": evaluator.predict(state, target, target.eval_split,
                                         include_excluded=True),
-            "source_val": evaluator.predict(state, source,
-                                            config.data.source_eval_split),
+            "source_val": evaluator.predict(state, source, source.eval_split),
         }
-        source_train = evaluator.predict(state, source, config.data.source_split)
+        source_train = evaluator.predict(state, source, source.train_split)
         for split, outputs in predictions.items():
             metrics_table.put(step, split, _metric_row(
                 classification(outputs, len(classes)), classes))

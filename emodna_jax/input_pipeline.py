@@ -32,29 +32,35 @@ EXCLUDED = -1  # task label of an utterance whose emotion the task leaves out
 
 @dataclasses.dataclass
 class TaskCorpus:
-    """A prepared corpus seen through a task: class map and normalisation.
+    """A prepared corpus seen through a task: splits, class map, normalisation.
 
     Attributes:
       corpus: the prepared dataset.
       corpus_id: index of this corpus in the task (source 0, target 1).
       class_map: corpus emotion index -> task class index, or EXCLUDED.
       mean, std: per-bin normalisation (std already floored).
+      train_split: what training reads ('train', 'all', 'fold0+fold2'...).
+      eval_split: what evaluation reports on ('validation', 'all', 'fold1').
     """
     corpus: PreparedCorpus
     corpus_id: int
     class_map: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    train_split: str
+    eval_split: str
 
     @classmethod
     def create(cls, corpus: PreparedCorpus, corpus_id: int,
-               classes: Sequence[str], *, normalization_split: str,
-               std_floor: float) -> "TaskCorpus":
+               classes: Sequence[str], *, train_split: str, eval_split: str,
+               normalization, std_floor: float) -> "TaskCorpus":
+        """``normalization``: (mean, std) per bin, e.g. ``corpus.normalization()``."""
         class_map = np.array([classes.index(e) if e in classes else EXCLUDED
                               for e in corpus.emotions], np.int32)
-        mean, std = corpus.normalization(normalization_split)
-        return cls(corpus, corpus_id, class_map, mean.astype(np.float32),
-                   np.maximum(std, std_floor).astype(np.float32))
+        mean, std = normalization
+        return cls(corpus, corpus_id, class_map, np.asarray(mean, np.float32),
+                   np.maximum(std, std_floor).astype(np.float32), train_split,
+                   eval_split)
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
@@ -78,8 +84,10 @@ class TaskCorpus:
             frames = np.pad(frames, ((0, num_frames - length), (0, 0)))
         out = {"frames": frames,
                "mask": np.arange(num_frames) < min(length, num_frames)}
-        if with_label:
+        if with_label:  # the emotion and the speech attributes MSAC can use
             out["label"] = np.int32(self.class_map[raw["emotion"]])
+            out["speaker"] = np.int32(raw["speaker"])
+            out["gender"] = np.int32(raw["gender"])
         return out
 
 
@@ -115,15 +123,17 @@ def _stream(task: TaskCorpus, split: str, *, batch_size: int, num_frames: int,
     return ds.batch(batch_size, drop_remainder=True)
 
 
-def train_dataset(source: TaskCorpus, target: TaskCorpus, *, source_split: str,
-                  target_split: str, global_batch_size: int, num_frames: int,
-                  seed: int, process_index: int = 0, process_count: int = 1,
+def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
+                  global_batch_size: int, num_frames: int, seed: int,
+                  process_index: int = 0, process_count: int = 1,
                   ) -> grain.IterDataset:
     """Endless zipped (source, target) batches of this process's share.
 
-    Yields dicts: ``src_frames [b,T,F]``, ``src_mask [b,T]``, ``src_label [b]``,
-    ``tgt_frames``, ``tgt_mask`` with ``b = global_batch_size / process_count``.
-    Iterators over it have ``get_state``/``set_state`` for checkpoints.
+    Reads ``source.train_split`` and ``target.train_split``.  Yields dicts:
+    ``src_frames [b,T,F]``, ``src_mask [b,T]``, ``src_label [b]``,
+    ``src_speaker [b]``, ``src_gender [b]``, ``tgt_frames``, ``tgt_mask``,
+    with ``b = global_batch_size / process_count``.  Iterators over it have
+    ``get_state``/``set_state`` for checkpoints.
     """
     if global_batch_size % process_count:
         raise ValueError(f"batch size {global_batch_size} is not divisible by "
@@ -131,14 +141,14 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *, source_split: str,
     local = global_batch_size // process_count
     common = dict(batch_size=local, num_frames=num_frames,
                   process_index=process_index, process_count=process_count)
-    src = _stream(source, source_split, seed=seed, with_label=True, **common)
-    tgt = _stream(target, target_split, seed=seed + 1, with_label=False, **common)
+    src = _stream(source, source.train_split, seed=seed, with_label=True, **common)
+    tgt = _stream(target, target.train_split, seed=seed + 1, with_label=False,
+                  **common)
 
     def merge(pair):
         s, t = pair
-        return {"src_frames": s["frames"], "src_mask": s["mask"],
-                "src_label": s["label"], "tgt_frames": t["frames"],
-                "tgt_mask": t["mask"]}
+        return {**{f"src_{k}": v for k, v in s.items()},
+                "tgt_frames": t["frames"], "tgt_mask": t["mask"]}
 
     zipped = grain.experimental.ZipMapDataset([src, tgt]).map(merge)
     return zipped.to_iter_dataset(
@@ -192,6 +202,14 @@ def feature_config(data_config):
 def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
     """Opens the source and target corpora of ``config`` as TaskCorpus.
 
+    ``config.data.protocol``:
+      'cross_corpus': source trains on ``source_split`` and is validated on
+        ``source_eval_split``; the target trains (unlabelled) and is evaluated
+        on ``target_split``; each corpus standardised with its own statistics.
+      'single_corpus': one corpus, speaker-independent fold ``config.data.fold``:
+        training reads the other folds, evaluation the held-out fold (as the
+        "target"), both standardised with the training folds' statistics.
+
     Builds the synthetic pair first when the config asks for it and the
     shards are missing.  Raises with a clear message when a corpus is not
     prepared or lacks one of the task's classes.
@@ -203,22 +221,37 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
         prepare.prepare_corpus(prepare.SYNTHETIC, data_dir=data_dir,
                                feature_config=features, workers=1)
     classes = list(data.classes)
-    tasks = []
-    for corpus_id, (name, norm_split, label_split) in enumerate([
-            (data.source, data.source_split, data.source_split),
-            (data.target, data.target_split, data.target_split)]):
+
+    def find(role: str) -> PreparedCorpus:
+        name = data[role]
         try:
             corpus = PreparedCorpus.find(data_dir, name, features)
         except FileNotFoundError as error:
-            raise FileNotFoundError(
-                f"config.data.{'source' if corpus_id == 0 else 'target'}="
-                f"{name!r}: {error}") from None
+            raise FileNotFoundError(f"config.data.{role}={name!r}: {error}") from None
         missing = [c for c in classes if c not in corpus.emotions]
         if missing:
             raise ValueError(
                 f"config.data.classes: {name} has no utterances of {missing} "
                 f"(it has {corpus.emotions})")
-        tasks.append(TaskCorpus.create(corpus, corpus_id, classes,
-                                       normalization_split=norm_split,
-                                       std_floor=data.std_floor))
-    return tasks[0], tasks[1]
+        return corpus
+
+    def task(corpus, corpus_id, train_split, eval_split, normalization):
+        return TaskCorpus.create(corpus, corpus_id, classes, train_split=train_split,
+                                 eval_split=eval_split, normalization=normalization,
+                                 std_floor=data.std_floor)
+
+    source = find("source")
+    if data.protocol == "single_corpus":
+        try:
+            train_split = source.fold_training_split(data.fold)
+        except KeyError as error:
+            raise ValueError(f"config.data.fold: {error.args[0]}") from None
+        held_out = f"fold{data.fold}"
+        normalization = source.fold_normalization(data.fold)
+        return (task(source, 0, train_split, train_split, normalization),
+                task(source, 1, held_out, held_out, normalization))
+    target = find("target")
+    return (task(source, 0, data.source_split, data.source_eval_split,
+                 source.normalization(data.source_split)),
+            task(target, 1, data.target_split, data.target_split,
+                 target.normalization(data.target_split)))

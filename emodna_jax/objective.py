@@ -6,7 +6,8 @@ about devices.  The step gathers every device's model outputs first, so the
 objective here is always the one-device objective of the global batch, which
 is what makes training invariant to the number of devices.
 
-Total:  L_cls + w_cor L_cor + r(t) (w_cd L_cd + w_ca L_ca + w_mmd L_mmd).
+Total:  L_cls + w_cor L_cor + r(t) (w_cd L_cd + w_ca L_ca + w_mmd L_mmd)
+        + sum over MSAC attributes of w_a L_a.
 A zero weight removes its loss from the compiled graph (weights are static).
 """
 
@@ -18,7 +19,10 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from data_prep.labels import GENDERS
 from emodna_jax import losses
+
+UNKNOWN_GENDER = GENDERS.index("unknown")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +44,10 @@ class ObjectiveConfig:
     prototype_momentum: float = 0.9
     mmd_multipliers: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)
     use_ramp: bool = True
+    # MSAC: (name, 'keep' | 'suppress', weight) per controlled attribute, and
+    # the largest gradient-reversal coefficient (reached by the ramp).
+    attributes: tuple = ()
+    grl_max: float = 1.0
 
     @property
     def needs_pseudo_labels(self) -> bool:
@@ -48,7 +56,19 @@ class ObjectiveConfig:
     @property
     def uses_target(self) -> bool:
         """False for source-only training: target batches are never run."""
-        return self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
+        return (self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
+                or any(name == "corpus" for name, _, _ in self.attributes))
+
+    @property
+    def source_attributes(self) -> tuple:
+        """Attributes whose labels come with the source batch."""
+        return tuple(name for name, _, _ in self.attributes if name != "corpus")
+
+
+def grl_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
+    """Gradient-reversal strength at ``step``: grl_max * ramp (as in DANN)."""
+    progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
+    return cfg.grl_max * losses.ramp(progress)
 
 
 @flax.struct.dataclass
@@ -80,8 +100,35 @@ def _training_logits(cfg: ObjectiveConfig, logits: jax.Array,
     return logits
 
 
+def _attribute_losses(cfg: ObjectiveConfig, outputs: dict, n: int,
+                      attribute_labels: dict, metrics: dict) -> jax.Array:
+    """MSAC: the weighted cross-entropy of every controlled attribute head.
+
+    Speaker and gender are source attributes (rows of unknown gender are
+    masked out); 'corpus' is predicted on every row.  Whether an attribute is
+    kept or suppressed is decided in the model (gradient reversal), so the
+    loss is the same classification loss either way.
+    """
+    total = jnp.float32(0.0)
+    for name, _, weight in cfg.attributes:
+        logits = outputs[f"attr_{name}"]
+        if name == "corpus":
+            labels = jnp.concatenate([jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)])
+            mask = None
+        else:
+            logits, labels = logits[:n], attribute_labels[name]
+            mask = labels != UNKNOWN_GENDER if name == "gender" else None
+        loss = losses.cross_entropy(logits, labels, mask=mask)
+        total += weight * loss
+        metrics[f"loss_attr_{name}"] = loss
+        metrics[f"{name}_accuracy"] = losses.masked_mean(
+            (jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
+    return total
+
+
 def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
-              adapt: AdaptState, step: jax.Array):
+              adapt: AdaptState, step: jax.Array,
+              attribute_labels: dict | None = None):
     """Loss of one global batch.
 
     Args:
@@ -92,6 +139,7 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
       source_labels: [N] task labels of the source rows.
       adapt: threshold and prototype state before this step.
       step: the step number (for the ramp).
+      attribute_labels: [N] source labels of each MSAC source attribute.
 
     Returns:
       ``(loss, (new_adapt, metrics))``.
@@ -104,6 +152,8 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
     accuracy = jnp.mean(jnp.argmax(logits_s, -1) == source_labels)
     metrics = {"loss_cls": l_cls, "source_accuracy": accuracy}
     total = l_cls
+    if cfg.attributes:
+        total += _attribute_losses(cfg, outputs, n, attribute_labels or {}, metrics)
     new_adapt = adapt
     if not cfg.uses_target:
         metrics["loss"] = total

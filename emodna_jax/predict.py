@@ -66,7 +66,7 @@ def _ood_threshold(config, workdir: str) -> float | None:
 
 def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
                   ) -> list[Prediction]:
-    from emodna_jax import checkpointing, evaluate, models
+    from emodna_jax import attributes, checkpointing, evaluate, models
     paths = expand_inputs(inputs)
     source, target = input_pipeline.open_task(config)
     classes = list(config.data.classes)
@@ -77,8 +77,10 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
             f"no checkpoint {'' if checkpoint is None else checkpoint} in "
             f"{checkpointing.checkpoint_dir(workdir)} (have {checkpointer.all_steps()})")
     parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    model = models.create_model(config.model, num_classes=len(classes),
-                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+    model = models.create_model(
+        config.model, num_classes=len(classes), num_corpora=2,
+        bn_axis_name=step_lib.AXIS,
+        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)))
     feature_config = source.corpus.feature_config
     abstract = evaluate._abstract_state(config, model, parallel, len(classes),
                                         feature_config.num_bins)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+
+import numpy as np
 
 from emodna_jax import config_variants
 from emodna_jax import evaluate
+from emodna_jax import input_pipeline
 from emodna_jax import predict
 from emodna_jax import train
 
@@ -18,7 +22,36 @@ def _line(name: str, result: dict) -> str:
             f"{result['source_val_uar']:.3f})")
 
 
+def _train_folds(config, workdir: str) -> int:
+    """Single-corpus protocol, every fold: per-fold and mean +- std UAR/WAR."""
+    source, _ = input_pipeline.open_task(config_variants.with_fold(config, 0))
+    num_folds = len(source.corpus.metadata["fold_speakers"])
+    results = []
+    for fold in range(num_folds):
+        print(f"--- fold {fold} of {num_folds}", flush=True)
+        result = train.train_and_evaluate(config_variants.with_fold(config, fold),
+                                          os.path.join(workdir, f"fold{fold}"))
+        if result.get("preempted"):
+            return 0
+        results.append(result)
+    table = {"folds": [{"fold": k, "uar": r["target_uar"], "war": r["target_war"]}
+                       for k, r in enumerate(results)]}
+    for key in ("uar", "war"):
+        values = np.array([r[key] for r in table["folds"]])
+        table[key] = {"mean": float(values.mean()), "std": float(values.std())}
+    with open(os.path.join(workdir, "folds.json"), "w") as f:
+        json.dump(table, f, indent=2)
+    print(f"\n{source.corpus.name}, speaker-independent folds (held-out speakers):")
+    for row in table["folds"]:
+        print(f"  fold {row['fold']}: UAR {row['uar']:.3f}  WAR {row['war']:.3f}")
+    print(f"  mean +- std: UAR {table['uar']['mean']:.3f} +- {table['uar']['std']:.3f}"
+          f"  WAR {table['war']['mean']:.3f} +- {table['war']['std']:.3f}", flush=True)
+    return 0
+
+
 def _train(config, workdir: str) -> int:
+    if config.data.protocol == "single_corpus" and config.data.fold < 0:
+        return _train_folds(config, workdir)
     result = train.train_and_evaluate(config, workdir)
     if result.get("preempted"):
         return 0
@@ -48,6 +81,15 @@ def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
     if mode == "train":
         return _train(config, workdir)
     if mode == "evaluate":
+        if config.data.protocol == "single_corpus" and config.data.fold < 0:
+            fold_dirs = sorted(d for d in os.listdir(workdir) if d.startswith("fold")
+                               and os.path.isdir(os.path.join(workdir, d)))
+            for name in fold_dirs:
+                fold_dir = os.path.join(workdir, name)
+                _print_summary(evaluate.evaluate_checkpoints(
+                    config_variants.with_fold(config, int(name[4:])), fold_dir,
+                    force=force), fold_dir)
+            return 0
         _print_summary(evaluate.evaluate_checkpoints(config, workdir, force=force),
                        workdir)
         return 0

@@ -34,6 +34,10 @@ AXIS = "batch"
 OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
 
 
+def _train_outputs(cfg) -> tuple:
+    return OUTPUT_KEYS + tuple(f"attr_{name}" for name, _, _ in cfg.attributes)
+
+
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
@@ -95,11 +99,14 @@ def make_train_step(model, tx: optax.GradientTransformation,
         def loss_fn(params):
             outputs, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, frames,
-                mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
-            outputs = {k: global_view(outputs[k]) for k in OUTPUT_KEYS}
+                mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng},
+                grl_coefficient=objective_lib.grl_coefficient(cfg, state.step))
+            outputs = {k: global_view(outputs[k]) for k in _train_outputs(cfg)}
             labels = _gather(batch["src_label"], axis_name)
+            attribute_labels = {name: _gather(batch[f"src_{name}"], axis_name)
+                                for name in cfg.source_attributes}
             loss, (adapt, metrics) = objective_lib.objective(
-                cfg, outputs, labels, state.adapt, state.step)
+                cfg, outputs, labels, state.adapt, state.step, attribute_labels)
             return loss, (adapt, metrics, updates["batch_stats"])
 
         grads, (adapt, metrics, batch_stats) = jax.grad(

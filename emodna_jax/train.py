@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from emodna_jax import attributes
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
 from emodna_jax import evaluate
@@ -32,7 +33,8 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the message names the step and loss."""
 
 
-def objective_config(config, num_classes: int) -> objective_lib.ObjectiveConfig:
+def objective_config(config, num_classes: int,
+                     attribute_specs=()) -> objective_lib.ObjectiveConfig:
     loss = config.loss
     return objective_lib.ObjectiveConfig(
         num_classes=num_classes, total_steps=config.steps,
@@ -43,7 +45,9 @@ def objective_config(config, num_classes: int) -> objective_lib.ObjectiveConfig:
         temperature_ca=loss.temperature_ca,
         threshold_momentum=loss.threshold_momentum,
         prototype_momentum=loss.prototype_momentum,
-        mmd_multipliers=tuple(loss.mmd_multipliers), use_ramp=loss.use_ramp)
+        mmd_multipliers=tuple(loss.mmd_multipliers), use_ramp=loss.use_ramp,
+        attributes=attributes.objective_entries(attribute_specs),
+        grl_max=config.msac.grl_max)
 
 
 def create_optimizer(config) -> optax.GradientTransformation:
@@ -122,18 +126,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     config_validation.validate_batch(config, parallel.num_devices,
                                      jax.process_count())
 
+    specs = attributes.attribute_specs(config, source)
     model = models.create_model(config.model, num_classes=num_classes,
-                                num_corpora=2, bn_axis_name=step_lib.AXIS)
+                                num_corpora=2, bn_axis_name=step_lib.AXIS,
+                                attribute_heads=attributes.model_heads(specs))
     tx = create_optimizer(config)
-    obj_cfg = objective_config(config, num_classes)
+    obj_cfg = objective_config(config, num_classes, specs)
     num_bins = source.corpus.feature_config.num_bins
 
     checkpointer = checkpointing.Checkpointer(
         workdir, keep=config.keep_checkpoints, keep_every=config.keep_every)
     train_data = input_pipeline.train_dataset(
-        source, target, source_split=config.data.source_split,
-        target_split=config.data.target_split,
-        global_batch_size=config.batch_size, num_frames=config.data.num_frames,
+        source, target, global_batch_size=config.batch_size,
+        num_frames=config.data.num_frames,
         seed=config.seed, process_index=jax.process_index(),
         process_count=jax.process_count())
     iterator = iter(train_data)

@@ -16,15 +16,16 @@ def tasks(toy_data_dir):
     features = FeatureConfig(n_mels=16)
     src = PreparedCorpus.find(toy_data_dir, "toy_src", features)
     tgt = PreparedCorpus.find(toy_data_dir, "toy_tgt", features)
-    return (input_pipeline.TaskCorpus.create(src, 0, CLASSES, normalization_split="train",
-                                             std_floor=0.01),
-            input_pipeline.TaskCorpus.create(tgt, 1, CLASSES, normalization_split="all",
-                                             std_floor=0.01))
+    return (input_pipeline.TaskCorpus.create(
+                src, 0, CLASSES, train_split="train", eval_split="validation",
+                normalization=src.normalization("train"), std_floor=0.01),
+            input_pipeline.TaskCorpus.create(
+                tgt, 1, CLASSES, train_split="all", eval_split="all",
+                normalization=tgt.normalization("all"), std_floor=0.01))
 
 
 def dataset(tasks, **kwargs):
-    options = dict(source_split="train", target_split="all", global_batch_size=4,
-                   num_frames=24, seed=3)
+    options = dict(global_batch_size=4, num_frames=24, seed=3)
     options.update(kwargs)
     return input_pipeline.train_dataset(*tasks, **options)
 
@@ -40,7 +41,8 @@ def test_train_batches_shapes_labels_and_masks(tasks):
     assert batch["src_frames"].shape == (4, 24, 16)
     assert batch["tgt_frames"].shape == (4, 24, 16)
     assert "tgt_label" not in batch and set(batch) == {
-        "src_frames", "src_mask", "src_label", "tgt_frames", "tgt_mask"}
+        "src_frames", "src_mask", "src_label", "src_speaker", "src_gender",
+        "tgt_frames", "tgt_mask"}
     assert set(batch["src_label"]) <= {0, 1, 2}  # 'sad' never reaches training
     # 0.5 s utterances have 51 frames: always cropped to a full 24-frame window.
     assert batch["src_mask"].all() and batch["tgt_mask"].all()
@@ -111,6 +113,26 @@ def test_eval_batches_visit_every_utterance_once(tasks):
     everything = list(input_pipeline.eval_batches(target, "all", batch_size=6,
                                                   num_frames=60, include_excluded=True))
     assert sum(b["weight"].sum() for b in everything) == 32
+
+
+def test_single_corpus_protocol_holds_out_one_fold(toy_data_dir):
+    config = toy_config(toy_data_dir)
+    config.data.protocol = "single_corpus"
+    config.data.fold = 1
+    source, held_out = input_pipeline.open_task(config)
+    folds = source.corpus.metadata["fold_speakers"]
+    assert held_out.train_split == held_out.eval_split == "fold1"
+    assert source.train_split == "+".join(f"fold{k}" for k in range(len(folds)) if k != 1)
+    speakers = source.corpus.metadata["speakers"]
+    train_speakers = {speakers[source.corpus.source(source.train_split)[i]["speaker"]]
+                      for i in range(len(source.corpus.source(source.train_split)))}
+    assert train_speakers == set(speakers) - set(folds[1])
+    mean, _ = source.corpus.fold_normalization(1)
+    np.testing.assert_allclose(source.mean, mean, rtol=1e-6)
+    np.testing.assert_array_equal(source.mean, held_out.mean)
+    config.data.fold = 9
+    with pytest.raises(ValueError, match="config.data.fold: .* no fold 9"):
+        input_pipeline.open_task(config)
 
 
 def test_open_task_reports_missing_corpora(toy_data_dir):

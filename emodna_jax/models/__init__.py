@@ -7,19 +7,25 @@ encoder takes ``(frames [B, T, F], mask [B, T], *, train)`` and returns
 
 from emodna_jax.models.cnn import CNN
 from emodna_jax.models.emodna import BACKBONES, EmoDNAModel
+from emodna_jax.models.msac import MSACSERNet
 from emodna_jax.models.tim import TIMNet
 
-__all__ = ["BACKBONES", "CNN", "EmoDNAModel", "TIMNet", "create_model"]
+__all__ = ["BACKBONES", "CNN", "EmoDNAModel", "MSACSERNet", "TIMNet",
+           "create_model"]
 
 
 def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
-                 bn_axis_name: str | None = None) -> EmoDNAModel:
-    """The model a config's ``model`` section describes."""
+                 bn_axis_name: str | None = None,
+                 attribute_heads: dict | None = None) -> EmoDNAModel:
+    """The model a config's ``model`` section describes.
+
+    ``attribute_heads``: MSAC heads, name -> (number of values, suppress).
+    """
     import jax.numpy as jnp
     if model_config.backbone == "tim":
         backbone_kwargs = {"features": model_config.channels,
                            "num_blocks": model_config.num_blocks}
-    else:
+    else:  # 'cnn' and 'msac' share the CNN's fields
         backbone_kwargs = {"channels": tuple(model_config.cnn_channels)}
     return EmoDNAModel(
         num_classes=num_classes, num_corpora=num_corpora,
@@ -28,4 +34,5 @@ def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
         hidden_dim=model_config.get("hidden_dim", 2 * model_config.projection_dim),
         classifier=model_config.classifier,
         dropout_rate=model_config.dropout_rate, bn_axis_name=bn_axis_name,
-        dtype=jnp.dtype(model_config.compute_dtype))
+        dtype=jnp.dtype(model_config.compute_dtype),
+        attribute_heads=attribute_heads or None)

@@ -21,11 +21,13 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
+from emodna_jax.losses import gradient_reversal
 from emodna_jax.models.cnn import CNN
 from emodna_jax.models.layers import CosineClassifier, Dtype, l2_normalize
+from emodna_jax.models.msac import MSACSERNet
 from emodna_jax.models.tim import TIMNet
 
-BACKBONES = {"tim": TIMNet, "cnn": CNN}
+BACKBONES = {"tim": TIMNet, "cnn": CNN, "msac": MSACSERNet}
 CLASSIFIERS = ("linear", "am")
 # Set by EmoDNAModel itself so that the whole model agrees on them.
 _RESERVED_BACKBONE_KWARGS = ("dtype", "param_dtype", "bn_axis_name")
@@ -74,6 +76,9 @@ class EmoDNAModel(nn.Module):
       bn_axis_name: named batch axis for cross-replica BatchNorm statistics
         (the model then runs in train mode only inside shard_map/pmap), or None.
       dtype: compute dtype of the backbone and projectors; params float32.
+      attribute_heads: MSAC heads, name -> (number of values, suppress): an
+        MLP on e predicting that speech attribute, through a gradient
+        reversal when ``suppress``.  Outputs ``attr_<name>`` logits.
     """
     num_classes: int
     num_corpora: int = 2
@@ -85,10 +90,14 @@ class EmoDNAModel(nn.Module):
     dropout_rate: float = 0.1
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
+    attribute_heads: Mapping[str, Any] | None = None
 
     def __post_init__(self):
         # A hashable module can be a static argument of jax.jit; a plain dict
         # (or a list of channels from a config) would make it unhashable.
+        if self.attribute_heads is not None:
+            object.__setattr__(self, "attribute_heads", FrozenDict({
+                name: tuple(spec) for name, spec in self.attribute_heads.items()}))
         if self.backbone_kwargs is not None:
             object.__setattr__(self, "backbone_kwargs", FrozenDict({
                 k: tuple(v) if isinstance(v, list) else v
@@ -110,8 +119,8 @@ class EmoDNAModel(nn.Module):
             param_dtype=jnp.float32, name="backbone")
 
     @nn.compact
-    def __call__(self, frames: jax.Array, mask: jax.Array, *,
-                 train: bool) -> dict[str, jax.Array]:
+    def __call__(self, frames: jax.Array, mask: jax.Array, *, train: bool,
+                 grl_coefficient=1.0) -> dict[str, jax.Array]:
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, "
                              f"got {self.classifier!r}")
@@ -137,5 +146,16 @@ class EmoDNAModel(nn.Module):
                               name="classifier")(e.astype(jnp.float32))
         corpus_logits = nn.Dense(self.num_corpora, dtype=jnp.float32,
                                  name="corpus_classifier")(z_c)
-        return {"h": h, "e": e, "z_e": z_e, "z_c": z_c, "logits": logits,
-                "corpus_logits": corpus_logits}
+        outputs = {"h": h, "e": e, "z_e": z_e, "z_c": z_c, "logits": logits,
+                   "corpus_logits": corpus_logits}
+        # Multiple Speech Attribute Control: each attribute head reads the
+        # emotion embedding; a suppressed attribute reaches it through a
+        # gradient reversal, so e is trained to *lose* that information.
+        for name, (num_values, suppress) in sorted(
+                (self.attribute_heads or {}).items()):
+            x = e.astype(jnp.float32)
+            if suppress:
+                x = gradient_reversal(x, grl_coefficient)
+            outputs[f"attr_{name}"] = ProjectionMLP(
+                self.hidden_dim, num_values, name=f"{name}_head")(x)
+        return outputs

@@ -1,0 +1,28 @@
+r"""MSAC-SERNet across corpora (synthetic studio -> field), alone or with Emo-DNA.
+
+  python -m emodna_jax.main --config=configs/msac_cross_corpus.py --workdir=/tmp/msac_cross
+  python -m emodna_jax.main --config=configs/msac_cross_corpus.py --workdir=/tmp/msac_emodna --config.loss.w_cd=0.3 --config.loss.w_ca=0.5 --config.loss.w_mmd=1.0 --config.loss.w_cor=0.1
+
+As configured, MSAC-SERNet alone: the CNN with additive-margin softmax,
+speaker suppressed, gender kept, and the corpus attribute suppressed (the
+emotion embedding is trained to be corpus-invariant: MSAC's own cross-corpus
+mechanism).  Switching the Emo-DNA weights on (second command) uses
+MSAC-SERNet as the backbone of Emo-DNA.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    for weight in ("w_cor", "w_cd", "w_ca", "w_mmd"):
+        config.loss[weight] = 0.0
+    config.model.backbone = "msac"
+    config.model.cnn_channels = (16, 32, 48, 64)
+    config.model.classifier = "am"
+    config.msac.speaker = "suppress"
+    config.msac.gender = "keep"
+    config.msac.corpus = "suppress"
+    config.steps = 400
+    config.compare_source_only = False
+    return config
