@@ -1,9 +1,10 @@
 """Multiple Speech Attribute Control (MSAC): which attributes, and how.
 
 Besides emotion, the shards record each utterance's speaker, gender and
-corpus.  MSAC-SERNet attaches a classifier head per attribute to the emotion
-embedding: a *kept* attribute is learned as an auxiliary task (it helps the
-emotion features stay fine-grained), a *suppressed* one is learned through a
+corpus.  MSAC-SERNet attaches a classifier head per attribute to the
+backbone's embedding h (the features the emotion branch is built on): a
+*kept* attribute is learned as an auxiliary task (it helps the emotion
+features stay fine-grained), a *suppressed* one is learned through a
 gradient reversal (the emotion features shed it).  The labels come from the
 shards, so no new preparation is needed; an attribute the corpus does not
 record is a config error.

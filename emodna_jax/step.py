@@ -133,7 +133,7 @@ def make_eval_step(model) -> Callable:
     def eval_fn(variables, batch):
         outputs = model.apply(variables, batch["frames"], batch["mask"],
                               train=False)
-        return {k: outputs[k] for k in OUTPUT_KEYS}
+        return {k: outputs[k] for k in OUTPUT_KEYS + ("h",)}
 
     return eval_fn
 

@@ -77,7 +77,7 @@ class EmoDNAModel(nn.Module):
         (the model then runs in train mode only inside shard_map/pmap), or None.
       dtype: compute dtype of the backbone and projectors; params float32.
       attribute_heads: MSAC heads, name -> (number of values, suppress): an
-        MLP on e predicting that speech attribute, through a gradient
+        MLP on h predicting that speech attribute, through a gradient
         reversal when ``suppress``.  Outputs ``attr_<name>`` logits.
     """
     num_classes: int
@@ -149,11 +149,12 @@ class EmoDNAModel(nn.Module):
         outputs = {"h": h, "e": e, "z_e": z_e, "z_c": z_c, "logits": logits,
                    "corpus_logits": corpus_logits}
         # Multiple Speech Attribute Control: each attribute head reads the
-        # emotion embedding; a suppressed attribute reaches it through a
-        # gradient reversal, so e is trained to *lose* that information.
+        # backbone's embedding h, the representation the emotion branch is
+        # built on; a suppressed attribute reaches it through a gradient
+        # reversal, so h is trained to *lose* that information.
         for name, (num_values, suppress) in sorted(
                 (self.attribute_heads or {}).items()):
-            x = e.astype(jnp.float32)
+            x = h.astype(jnp.float32)
             if suppress:
                 x = gradient_reversal(x, grl_coefficient)
             outputs[f"attr_{name}"] = ProjectionMLP(
