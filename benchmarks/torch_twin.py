@@ -144,14 +144,30 @@ class CosineClassifier(nn.Module):
         return l2_normalize(x) @ l2_normalize(self.kernel, dim=0)
 
 
+class _GradientReversal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coefficient):
+        ctx.coefficient = coefficient
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return -ctx.coefficient * g, None
+
+
 class EmoDNATwin(nn.Module):
-    """Backbone + emotion and corpus branches (emodna_jax.models.EmoDNAModel)."""
+    """Backbone + emotion and corpus branches (emodna_jax.models.EmoDNAModel),
+    plus MSAC attribute heads on e when the config switches them on."""
 
     def __init__(self, *, num_bins: int, num_classes: int, num_corpora: int,
                  channels: int, num_blocks: int, kernel_size: int,
                  projection_dim: int, hidden_dim: int, classifier: str,
-                 dropout: float):
+                 dropout: float, attribute_heads: dict | None = None):
         super().__init__()
+        self.attribute_heads = dict(sorted((attribute_heads or {}).items()))
+        self.heads = nn.ModuleDict({
+            name: Projection(projection_dim, hidden_dim, num_values)
+            for name, (num_values, _) in self.attribute_heads.items()})
         self.backbone = TIMNet(num_bins, channels, num_blocks, kernel_size,
                                dropout)
         self.dropout = nn.Dropout(dropout)
@@ -162,13 +178,17 @@ class EmoDNATwin(nn.Module):
                            else nn.Linear(projection_dim, num_classes))
         self.corpus_classifier = nn.Linear(projection_dim, num_corpora)
 
-    def forward(self, frames, mask):
+    def forward(self, frames, mask, grl_coefficient=1.0):
         h = self.dropout(self.backbone(frames, mask))
         e = self.emotion_projector(h)
         z_c = l2_normalize(self.corpus_projector(h))
-        return {"e": e, "z_e": l2_normalize(e), "z_c": z_c,
-                "logits": self.classifier(e),
-                "corpus_logits": self.corpus_classifier(z_c)}
+        out = {"e": e, "z_e": l2_normalize(e), "z_c": z_c,
+               "logits": self.classifier(e),
+               "corpus_logits": self.corpus_classifier(z_c)}
+        for name, (_, suppress) in self.attribute_heads.items():
+            x = _GradientReversal.apply(e, grl_coefficient) if suppress else e
+            out[f"attr_{name}"] = self.heads[name](x)
+        return out
 
 
 def num_params(module: nn.Module) -> int:
@@ -249,7 +269,8 @@ class Objective:
         onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
         return cfg["am_scale"] * (logits - cfg["am_margin"] * onehot)
 
-    def __call__(self, out: dict, labels: torch.Tensor, step: int):
+    def __call__(self, out: dict, labels: torch.Tensor, step: int,
+                 attribute_labels: dict):
         cfg = self.cfg
         n = labels.shape[0]
         logits_s = out["logits"][:n]
@@ -257,6 +278,14 @@ class Objective:
                               label_smoothing=cfg["label_smoothing"])
         corpus = torch.cat([torch.zeros(n, dtype=torch.long, device=labels.device),
                             torch.ones(n, dtype=torch.long, device=labels.device)])
+        for name, weight in cfg["attributes"].items():  # MSAC heads
+            if name == "corpus":
+                total = total + weight * cross_entropy(out["attr_corpus"], corpus)
+            else:
+                a = attribute_labels[name]
+                mask = a != cfg["unknown_gender"] if name == "gender" else None
+                total = total + weight * cross_entropy(out[f"attr_{name}"][:n],
+                                                       a, mask=mask)
         if cfg["w_cor"] > 0:
             total = total + cfg["w_cor"] * cross_entropy(out["corpus_logits"], corpus)
         r = ramp(step / max(cfg["total_steps"], 1)) if cfg["use_ramp"] else 1.0
@@ -329,7 +358,12 @@ class TwinTrainer:
     """
 
     def __init__(self, config, *, num_classes: int, num_bins: int,
-                 device: str = "cpu", compile_model: bool = False):
+                 device: str = "cpu", compile_model: bool = False,
+                 attribute_heads: dict | None = None,
+                 attribute_weights: dict | None = None,
+                 unknown_gender: int = 2):
+        """``attribute_heads``: MSAC name -> (number of values, suppress), as
+        for EmoDNAModel; ``attribute_weights``: name -> loss weight."""
         m, loss, optim = config.model, config.loss, config.optim
         self.device = torch.device(device)
         self.model = EmoDNATwin(
@@ -337,7 +371,8 @@ class TwinTrainer:
             channels=m.channels, num_blocks=m.num_blocks, kernel_size=2,
             projection_dim=m.projection_dim,
             hidden_dim=m.get("hidden_dim", 2 * m.projection_dim),
-            classifier=m.classifier, dropout=m.dropout_rate).to(self.device)
+            classifier=m.classifier, dropout=m.dropout_rate,
+            attribute_heads=attribute_heads).to(self.device)
         self.model.train()
         self.forward = (torch.compile(self.model) if compile_model
                         else self.model)
@@ -351,7 +386,11 @@ class TwinTrainer:
             threshold_momentum=loss.threshold_momentum,
             prototype_momentum=loss.prototype_momentum,
             mmd_multipliers=tuple(loss.mmd_multipliers),
-            use_ramp=loss.use_ramp), m.projection_dim, self.device)
+            use_ramp=loss.use_ramp,
+            attributes=dict(sorted((attribute_weights or {}).items())),
+            unknown_gender=unknown_gender), m.projection_dim, self.device)
+        self.grl_max = config.msac.grl_max if "msac" in config else 1.0
+        self.total_steps = config.steps
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=optim.learning_rate,
             weight_decay=optim.weight_decay, eps=1e-8)
@@ -374,8 +413,15 @@ class TwinTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule(self.step_count)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.forward(frames, mask)
-        loss = self.objective(out, batch["src_label"], self.step_count)
+        # A tensor, so that torch.compile does not specialise on its value.
+        grl = torch.tensor(self.grl_max * ramp(self.step_count
+                                               / max(self.total_steps, 1)),
+                           device=self.device)
+        out = self.forward(frames, mask, grl)
+        attribute_labels = {k[4:]: v for k, v in batch.items()
+                            if k in ("src_speaker", "src_gender")}
+        loss = self.objective(out, batch["src_label"], self.step_count,
+                              attribute_labels)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.grad_clip)
@@ -417,7 +463,7 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available()
                         else "cpu")
     args = parser.parse_args(argv)
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     config = default.get_config()
     batch_size = args.batch_size or config.batch_size
     num_classes = len(config.data.classes)
