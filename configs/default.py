@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.grad_clip = 1.0
 
     config.batch_size = 32                # global, per stream (source and target)
-    config.steps = 600
+    config.steps = 400
     config.parallelism = "shard_map"      # or 'pmap'
     config.num_devices = 0                # devices to use; 0: all local devices
 
