@@ -117,10 +117,13 @@ def make_train_step(model, tx: optax.GradientTransformation,
         new = state.replace(
             step=state.step + 1, params=optax.apply_updates(state.params, updates),
             batch_stats=batch_stats, opt_state=opt_state, adapt=adapt)
-        finite = _all_finite((metrics, grads))
-        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new,
-                           state.replace(step=state.step + 1))
-        metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
+        # One scalar test (a non-finite gradient makes the norm non-finite)
+        # and a cond: a per-leaf select would triple the compiled program.
+        grad_norm = optax.tree.norm(grads)
+        finite = _all_finite((metrics, grad_norm))
+        new = jax.lax.cond(finite, lambda: new,
+                           lambda: state.replace(step=state.step + 1))
+        metrics = dict(metrics, grad_norm=grad_norm,
                        finite=finite.astype(jnp.float32))
         return new, metrics
 

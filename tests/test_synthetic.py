@@ -236,6 +236,33 @@ def test_spec_validation():
         class_proportions={"neutral": 3, "angry": 1, "happy": 1, "sad": 1, "fear": 1},
     ).counts_per_speaker()
     assert counts == {"neutral": 3, "angry": 1, "happy": 1, "sad": 1, "fear": 1}
+    with pytest.raises(ValueError, match="style"):
+        dataclasses.replace(studio, style={"contempt": {"level": 0.5}})
+    with pytest.raises(ValueError, match="unknown profile fields"):
+        dataclasses.replace(studio, style={"angry": {"loudness": 0.5}})
+    with pytest.raises(ValueError, match="contour"):
+        dataclasses.replace(studio, contours={"happy": "wavy"})
+    with pytest.raises(ValueError, match="contour"):
+        dataclasses.replace(studio, contours={"contempt": "flat"})
+
+
+def test_style_changes_only_the_styled_emotions(tmp_path):
+    """Display rules act per emotion: neutral, unstyled, stays byte-identical."""
+    studio = _small(synthetic.default_pair()[0], emotions=("neutral", "angry", "sad"),
+                    utterances_per_speaker=6)
+    styled = dataclasses.replace(studio, style={"angry": {"level": 0.3, "f0_shift": 0.2}},
+                                 contours={"sad": "rising"})
+    unit = dataclasses.replace(studio, style={"angry": {"level": 1.0}})
+    plain = _tree_bytes(synthetic.generate_corpus(studio, tmp_path / "plain", SEED).parent)
+    changed = _tree_bytes(synthetic.generate_corpus(styled, tmp_path / "styled", SEED).parent)
+    same = _tree_bytes(synthetic.generate_corpus(unit, tmp_path / "unit", SEED).parent)
+    wavs = [k for k in plain if k.endswith(".wav")]
+    assert all(same[k] == plain[k] for k in wavs)
+    for k in wavs:
+        if "_neutral_" in k:
+            assert changed[k] == plain[k], k
+        else:
+            assert changed[k] != plain[k], k
 
 
 # ---------------------------------------------------------------------------

@@ -55,7 +55,11 @@ class TemporalAwareBlock(nn.Module):
             y = nn.relu(y)
             y = nn.Dropout(self.dropout_rate, broadcast_dims=(1,))(
                 y, deterministic=not train)
-        return zero_padding(x * nn.sigmoid(y), mask)
+        # x * sigmoid(y), written as a division: XLA duplicates a cheap
+        # multiply into every consumer (each weight-gradient transpose then
+        # recomputes the gates of all earlier blocks) but not a division.
+        # y >= 0 after the ReLU, so exp(-y) <= 1 cannot overflow.
+        return zero_padding(x / (1 + jnp.exp(-y)), mask)
 
 
 class TIMNet(nn.Module):
