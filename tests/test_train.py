@@ -75,8 +75,8 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_checkpoint(
         toy_data_dir, tmp_path, monkeypatch):
     real = objective_lib.objective
 
-    def poisoned(cfg, outputs, labels, adapt, step):
-        loss, (new_adapt, metrics) = real(cfg, outputs, labels, adapt, step)
+    def poisoned(cfg, outputs, labels, adapt, step, *rest):
+        loss, (new_adapt, metrics) = real(cfg, outputs, labels, adapt, step, *rest)
         bad = jax.numpy.where(step == 4, jax.numpy.nan, 0.0)
         metrics = dict(metrics, loss_cls=metrics["loss_cls"] + bad)
         return loss + bad, (new_adapt, metrics)
