@@ -66,7 +66,8 @@ class MaskedBatchNorm(nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         scale = torch.rsqrt(var + self.eps) * self.weight
-        return (x - mean[None, :, None]) * scale[None, :, None] + self.bias[None, :, None]
+        return ((x - mean[None, :, None]) * scale[None, :, None]
+                + self.bias[None, :, None])
 
 
 class TemporalAwareBlock(nn.Module):
