@@ -7,7 +7,27 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# Eight simulated devices share two cores in CI, so one device's half of a
+# collective can be descheduled for a long time; XLA's CPU rendezvous would then
+# abort the whole test process (after 40 s by default).  A generous limit keeps
+# a slow participant from killing the run; a true deadlock still ends, with
+# XLA's message on stderr (pytest captures sys-level output only: setup.cfg).
+# Set before any test imports jax, which reads XLA_FLAGS when it starts.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, (
+    os.environ.get("XLA_FLAGS"),
+    "--xla_cpu_collective_call_warn_stuck_timeout_seconds=60",
+    "--xla_cpu_collective_call_terminate_timeout_seconds=900")))
+
 EMOTIONS = ("angry", "happy", "neutral", "sad")
+
+
+def pytest_sessionstart(session):
+    """CPU facts first in the log (even with -q): multi-device timing depends on them."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"cpus: {os.cpu_count()} visible, {usable} usable; "
+                            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
 
 
 def tone(seconds, sample_rate, seed, channels=1):
