@@ -72,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.msac.gender_weight = 0.1
     config.msac.corpus_weight = 0.1
     config.msac.grl_max = 1.0
+    config.msac.head_lr_multiplier = 1.0   # attribute heads' learning rate / the rest
 
     config.optim = ml_collections.ConfigDict()
     config.optim.learning_rate = 2e-3

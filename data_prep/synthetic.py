@@ -167,6 +167,11 @@ class CorpusSpec:
         reversed).  Unlike ``intensity`` or the channel, it moves classes
         relative to one another, which no per-corpus normalisation undoes.
       contours: emotion -> intonation shape replacing its profile's contour.
+      voice_individuality: log-scale std of each speaker's own vocal-tract
+        shape: every formant of a speaker is moved by its own factor.  At 0
+        speakers differ only in F0, formant scale and small habits of
+        delivery, so beyond gender they are hard to tell apart; real voices
+        (and attribute-control studies) need more, e.g. 0.1.
     """
     name: str
     sample_rate: int
@@ -181,6 +186,7 @@ class CorpusSpec:
     duration_s: tuple[float, float] = (1.0, 2.5)
     style: Optional[Mapping[str, Mapping[str, float]]] = None
     contours: Optional[Mapping[str, str]] = None
+    voice_individuality: float = 0.0
 
     def __post_init__(self):
         unknown = [e for e in self.emotions if e not in EMOTION_PROFILES]
@@ -222,6 +228,9 @@ class CorpusSpec:
         if self.n_speakers < 1 or self.utterances_per_speaker < 1:
             raise ValueError(f"{self.name}: need at least one speaker and one "
                              "utterance per speaker")
+        if not 0.0 <= self.voice_individuality <= 0.5:
+            raise ValueError(f"{self.name}: voice_individuality must be in "
+                             f"[0, 0.5], got {self.voice_individuality}")
         if self.sample_rate < 8000:
             raise ValueError(f"{self.name}: sample_rate must be >= 8000")
 
@@ -329,9 +338,12 @@ class _Speaker:
     effort: float
     tilt_offset: float
     f0_range_factor: float
+    # Per-formant factors: the speaker's own vocal-tract shape.
+    formant_offsets: tuple[float, ...] = (1.0,) * len(_BANDWIDTHS)
 
 
-def _draw_speaker(rng: np.random.Generator, ident: str, gender: str) -> _Speaker:
+def _draw_speaker(rng: np.random.Generator, ident: str, gender: str,
+                  individuality: float = 0.0) -> _Speaker:
     if gender == "female":
         f0 = rng.uniform(180.0, 240.0)
         scale = rng.uniform(1.0, 1.15)
@@ -343,7 +355,11 @@ def _draw_speaker(rng: np.random.Generator, ident: str, gender: str) -> _Speaker
                     rate_factor=float(np.exp(rng.normal(0.0, 0.07))),
                     effort=float(np.exp(rng.normal(0.0, 0.04))),
                     tilt_offset=float(rng.normal(0.0, 0.06)),
-                    f0_range_factor=float(np.exp(rng.normal(0.0, 0.12))))
+                    f0_range_factor=float(np.exp(rng.normal(0.0, 0.12))),
+                    # Drawn last, so a corpus without individuality is
+                    # unchanged by its existence.
+                    formant_offsets=tuple(float(x) for x in np.exp(
+                        individuality * rng.normal(0.0, 1.0, len(_BANDWIDTHS)))))
 
 
 def _utterance_profile(spec: CorpusSpec, emotion: str, speaker: _Speaker,
@@ -531,6 +547,7 @@ def _synthesise(p: EmotionProfile, speaker: _Speaker, sr: int, duration: float,
     # Glottal tilt, lip radiation (+6 dB/oct), a DC block and one formant
     # cascade per vowel quality (a little off its target each utterance).
     formants = _VOWELS * (speaker.formant_scale * p.formants)
+    formants = formants * np.asarray(speaker.formant_offsets)
     formants = formants * np.exp(rng.normal(0.0, 0.03, size=formants.shape))
     fl = np.maximum(freqs, 50.0)
     glottal = (fl / 100.0) ** (1.0 - p.tilt)
@@ -745,7 +762,8 @@ def _write_corpus(spec: CorpusSpec, root: pathlib.Path, seed: int) -> None:
     rows = []
     counts = spec.counts_per_speaker()
     for s_idx, (ident, gender) in enumerate(spec.speakers()):
-        speaker = _draw_speaker(_speaker_rng(seed, spec.name, s_idx), ident, gender)
+        speaker = _draw_speaker(_speaker_rng(seed, spec.name, s_idx), ident, gender,
+                                spec.voice_individuality)
         spk_dir = root / "wav" / ident
         spk_dir.mkdir(parents=True)
         for emotion in spec.emotions:

@@ -39,6 +39,8 @@ def validate_modes(msac_config):
             raise ValueError(f"config.msac.{name}_weight: must be >= 0")
     if msac_config.grl_max < 0:
         raise ValueError("config.msac.grl_max: must be >= 0")
+    if msac_config.head_lr_multiplier <= 0:
+        raise ValueError("config.msac.head_lr_multiplier: must be > 0")
 
 
 def attribute_specs(config, source) -> list[AttributeSpec]:

@@ -186,13 +186,45 @@ def _abstract_state(config, model, parallel, num_classes, num_bins):
         shapes, jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
 
 
+def build_model(config, source):
+    """The model a config trains on ``source`` (with its MSAC attribute heads)."""
+    from emodna_jax import attributes, models
+    return models.create_model(
+        config.model, num_classes=len(config.data.classes), num_corpora=2,
+        bn_axis_name=step_lib.AXIS,
+        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)))
+
+
+def restore_trained(config, workdir: str, step: int | None = None, *,
+                    parallel: step_lib.Parallel | None = None):
+    """``(model, state, step)`` of a checkpoint of ``workdir`` (the latest by
+    default), restored for ``parallel`` (one device unless given)."""
+    from emodna_jax import checkpointing
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    chosen = step if step is not None else checkpointer.latest_step()
+    if chosen is None or chosen not in checkpointer.all_steps():
+        checkpointer.close()
+        raise FileNotFoundError(
+            f"no checkpoint {'' if step is None else step} in "
+            f"{checkpointing.checkpoint_dir(workdir)} (have {checkpointer.all_steps()})")
+    parallel = parallel or step_lib.Parallel("shard_map", step_lib.data_mesh(1))
+    source, _ = input_pipeline.open_task(config)
+    model = build_model(config, source)
+    abstract = _abstract_state(config, model, parallel, len(config.data.classes),
+                               source.corpus.feature_config.num_bins)
+    try:
+        return model, checkpointer.restore_state(chosen, abstract), chosen
+    finally:
+        checkpointer.close()
+
+
 def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                          progress: bool = True) -> dict:
     """Evaluates every checkpoint of ``workdir`` not yet evaluated.
 
     Returns the summary also written to ``WORKDIR/eval/summary.json``.
     """
-    from emodna_jax import attributes, checkpointing, config_validation, models, report
+    from emodna_jax import checkpointing, config_validation, report
     config_validation.validate_config(config)
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     steps = checkpointer.all_steps()
@@ -205,10 +237,7 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                                  step_lib.data_mesh(config.num_devices))
     config_validation.validate_batch(config, parallel.num_devices,
                                      jax.process_count())
-    model = models.create_model(
-        config.model, num_classes=len(classes), num_corpora=2,
-        bn_axis_name=step_lib.AXIS,
-        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)))
+    model = build_model(config, source)
     evaluator = Evaluator(model, parallel, config)
     abstract = _abstract_state(config, model, parallel, len(classes),
                                source.corpus.feature_config.num_bins)

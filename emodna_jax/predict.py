@@ -66,26 +66,14 @@ def _ood_threshold(config, workdir: str) -> float | None:
 
 def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
                   ) -> list[Prediction]:
-    from emodna_jax import attributes, checkpointing, evaluate, models
+    from emodna_jax import evaluate
     paths = expand_inputs(inputs)
     source, target = input_pipeline.open_task(config)
     classes = list(config.data.classes)
-    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-    step = checkpoint if checkpoint is not None else checkpointer.latest_step()
-    if step is None or step not in checkpointer.all_steps():
-        raise FileNotFoundError(
-            f"no checkpoint {'' if checkpoint is None else checkpoint} in "
-            f"{checkpointing.checkpoint_dir(workdir)} (have {checkpointer.all_steps()})")
     parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    model = models.create_model(
-        config.model, num_classes=len(classes), num_corpora=2,
-        bn_axis_name=step_lib.AXIS,
-        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)))
+    model, state, _ = evaluate.restore_trained(config, workdir, checkpoint,
+                                               parallel=parallel)
     feature_config = source.corpus.feature_config
-    abstract = evaluate._abstract_state(config, model, parallel, len(classes),
-                                        feature_config.num_bins)
-    state = checkpointer.restore_state(step, abstract)
-    checkpointer.close()
     eval_step = parallel.compile_eval(step_lib.make_eval_step(model))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     extractor = FeatureExtractor(feature_config)

@@ -56,9 +56,17 @@ def create_optimizer(config) -> optax.GradientTransformation:
         init_value=0.0, peak_value=config.optim.learning_rate,
         warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
         decay_steps=max(config.steps, 1))
-    return optax.chain(
+    tx = optax.chain(
         optax.clip_by_global_norm(config.optim.grad_clip),
         optax.adamw(schedule, weight_decay=config.optim.weight_decay))
+    multiplier = config.msac.head_lr_multiplier
+    if multiplier == 1.0:
+        return tx
+    # An adversary must keep up with the features it is reversed into: MSAC
+    # attribute heads may learn faster than the rest (as DANN discriminators do).
+    is_head = lambda params: {k: jax.tree.map(lambda _: k.endswith("_head"), v)  # noqa: E731
+                              for k, v in params.items()}
+    return optax.chain(tx, optax.masked(optax.scale(multiplier), is_head))
 
 
 def init_state(model, tx, config, num_classes: int, num_bins: int,

@@ -12,6 +12,7 @@ import soundfile as sf
 from emodna_jax import evaluate
 from emodna_jax import input_pipeline
 from emodna_jax import predict
+from emodna_jax import step as step_lib
 from emodna_jax import train
 from tests.conftest import toy_config
 
@@ -154,3 +155,22 @@ def test_predict_matches_evaluation_and_reports_bad_files(trained, toy_data_dir,
     text = predict.format_predictions(results, as_json=False)
     assert re.search(r"broken\.wav: ERROR unreadable", text)
     assert json.loads(predict.format_predictions(results, as_json=True))[0]["path"]
+
+
+def test_speaker_probe_of_a_checkpoint(trained, toy_data_dir):
+    """The probe restores a checkpoint and reads h of the source training
+    split; its figure equals a probe on the features the evaluator returns."""
+    from emodna_jax import probe
+    workdir, _ = trained
+    config = eval_config(toy_data_dir)
+    accuracy = probe.attribute_probe(config, workdir, "speaker", folds=4)
+    model, state, step = evaluate.restore_trained(config, workdir)
+    assert step == config.steps
+    source, _ = input_pipeline.open_task(config)
+    outputs = evaluate.Evaluator(model, step_lib.Parallel("shard_map", step_lib.data_mesh(1)),
+                                 config).predict(state, source, source.train_split)
+    split = source.corpus.source(source.train_split)
+    speakers = [split[int(i)]["speaker"] for i in outputs["index"]]
+    assert accuracy == probe.probe_accuracy(outputs["h"], np.array(speakers), folds=4)
+    with pytest.raises(FileNotFoundError, match="no checkpoint 999"):
+        evaluate.restore_trained(config, workdir, 999)

@@ -23,6 +23,10 @@ def test_attribute_the_corpus_lacks_is_a_config_error(toy_data_dir):
     with pytest.raises(ValueError, match="config.msac.speaker: must be one of"):
         attributes.attribute_specs(config, source)
     config.msac.speaker = "off"
+    config.msac.head_lr_multiplier = 0.0
+    with pytest.raises(ValueError, match="config.msac.head_lr_multiplier: must be > 0"):
+        attributes.attribute_specs(config, source)
+    config.msac.head_lr_multiplier = 1.0
     config.msac.corpus = "keep"
     config.data.protocol = "single_corpus"
     with pytest.raises(ValueError, match="config.msac.corpus: corpus control needs"):
@@ -79,3 +83,46 @@ def test_suppressed_attribute_reverses_its_gradient_into_e():
         grads[suppress] = jax.grad(head_loss)(params["backbone"])
     for keep, reverse in zip(jax.tree.leaves(grads[False]), jax.tree.leaves(grads[True])):
         np.testing.assert_allclose(reverse, -0.3 * keep, rtol=1e-5, atol=1e-7)
+
+
+def test_probe_reads_a_linearly_coded_attribute_and_not_noise():
+    from emodna_jax import probe
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 25)
+    noise = rng.standard_normal((100, 6))
+    coded = noise.copy()
+    coded[:, :4] += 5.0 * np.eye(4)[labels]  # one direction per value
+    assert probe.probe_accuracy(coded, labels) == 1.0
+    # Pure noise: cross-validated accuracy stays near chance (0.25).
+    assert probe.probe_accuracy(noise, labels) < 0.45
+
+
+def test_probe_rejects_bad_input():
+    from emodna_jax import probe
+    with pytest.raises(ValueError, match=r"\[N, D\] with one label per row"):
+        probe.probe_accuracy(np.zeros((10, 3)), np.zeros(9))
+    with pytest.raises(ValueError, match="needs 2\\+ classes with 5\\+ examples"):
+        probe.probe_accuracy(np.zeros((12, 3)), np.array([0] * 9 + [1] * 3))
+
+
+def test_head_learning_rate_multiplier_scales_only_attribute_heads():
+    from configs import default
+    from emodna_jax import train
+    params = {"backbone": {"w": np.ones(3, np.float32)},
+              "speaker_head": {"w": np.ones(2, np.float32)}}
+    grads = {"backbone": {"w": np.array([0.1, -0.2, 0.3], np.float32)},
+             "speaker_head": {"w": np.array([0.5, -0.4], np.float32)}}
+    updates = {}
+    for multiplier in (1.0, 7.0):
+        config = default.get_config()
+        config.msac.head_lr_multiplier = multiplier
+        tx = train.create_optimizer(config)
+        state = tx.init(params)
+        for _ in range(3):  # past the first (zero learning rate) warm-up step
+            update, state = tx.update(grads, state, params)
+        updates[multiplier] = update
+    np.testing.assert_allclose(updates[7.0]["speaker_head"]["w"],
+                               7.0 * updates[1.0]["speaker_head"]["w"], rtol=1e-6)
+    np.testing.assert_array_equal(updates[7.0]["backbone"]["w"],
+                                  updates[1.0]["backbone"]["w"])
+    assert np.abs(updates[1.0]["speaker_head"]["w"]).min() > 0
