@@ -196,9 +196,10 @@ def build_model(config, source):
 
 
 def restore_trained(config, workdir: str, step: int | None = None, *,
-                    parallel: step_lib.Parallel | None = None):
+                    parallel: step_lib.Parallel | None = None, source=None):
     """``(model, state, step)`` of a checkpoint of ``workdir`` (the latest by
-    default), restored for ``parallel`` (one device unless given)."""
+    default), restored for ``parallel`` (one device unless given).  ``source``:
+    the task's source corpus when the caller has it open already."""
     from emodna_jax import checkpointing
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     chosen = step if step is not None else checkpointer.latest_step()
@@ -208,7 +209,8 @@ def restore_trained(config, workdir: str, step: int | None = None, *,
             f"no checkpoint {'' if step is None else step} in "
             f"{checkpointing.checkpoint_dir(workdir)} (have {checkpointer.all_steps()})")
     parallel = parallel or step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    source, _ = input_pipeline.open_task(config)
+    if source is None:
+        source, _ = input_pipeline.open_task(config)
     model = build_model(config, source)
     abstract = _abstract_state(config, model, parallel, len(config.data.classes),
                                source.corpus.feature_config.num_bins)

@@ -72,7 +72,7 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
     classes = list(config.data.classes)
     parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
     model, state, _ = evaluate.restore_trained(config, workdir, checkpoint,
-                                               parallel=parallel)
+                                               parallel=parallel, source=source)
     feature_config = source.corpus.feature_config
     eval_step = parallel.compile_eval(step_lib.make_eval_step(model))
     variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -49,8 +49,9 @@ def attribute_probe(config, workdir: str, attribute: str = "speaker", *,
     if attribute not in PROBED_ATTRIBUTES:
         raise ValueError(f"attribute must be one of {PROBED_ATTRIBUTES}, got {attribute!r}")
     parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    model, state, _ = evaluate.restore_trained(config, workdir, step, parallel=parallel)
     source, _ = input_pipeline.open_task(config)
+    model, state, _ = evaluate.restore_trained(config, workdir, step,
+                                               parallel=parallel, source=source)
     outputs = evaluate.Evaluator(model, parallel, config).predict(
         state, source, source.train_split)
     split = source.corpus.source(source.train_split)
