@@ -62,8 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.use_ramp = True
 
     # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
-    # 'keep' (auxiliary classifier on the emotion embedding) or 'suppress'
-    # (the same through a gradient reversal, scheduled up to grl_max).
+    # 'keep' (auxiliary classifier on the backbone embedding) or 'suppress'
+    # (h is trained to shed it: by aligning its per-value centroids, or by a
+    # gradient reversal into the classifier; strength scheduled up to grl_max).
     config.msac = ml_collections.ConfigDict()
     config.msac.speaker = "off"
     config.msac.gender = "off"
@@ -71,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.msac.speaker_weight = 0.1
     config.msac.gender_weight = 0.1
     config.msac.corpus_weight = 0.1
+    config.msac.suppress_by = "alignment"   # or "reversal" (docs/losses.md, MSAC)
     config.msac.grl_max = 1.0
     config.msac.head_lr_multiplier = 1.0   # attribute heads' learning rate / the rest
 

@@ -4,10 +4,11 @@ Besides emotion, the shards record each utterance's speaker, gender and
 corpus.  MSAC-SERNet attaches a classifier head per attribute to the
 backbone's embedding h (the features the emotion branch is built on): a
 *kept* attribute is learned as an auxiliary task (it helps the emotion
-features stay fine-grained), a *suppressed* one is learned through a
-gradient reversal (the emotion features shed it).  The labels come from the
-shards, so no new preparation is needed; an attribute the corpus does not
-record is a config error.
+features stay fine-grained), a *suppressed* one is shed by h: by aligning
+its per-value centroids of h (the default) or by a gradient reversal into
+its head (docs/losses.md explains both, and why alignment is the default).
+The labels come from the shards, so no new preparation is needed; an
+attribute the corpus does not record is a config error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from data_prep.labels import GENDERS
 
 ATTRIBUTES = ("speaker", "gender", "corpus")
 MODES = ("off", "keep", "suppress")
+# How a suppressed attribute is shed -> the model's head control.
+SUPPRESS_BY = {"alignment": "align", "reversal": "reverse"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,12 @@ class AttributeSpec:
     mode: str          # 'keep' or 'suppress'
     weight: float
     num_values: int
+    suppress_by: str = "alignment"
+
+    @property
+    def control(self) -> str:
+        """'keep', 'reverse' or 'align' (models.emodna.ATTRIBUTE_CONTROLS)."""
+        return "keep" if self.mode == "keep" else SUPPRESS_BY[self.suppress_by]
 
 
 def validate_modes(msac_config):
@@ -37,6 +46,9 @@ def validate_modes(msac_config):
                              f"got {mode!r}")
         if msac_config[f"{name}_weight"] < 0:
             raise ValueError(f"config.msac.{name}_weight: must be >= 0")
+    if msac_config.suppress_by not in SUPPRESS_BY:
+        raise ValueError(f"config.msac.suppress_by: must be one of "
+                         f"{sorted(SUPPRESS_BY)}, got {msac_config.suppress_by!r}")
     if msac_config.grl_max < 0:
         raise ValueError("config.msac.grl_max: must be >= 0")
     if msac_config.head_lr_multiplier <= 0:
@@ -72,15 +84,15 @@ def attribute_specs(config, source) -> list[AttributeSpec]:
                                  "corpora (config.data.protocol='cross_corpus')")
             num_values = 2
         specs.append(AttributeSpec(name, mode, config.msac[f"{name}_weight"],
-                                   num_values))
+                                   num_values, config.msac.suppress_by))
     return specs
 
 
 def model_heads(specs) -> dict:
-    """name -> (number of values, suppress) for ``EmoDNAModel.attribute_heads``."""
-    return {s.name: (s.num_values, s.mode == "suppress") for s in specs}
+    """name -> (number of values, control) for ``EmoDNAModel.attribute_heads``."""
+    return {s.name: (s.num_values, s.control) for s in specs}
 
 
 def objective_entries(specs) -> tuple:
-    """(name, mode, weight) triples for ``ObjectiveConfig.attributes``."""
-    return tuple((s.name, s.mode, s.weight) for s in specs)
+    """(name, control, weight) triples for ``ObjectiveConfig.attributes``."""
+    return tuple((s.name, s.control, s.weight) for s in specs)

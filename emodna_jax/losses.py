@@ -91,6 +91,36 @@ def cross_entropy(logits: Array, labels: Array, *,
     return masked_mean(per_row, mask)
 
 
+def centroid_alignment(features: Array, labels: Array, num_values: int, *,
+                       mask=None) -> Array:
+    """Between-group share of the scatter of ``features``, in [0, 1].
+
+    ``sum_k n_k ||mu_k - mu||^2 / sum_i ||x_i - mu||^2`` over the rows with
+    mask > 0, mu_k the mean of the rows labelled k and mu the mean of all.
+    It is 0 exactly when every attribute value has the same centroid, where a
+    linear read-out of the attribute has no mean difference left to use; as
+    a ratio it cannot be lowered by shrinking the features.  The suppressor of
+    MSAC's 'alignment' mode (docs/losses.md).
+
+    Args:
+      features: [B, D].
+      labels: [B] int in [0, num_values).
+      num_values: number of attribute values.
+      mask: optional [B]; rows with mask > 0 count.
+    """
+    x = _f32(features)
+    weights = _binary(mask, x)
+    count = jnp.maximum(jnp.sum(weights), 1.0)
+    mean = jnp.sum(x * weights[:, None], 0) / count
+    centred = (x - mean) * weights[:, None]
+    onehot = jax.nn.one_hot(labels, num_values, dtype=jnp.float32) * weights[:, None]
+    sizes = jnp.sum(onehot, 0)                                   # [K]
+    group_sums = jnp.matmul(onehot.T, centred, precision=_HIGHEST)  # [K, D]
+    between = jnp.sum(jnp.square(group_sums), -1) / jnp.maximum(sizes, 1.0)
+    total = jnp.sum(jnp.square(centred))
+    return jnp.sum(between) / jnp.maximum(total, 1e-12)
+
+
 def cosine_logits(embeddings: Array, weights: Array) -> Array:
     """Cosines between rows of ``embeddings`` [B, D] and columns of ``weights``
     [D, C] -> [B, C]; the logits of a cosine (AM-softmax) classifier."""

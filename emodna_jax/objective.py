@@ -44,8 +44,9 @@ class ObjectiveConfig:
     prototype_momentum: float = 0.9
     mmd_multipliers: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)
     use_ramp: bool = True
-    # MSAC: (name, 'keep' | 'suppress', weight) per controlled attribute, and
-    # the largest gradient-reversal coefficient (reached by the ramp).
+    # MSAC: (name, control, weight) per controlled attribute, control one of
+    # models.emodna.ATTRIBUTE_CONTROLS, and the largest suppression
+    # coefficient (reached by the ramp).
     attributes: tuple = ()
     grl_max: float = 1.0
 
@@ -66,7 +67,8 @@ class ObjectiveConfig:
 
 
 def grl_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
-    """Gradient-reversal strength at ``step``: grl_max * ramp (as in DANN)."""
+    """Suppression strength at ``step``: grl_max * ramp (as in DANN); the
+    gradient-reversal coefficient, or the centroid alignment's factor."""
     progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
     return cfg.grl_max * losses.ramp(progress)
 
@@ -101,28 +103,37 @@ def _training_logits(cfg: ObjectiveConfig, logits: jax.Array,
 
 
 def _attribute_losses(cfg: ObjectiveConfig, outputs: dict, n: int,
-                      attribute_labels: dict, metrics: dict) -> jax.Array:
-    """MSAC: the weighted cross-entropy of every controlled attribute head.
+                      attribute_labels: dict, step, metrics: dict) -> jax.Array:
+    """MSAC: the weighted losses of every controlled attribute head.
 
     Speaker and gender are source attributes (rows of unknown gender are
-    masked out); 'corpus' is predicted on every row.  Whether an attribute is
-    kept or suppressed is decided in the model (gradient reversal), so the
-    loss is the same classification loss either way.
+    masked out); 'corpus' is predicted on every row.  Every head learns its
+    attribute by cross-entropy; under 'keep' and 'reverse' the model decides
+    whether the features keep or shed it, under 'align' the head only
+    monitors and the features are trained by the centroid alignment, scaled
+    by the scheduled coefficient (docs/losses.md, section MSAC).
     """
     total = jnp.float32(0.0)
-    for name, _, weight in cfg.attributes:
-        logits = outputs[f"attr_{name}"]
+    for name, control, weight in cfg.attributes:
         if name == "corpus":
             labels = jnp.concatenate([jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)])
-            mask = None
+            mask, rows = None, slice(None)
         else:
-            logits, labels = logits[:n], attribute_labels[name]
+            labels = attribute_labels[name]
             mask = labels != UNKNOWN_GENDER if name == "gender" else None
+            rows = slice(0, n)
+        logits = outputs[f"attr_{name}"][rows]
         loss = losses.cross_entropy(logits, labels, mask=mask)
         total += weight * loss
         metrics[f"loss_attr_{name}"] = loss
         metrics[f"{name}_accuracy"] = losses.masked_mean(
             (jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
+        if control == "align":
+            features = outputs[f"attr_{name}_features"][rows]
+            alignment = losses.centroid_alignment(
+                features, labels, logits.shape[-1], mask=mask)
+            total += weight * grl_coefficient(cfg, step) * alignment
+            metrics[f"loss_align_{name}"] = alignment
     return total
 
 
@@ -153,7 +164,8 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
     metrics = {"loss_cls": l_cls, "source_accuracy": accuracy}
     total = l_cls
     if cfg.attributes:
-        total += _attribute_losses(cfg, outputs, n, attribute_labels or {}, metrics)
+        total += _attribute_losses(cfg, outputs, n, attribute_labels or {},
+                                   step, metrics)
     new_adapt = adapt
     if not cfg.uses_target:
         metrics["loss"] = total

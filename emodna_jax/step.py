@@ -35,7 +35,10 @@ OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
 
 
 def _train_outputs(cfg) -> tuple:
-    return OUTPUT_KEYS + tuple(f"attr_{name}" for name, _, _ in cfg.attributes)
+    heads = tuple(f"attr_{name}" for name, _, _ in cfg.attributes)
+    aligned = tuple(f"attr_{name}_features"
+                    for name, control, _ in cfg.attributes if control == "align")
+    return OUTPUT_KEYS + heads + aligned
 
 
 @flax.struct.dataclass

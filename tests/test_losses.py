@@ -602,3 +602,37 @@ def test_gradient_reversal():
     assert gb.dtype == jnp.bfloat16
     np.testing.assert_array_equal(np.asarray(gb, np.float32),
                                   np.full((3, 4), -0.5, np.float32))
+
+
+def _centroid_alignment_loop(x, labels, mask):
+    """Between-group share of the scatter, with explicit loops (float64)."""
+    rows = [i for i in range(len(x)) if mask[i] > 0]
+    mean = np.mean([x[i] for i in rows], axis=0)
+    total = sum(np.sum((x[i] - mean) ** 2) for i in rows)
+    between = 0.0
+    for k in set(labels[i] for i in rows):
+        group = [x[i] for i in rows if labels[i] == k]
+        between += len(group) * np.sum((np.mean(group, axis=0) - mean) ** 2)
+    return between / total
+
+
+def test_centroid_alignment_matches_loops_and_hand_cases():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((12, 5))
+    labels = rng.integers(0, 4, 12)
+    mask = (rng.random(12) > 0.3).astype(np.float32)
+    got = float(losses.centroid_alignment(f32(x), labels, 6, mask=mask))
+    np.testing.assert_allclose(got, _centroid_alignment_loop(x, labels, mask), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(losses.centroid_alignment(f32(x), labels, 4)),
+        _centroid_alignment_loop(x, labels, np.ones(12)), rtol=1e-5)
+    # Groups that differ only in their means: all scatter is between groups.
+    two = f32([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    assert float(losses.centroid_alignment(two, np.array([0, 0, 1, 1]), 2)) == pytest.approx(1.0)
+    # Identical centroids (each group symmetric about the origin): zero.
+    same = f32([[1.0, 2.0], [-1.0, -2.0], [3.0, 0.0], [-3.0, 0.0]])
+    assert float(losses.centroid_alignment(same, np.array([0, 0, 1, 1]), 2)) == pytest.approx(0.0, abs=1e-7)
+    # A ratio: scaling the features changes nothing.
+    np.testing.assert_allclose(
+        float(losses.centroid_alignment(f32(7.0 * x), labels, 4)),
+        float(losses.centroid_alignment(f32(x), labels, 4)), rtol=1e-5)

@@ -22,6 +22,11 @@ def test_attribute_the_corpus_lacks_is_a_config_error(toy_data_dir):
     config.msac.speaker = "forget"
     with pytest.raises(ValueError, match="config.msac.speaker: must be one of"):
         attributes.attribute_specs(config, source)
+    config.msac.speaker = "suppress"
+    config.msac.suppress_by = "forgetting"
+    with pytest.raises(ValueError, match="config.msac.suppress_by: must be one of"):
+        attributes.attribute_specs(config, source)
+    config.msac.suppress_by = "alignment"
     config.msac.speaker = "off"
     config.msac.head_lr_multiplier = 0.0
     with pytest.raises(ValueError, match="config.msac.head_lr_multiplier: must be > 0"):
@@ -61,28 +66,62 @@ def test_single_corpus_protocol_refuses_adaptation_losses(toy_data_dir):
         config_validation.validate_config(config)
 
 
-def test_suppressed_attribute_reverses_its_gradient_into_e():
-    """d(head loss)/d(backbone) flips sign between 'keep' and 'suppress'."""
+def _tiny_msac_model(control):
+    return models.EmoDNAModel(num_classes=3, backbone="tim",
+                              backbone_kwargs={"features": 8, "num_blocks": 1},
+                              projection_dim=8, hidden_dim=8, dropout_rate=0.0,
+                              attribute_heads={"speaker": (5, control)})
+
+
+def test_reversed_attribute_flips_its_gradient_into_the_backbone():
+    """d(head output)/d(backbone) under 'reverse' is -coefficient x under 'keep'."""
     import jax.numpy as jnp
     frames = jax.random.normal(jax.random.key(0), (4, 20, 8))
     mask = jnp.ones((4, 20), bool)
     grads = {}
-    for suppress in (False, True):
-        model = models.EmoDNAModel(num_classes=3, backbone="tim",
-                                   backbone_kwargs={"features": 8, "num_blocks": 1},
-                                   projection_dim=8, hidden_dim=8, dropout_rate=0.0,
-                                   attribute_heads={"speaker": (5, suppress)})
+    for control in ("keep", "reverse"):
+        model = _tiny_msac_model(control)
         variables = model.init(jax.random.key(1), frames, mask, train=False)
         params = variables["params"]
 
-        def head_loss(backbone):
+        def head_output(backbone):
             out = model.apply({**variables, "params": {**params, "backbone": backbone}},
                               frames, mask, train=False, grl_coefficient=0.3)
             return out["attr_speaker"].sum()
 
-        grads[suppress] = jax.grad(head_loss)(params["backbone"])
-    for keep, reverse in zip(jax.tree.leaves(grads[False]), jax.tree.leaves(grads[True])):
+        grads[control] = jax.grad(head_output)(params["backbone"])
+    for keep, reverse in zip(jax.tree.leaves(grads["keep"]),
+                             jax.tree.leaves(grads["reverse"])):
         np.testing.assert_allclose(reverse, -0.3 * keep, rtol=1e-5, atol=1e-7)
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads["keep"]))
+
+
+def test_aligned_attribute_head_only_monitors_and_exposes_standardised_h():
+    """Under 'align' the head's loss cannot move the backbone; the features
+    the objective aligns are h standardised over the batch."""
+    import jax.numpy as jnp
+    frames = jax.random.normal(jax.random.key(0), (6, 20, 8))
+    mask = jnp.ones((6, 20), bool)
+    model = _tiny_msac_model("align")
+    variables = model.init(jax.random.key(1), frames, mask, train=False)
+    params = variables["params"]
+
+    def run(backbone):
+        out, _ = model.apply({**variables, "params": {**params, "backbone": backbone}},
+                             frames, mask, train=True, mutable=["batch_stats"])
+        return out
+
+    head_grads = jax.grad(lambda b: run(b)["attr_speaker"].sum())(params["backbone"])
+    assert all(np.abs(g).max() == 0 for g in jax.tree.leaves(head_grads))
+    out = run(params["backbone"])
+    h = np.asarray(out["h"], np.float64)
+    want = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)
+    np.testing.assert_allclose(out["attr_speaker_features"], want, rtol=1e-4, atol=1e-5)
+    feature_grads = jax.grad(lambda b: jnp.sum(
+        run(b)["attr_speaker_features"][:3] ** 3))(params["backbone"])
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(feature_grads))
+    # Evaluation needs neither the features nor the batch axis.
+    assert "attr_speaker_features" not in model.apply(variables, frames, mask, train=False)
 
 
 def test_probe_reads_a_linearly_coded_attribute_and_not_noise():

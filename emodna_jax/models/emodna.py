@@ -23,11 +23,15 @@ from flax.core import FrozenDict
 
 from emodna_jax.losses import gradient_reversal
 from emodna_jax.models.cnn import CNN
-from emodna_jax.models.layers import CosineClassifier, Dtype, l2_normalize
+from emodna_jax.models.layers import BatchNorm, CosineClassifier, Dtype, l2_normalize
 from emodna_jax.models.msac import MSACSERNet
 from emodna_jax.models.tim import TIMNet
 
 BACKBONES = {"tim": TIMNet, "cnn": CNN, "msac": MSACSERNet}
+# What the model does with an MSAC attribute (docs/losses.md, section MSAC):
+# learn it as an auxiliary task, or suppress it by gradient reversal or by
+# aligning its per-value centroids of h.
+ATTRIBUTE_CONTROLS = ("keep", "reverse", "align")
 CLASSIFIERS = ("linear", "am")
 # Set by EmoDNAModel itself so that the whole model agrees on them.
 _RESERVED_BACKBONE_KWARGS = ("dtype", "param_dtype", "bn_axis_name")
@@ -76,9 +80,13 @@ class EmoDNAModel(nn.Module):
       bn_axis_name: named batch axis for cross-replica BatchNorm statistics
         (the model then runs in train mode only inside shard_map/pmap), or None.
       dtype: compute dtype of the backbone and projectors; params float32.
-      attribute_heads: MSAC heads, name -> (number of values, suppress): an
-        MLP on h predicting that speech attribute, through a gradient
-        reversal when ``suppress``.  Outputs ``attr_<name>`` logits.
+      attribute_heads: MSAC heads, name -> (number of values, control): an
+        MLP on standardised h predicting that speech attribute (outputs
+        ``attr_<name>`` logits), where control is 'keep' (auxiliary task),
+        'reverse' (through a gradient reversal of strength
+        ``grl_coefficient``) or 'align' (the head reads detached h and only
+        monitors; in training ``attr_<name>_features``, the standardised h,
+        is output for the objective's centroid alignment).
     """
     num_classes: int
     num_corpora: int = 2
@@ -149,14 +157,34 @@ class EmoDNAModel(nn.Module):
         outputs = {"h": h, "e": e, "z_e": z_e, "z_c": z_c, "logits": logits,
                    "corpus_logits": corpus_logits}
         # Multiple Speech Attribute Control: each attribute head reads the
-        # backbone's embedding h, the representation the emotion branch is
-        # built on; a suppressed attribute reaches it through a gradient
-        # reversal, so h is trained to *lose* that information.
-        for name, (num_values, suppress) in sorted(
+        # standardised backbone embedding h, the representation the emotion
+        # branch is built on (docs/losses.md, section MSAC).
+        for name, (num_values, control) in sorted(
                 (self.attribute_heads or {}).items()):
-            x = h.astype(jnp.float32)
-            if suppress:
-                x = gradient_reversal(x, grl_coefficient)
-            outputs[f"attr_{name}"] = ProjectionMLP(
-                self.hidden_dim, num_values, name=f"{name}_head")(x)
+            outputs.update(self._attribute_outputs(
+                name, num_values, control, h, train, grl_coefficient))
+        return outputs
+
+    def _attribute_outputs(self, name, num_values, control, h, train,
+                           grl_coefficient) -> dict:
+        """``attr_<name>`` logits; for 'align' in training also
+        ``attr_<name>_features``, the standardised h the objective aligns."""
+        if control not in ATTRIBUTE_CONTROLS:
+            raise ValueError(f"attribute control of {name!r} must be one of "
+                             f"{ATTRIBUTE_CONTROLS}, got {control!r}")
+        # Standardised per feature over the batch: the head then learns at the
+        # pace of a linear probe whatever the scale of h, and the alignment
+        # cannot be met by shrinking h.
+        x = BatchNorm(axis_name=self.bn_axis_name, use_scale_bias=False,
+                      name=f"{name}_input_norm")(
+            h.astype(jnp.float32)[:, None], train=train)[:, 0]
+        head = ProjectionMLP(self.hidden_dim, num_values, name=f"{name}_head")
+        if control == "keep":
+            return {f"attr_{name}": head(x)}
+        if control == "reverse":
+            return {f"attr_{name}": head(gradient_reversal(x, grl_coefficient))}
+        # 'align': the head only monitors what is left (detached input).
+        outputs = {f"attr_{name}": head(jax.lax.stop_gradient(x))}
+        if train:
+            outputs[f"attr_{name}_features"] = x
         return outputs

@@ -153,11 +153,15 @@ class BatchNorm(nn.Module):
       momentum: decay of the running statistics.
       epsilon: added to the variance.
       axis_name: named batch axis to reduce statistics over, or None.
+      use_scale_bias: learn a per-channel scale and bias after normalising;
+        without them the layer only standardises (params ``scale``/``bias``
+        are then absent).
       dtype: output dtype; statistics are always float32.
     """
     momentum: float = 0.9
     epsilon: float = 1e-5
     axis_name: str | None = None
+    use_scale_bias: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -165,10 +169,6 @@ class BatchNorm(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
                  train: bool) -> jax.Array:
         features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,),
-                           self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,),
-                          self.param_dtype)
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,),
                                 jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,),
@@ -186,7 +186,12 @@ class BatchNorm(nn.Module):
             mean, var = ra_mean.value, ra_var.value
 
         y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
-        y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        if self.use_scale_bias:
+            scale = self.param("scale", nn.initializers.ones, (features,),
+                               self.param_dtype)
+            bias = self.param("bias", nn.initializers.zeros, (features,),
+                              self.param_dtype)
+            y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
         return y.astype(self.dtype)
 
     @staticmethod
