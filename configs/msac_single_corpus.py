@@ -26,7 +26,8 @@ def get_config():
     config.model.classifier = "am"
     config.loss.am_scale = 30.0
     config.loss.am_margin = 0.2
-    config.msac.speaker = "suppress"
+    config.msac.speaker = "suppress"        # by centroid alignment (docs/losses.md 9)
+    config.msac.speaker_weight = 10.0      # the alignment is a ratio in [0, 1]
     config.msac.gender = "keep"
     config.msac.corpus = "off"
     config.steps = 300
