@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.msac.speaker_weight = 0.1
     config.msac.gender_weight = 0.1
     config.msac.corpus_weight = 0.1
-    config.msac.suppress_by = "alignment"   # or "reversal" (docs/losses.md, MSAC)
+    config.msac.suppress_by = "alignment"   # or "reversal" (docs/losses.md, section 9)
     config.msac.grl_max = 1.0
     config.msac.head_lr_multiplier = 1.0   # attribute heads' learning rate / the rest
 

@@ -111,7 +111,7 @@ def _attribute_losses(cfg: ObjectiveConfig, outputs: dict, n: int,
     attribute by cross-entropy; under 'keep' and 'reverse' the model decides
     whether the features keep or shed it, under 'align' the head only
     monitors and the features are trained by the centroid alignment, scaled
-    by the scheduled coefficient (docs/losses.md, section MSAC).
+    by the scheduled coefficient (docs/losses.md, section 9).
     """
     total = jnp.float32(0.0)
     for name, control, weight in cfg.attributes:

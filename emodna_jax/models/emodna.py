@@ -28,7 +28,7 @@ from emodna_jax.models.msac import MSACSERNet
 from emodna_jax.models.tim import TIMNet
 
 BACKBONES = {"tim": TIMNet, "cnn": CNN, "msac": MSACSERNet}
-# What the model does with an MSAC attribute (docs/losses.md, section MSAC):
+# What the model does with an MSAC attribute (docs/losses.md, section 9):
 # learn it as an auxiliary task, or suppress it by gradient reversal or by
 # aligning its per-value centroids of h.
 ATTRIBUTE_CONTROLS = ("keep", "reverse", "align")
@@ -158,7 +158,7 @@ class EmoDNAModel(nn.Module):
                    "corpus_logits": corpus_logits}
         # Multiple Speech Attribute Control: each attribute head reads the
         # standardised backbone embedding h, the representation the emotion
-        # branch is built on (docs/losses.md, section MSAC).
+        # branch is built on (docs/losses.md, section 9).
         for name, (num_values, control) in sorted(
                 (self.attribute_heads or {}).items()):
             outputs.update(self._attribute_outputs(
