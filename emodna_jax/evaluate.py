@@ -24,6 +24,7 @@ import numpy as np
 import tqdm
 
 from emodna_jax import input_pipeline
+from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
 from emodna_jax import ood as ood_lib
 from emodna_jax import step as step_lib
@@ -263,8 +264,11 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         for split, outputs in predictions.items():
             metrics_table.put(step, split, _metric_row(
                 classification(outputs, len(classes)), classes))
-        study, scores = ood_study(predictions["target"], source_train,
-                                  len(classes))
+        posterior = losses.posterior_logits(predictions["target"]["logits"],
+                                            config.model.classifier,
+                                            config.loss.am_scale)
+        study, scores = ood_study({**predictions["target"], "logits": posterior},
+                                  source_train, len(classes))
         for score, values in study.items():
             ood_table.put(step, score, values)
         predictions["target"].update({f"score_{k}": v for k, v in scores.items()})

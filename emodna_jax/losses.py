@@ -121,6 +121,14 @@ def centroid_alignment(features: Array, labels: Array, num_values: int, *,
     return jnp.sum(between) / jnp.maximum(total, 1e-12)
 
 
+def posterior_logits(logits: Array, classifier: str, am_scale: float) -> Array:
+    """Logits whose softmax is the model's class posterior: a cosine ('am')
+    classifier's outputs times its scale, a linear one's as they are.  Every
+    posterior-based quantity (pseudo-labels, MSP, energy) must use these, or
+    training, evaluation and prediction disagree."""
+    return am_scale * logits if classifier == "am" else logits
+
+
 def cosine_logits(embeddings: Array, weights: Array) -> Array:
     """Cosines between rows of ``embeddings`` [B, D] and columns of ``weights``
     [D, C] -> [B, C]; the logits of a cosine (AM-softmax) classifier."""

@@ -90,7 +90,7 @@ class AdaptState:
 
 def _classifier_logits(cfg: ObjectiveConfig, logits: jax.Array) -> jax.Array:
     """Logits whose softmax is the model's class posterior."""
-    return cfg.am_scale * logits if cfg.classifier == "am" else logits
+    return losses.posterior_logits(logits, cfg.classifier, cfg.am_scale)
 
 
 def _training_logits(cfg: ObjectiveConfig, logits: jax.Array,

@@ -20,6 +20,7 @@ import numpy as np
 from data_prep import audio
 from data_prep.features import FeatureExtractor
 from emodna_jax import input_pipeline
+from emodna_jax import losses
 from emodna_jax import ood as ood_lib
 from emodna_jax import step as step_lib
 
@@ -67,6 +68,9 @@ def _ood_threshold(config, workdir: str) -> float | None:
 def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
                   ) -> list[Prediction]:
     from emodna_jax import evaluate
+    if config.ood_score == "mahalanobis":
+        raise ValueError("config.ood_score: prediction supports msp, max_logit "
+                         "and energy (Mahalanobis needs the source features)")
     paths = expand_inputs(inputs)
     source, target = input_pipeline.open_task(config)
     classes = list(config.data.classes)
@@ -78,9 +82,6 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     extractor = FeatureExtractor(feature_config)
     threshold = _ood_threshold(config, workdir)
-    if config.ood_score == "mahalanobis":
-        raise ValueError("config.ood_score: prediction supports msp, max_logit "
-                         "and energy (Mahalanobis needs the source features)")
 
     results = []
     for path in paths:
@@ -95,9 +96,10 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
         batch = {k: v[None] for k, v in item.items()}
         logits = np.asarray(jax.device_get(eval_step(variables, parallel.put_batch(batch)))
                             ["logits"])
-        if config.model.classifier == "am":
-            logits = logits * config.loss.am_scale
-        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        logits = np.asarray(losses.posterior_logits(
+            logits, config.model.classifier, config.loss.am_scale))
+        shifted = np.exp(logits - logits.max())
+        probs = shifted / shifted.sum()
         score = float(ood_lib.SCORES[config.ood_score](logits)[0])
         results.append(Prediction(
             path, emotion=classes[int(np.argmax(probs))],

@@ -142,6 +142,7 @@ def test_predict_matches_evaluation_and_reports_bad_files(trained, toy_data_dir,
     assert "unreadable" in by_name["broken.wav"].error
     with np.load(os.path.join(workdir, "eval", "predictions", "step_6.npz")) as data:
         logits, index = data["target/logits"], data["target/index"]
+        ood_scores = data[f"target/score_{config.ood_score}"]
     source = target.corpus.source("all")
     paths = [source[int(i)]["path"].decode() for i in index]
     for name in wavs:
@@ -151,6 +152,8 @@ def test_predict_matches_evaluation_and_reports_bad_files(trained, toy_data_dir,
         row = logits[paths.index(name)]
         probs = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
         np.testing.assert_allclose(list(result.probabilities.values()), probs, atol=1e-4)
+        # The OOD score is evaluation's, so evaluation's threshold applies.
+        assert result.ood_score == pytest.approx(ood_scores[paths.index(name)], abs=1e-4)
         assert result.out_of_distribution in (True, False)  # threshold from summary.json
     text = predict.format_predictions(results, as_json=False)
     assert re.search(r"broken\.wav: ERROR unreadable", text)

@@ -636,3 +636,11 @@ def test_centroid_alignment_matches_loops_and_hand_cases():
     np.testing.assert_allclose(
         float(losses.centroid_alignment(f32(7.0 * x), labels, 4)),
         float(losses.centroid_alignment(f32(x), labels, 4)), rtol=1e-5)
+
+
+def test_posterior_logits_scale_only_a_cosine_classifier():
+    cosines = f32([[0.5, -0.25, 1.0]])
+    np.testing.assert_array_equal(losses.posterior_logits(cosines, "am", 30.0),
+                                  30.0 * np.asarray(cosines))
+    np.testing.assert_array_equal(losses.posterior_logits(cosines, "linear", 30.0),
+                                  np.asarray(cosines))
