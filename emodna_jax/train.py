@@ -24,7 +24,6 @@ from emodna_jax import config_validation
 from emodna_jax import evaluate
 from emodna_jax import input_pipeline
 from emodna_jax import metric_writer
-from emodna_jax import models
 from emodna_jax import objective as objective_lib
 from emodna_jax import step as step_lib
 
@@ -135,9 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                      jax.process_count())
 
     specs = attributes.attribute_specs(config, source)
-    model = models.create_model(config.model, num_classes=num_classes,
-                                num_corpora=2, bn_axis_name=step_lib.AXIS,
-                                attribute_heads=attributes.model_heads(specs))
+    model = evaluate.build_model(config, source)
     tx = create_optimizer(config)
     obj_cfg = objective_config(config, num_classes, specs)
     num_bins = source.corpus.feature_config.num_bins
