@@ -54,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.w_cd = 0.3
     config.loss.w_ca = 0.5
     config.loss.w_mmd = 1.0
+    # DANN (Ganin et al. 2016): a corpus discriminator on e behind a gradient
+    # reversal; a baseline, not part of Emo-DNA (docs/losses.md, section 10).
+    config.loss.w_dann = 0.0
     config.loss.temperature_cd = 0.1
     config.loss.temperature_ca = 0.1
     config.loss.threshold_momentum = 0.99

@@ -62,8 +62,9 @@ def validate_config(config):
         _fail("data.target", f"must differ from data.source ({config.data.source!r})")
 
     loss = config.loss
-    for key in ("w_cor", "w_cd", "w_ca", "w_mmd", "label_smoothing", "am_margin"):
-        if loss[key] < 0:
+    for key in ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "label_smoothing",
+                "am_margin"):
+        if loss.get(key, 0.0) < 0:
             _fail(f"loss.{key}", f"must be >= 0, got {loss[key]}")
     for key in ("temperature_cd", "temperature_ca", "am_scale"):
         if loss[key] <= 0:
@@ -84,7 +85,7 @@ def validate_config(config):
         from emodna_jax import config_variants
         if config_variants.adapts(config):
             _fail("data.protocol", "single_corpus trains on one corpus: set the "
-                  "adaptation weights loss.w_cor/w_cd/w_ca/w_mmd to 0")
+                  "adaptation weights loss.w_cor/w_cd/w_ca/w_mmd/w_dann to 0")
     if config.optim.learning_rate <= 0:
         _fail("optim.learning_rate", f"must be > 0, got {config.optim.learning_rate}")
 

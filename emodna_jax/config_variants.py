@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import ml_collections
 
-ADAPTATION_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd")
+ADAPTATION_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann")
 
 
 def adapts(config) -> bool:
     """True when any loss reads target data."""
-    return any(config.loss[w] > 0 for w in ADAPTATION_WEIGHTS)
+    return any(config.loss.get(w, 0.0) > 0 for w in ADAPTATION_WEIGHTS)
 
 
 def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The same run with every target-side loss switched off."""
     config = ml_collections.ConfigDict(config.to_dict())
     for weight in ADAPTATION_WEIGHTS:
-        config.loss[weight] = 0.0
+        if weight in config.loss:
+            config.loss[weight] = 0.0
     config.compare_source_only = False
     return config
 
@@ -25,4 +26,18 @@ def with_fold(config: ml_collections.ConfigDict, fold: int) -> ml_collections.Co
     """The single-corpus config of one speaker fold."""
     config = ml_collections.ConfigDict(config.to_dict())
     config.data.fold = fold
+    return config
+
+
+def with_task_classes(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` with ``data.classes`` filled in when it is empty: the
+    emotions its two corpora share (configs/cross_corpus.py leaves it empty)."""
+    if tuple(config.data.classes):
+        return config
+    if config.data.protocol != "cross_corpus":
+        raise ValueError("config.data.classes: empty, and only a cross-corpus "
+                         "task can take the classes its corpora share")
+    from emodna_jax import input_pipeline  # reads the prepared corpora
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.classes = input_pipeline.shared_classes(config)
     return config

@@ -86,6 +86,31 @@ def classification(predictions: dict, num_classes: int) -> dict:
         num_classes)
 
 
+def pseudo_label_report(probs: np.ndarray, labels: np.ndarray, tau_g, p_tilde,
+                        classes) -> dict:
+    """How the pseudo-labels of a state would look on the whole target.
+
+    Applies the state's stored adaptive thresholds (``losses.confidence_mask``,
+    the rule training uses) to the target class posteriors ``probs`` [N, C].
+    ``labels`` [N] are the task labels (EXCLUDED for out-of-task emotions),
+    read here, in evaluation only.  Returns the share of utterances that pass,
+    the accuracy of the in-task ones that pass, and per class how many
+    passing utterances are predicted as it and how many truly are it.
+    """
+    passed, pseudo = (np.asarray(a) for a in losses.confidence_mask(
+        probs, np.float32(tau_g), np.asarray(p_tilde, np.float32)))
+    in_task = labels != input_pipeline.EXCLUDED
+    judged = passed & in_task
+    row = {"passed_fraction": float(passed.mean()) if passed.size else 0.0,
+           "passed_count": int(passed.sum()),
+           "passed_accuracy": (float((pseudo[judged] == labels[judged]).mean())
+                               if judged.any() else float("nan"))}
+    for k, name in enumerate(classes):
+        row[f"predicted_{name}"] = int((pseudo[passed] == k).sum())
+        row[f"true_{name}"] = int((labels[judged] == k).sum())
+    return row
+
+
 def ood_study(target: dict, source_train: dict, num_classes: int):
     """Every OOD score's metrics, ID = in-task target, OOD = excluded target.
 
@@ -193,7 +218,8 @@ def build_model(config, source):
     return models.create_model(
         config.model, num_classes=len(config.data.classes), num_corpora=2,
         bn_axis_name=step_lib.AXIS,
-        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)))
+        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)),
+        domain_discriminator=config.loss.get("w_dann", 0.0) > 0)
 
 
 def restore_trained(config, workdir: str, step: int | None = None, *,
@@ -249,6 +275,7 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
     metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
     ood_table = ResultTable(os.path.join(out_dir, "ood.csv"), "score")
+    pseudo_table = ResultTable(os.path.join(out_dir, "pseudo_labels.csv"), "split")
     todo = [s for s in steps if force or s not in metrics_table.steps()]
     for step in tqdm.tqdm(todo, desc="evaluating checkpoints", unit="ckpt",
                           disable=not progress):
@@ -267,6 +294,9 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         posterior = losses.posterior_logits(predictions["target"]["logits"],
                                             config.model.classifier,
                                             config.loss.am_scale)
+        pseudo_table.put(step, "target", pseudo_label_report(
+            jax.nn.softmax(posterior, -1), predictions["target"]["label"],
+            state.adapt.tau_g, state.adapt.p_tilde, classes))
         study, scores = ood_study({**predictions["target"], "logits": posterior},
                                   source_train, len(classes))
         for score, values in study.items():
@@ -277,11 +307,12 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
             **{f"{split}/{k}": v for split, out in predictions.items()
                for k, v in out.items()})
         metrics_table.save()
+        pseudo_table.save()
         if ood_table.rows:
             ood_table.save()
     checkpointer.close()
 
-    summary = summarize(metrics_table, ood_table, config)
+    summary = summarize(metrics_table, ood_table, config, pseudo_table)
     tmp = os.path.join(out_dir, "summary.json.tmp")
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
@@ -291,13 +322,16 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     return summary
 
 
-def summarize(metrics_table: ResultTable, ood_table: ResultTable, config) -> dict:
+def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
+              pseudo_table: ResultTable | None = None) -> dict:
     """Last-step and selected-step figures, with the rule that selected."""
     choice = select_step(metrics_table, config.select_by)
 
     def figures(step):
         out = {split: metrics_table.rows[(step, split)] for split in SPLITS
                if (step, split) in metrics_table.rows}
+        if pseudo_table is not None and (step, "target") in pseudo_table.rows:
+            out["pseudo_labels"] = pseudo_table.rows[(step, "target")]
         out["ood"] = {name: ood_table.rows[(step, name)] for name in OOD_SCORES
                       if (step, name) in ood_table.rows}
         return out

@@ -199,6 +199,31 @@ def feature_config(data_config):
                          dtype="float16" if data_config.float16 else "float32")
 
 
+def _find_corpus(config, role: str) -> PreparedCorpus:
+    """The prepared corpus ``config.data.<role>`` names; a clear error if absent."""
+    data = config.data
+    name = data[role]
+    try:
+        return PreparedCorpus.find(data.data_dir or prepare.default_data_dir(),
+                                   name, feature_config(data))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"config.data.{role}={name!r}: {error}") from None
+
+
+def shared_classes(config) -> tuple[str, ...]:
+    """The emotions the source and target corpora both have, in the source's
+    order; an error when they share fewer than two."""
+    source = _find_corpus(config, "source")
+    target = _find_corpus(config, "target")
+    shared = tuple(e for e in source.emotions if e in target.emotions)
+    if len(shared) < 2:
+        raise ValueError(
+            f"config.data.classes: {source.name} ({', '.join(source.emotions)}) "
+            f"and {target.name} ({', '.join(target.emotions)}) share "
+            f"{len(shared)} emotion(s); a task needs at least 2")
+    return shared
+
+
 def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
     """Opens the source and target corpora of ``config`` as TaskCorpus.
 
@@ -215,19 +240,15 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
     prepared or lacks one of the task's classes.
     """
     data = config.data
-    data_dir = data.data_dir or prepare.default_data_dir()
-    features = feature_config(data)
     if data.build_synthetic:
-        prepare.prepare_corpus(prepare.SYNTHETIC, data_dir=data_dir,
-                               feature_config=features, workers=1)
+        prepare.prepare_corpus(prepare.SYNTHETIC,
+                               data_dir=data.data_dir or prepare.default_data_dir(),
+                               feature_config=feature_config(data), workers=1)
     classes = list(data.classes)
 
     def find(role: str) -> PreparedCorpus:
-        name = data[role]
-        try:
-            corpus = PreparedCorpus.find(data_dir, name, features)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"config.data.{role}={name!r}: {error}") from None
+        corpus = _find_corpus(config, role)
+        name = corpus.name
         missing = [c for c in classes if c not in corpus.emotions]
         if missing:
             raise ValueError(

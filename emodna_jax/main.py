@@ -5,6 +5,8 @@ r"""Entry point.
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=predict --inputs=clips/
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -27,10 +29,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    verbose = logging.get_verbosity() >= logging.DEBUG  # --verbosity=1
     logging.set_verbosity(logging.ERROR)  # orbax and TFDS chatter; we print results
-    return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value, force=_FORCE.value,
-                    inputs=_INPUTS.value, checkpoint=_CHECKPOINT.value,
-                    as_json=_JSON.value)
+    try:
+        return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
+                        force=_FORCE.value, inputs=_INPUTS.value,
+                        checkpoint=_CHECKPOINT.value, as_json=_JSON.value)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad config values and missing data: one line (the traceback with
+        # --verbosity=1).  Other exceptions are bugs and keep theirs.
+        if verbose:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

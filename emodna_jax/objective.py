@@ -7,7 +7,8 @@ objective here is always the one-device objective of the global batch, which
 is what makes training invariant to the number of devices.
 
 Total:  L_cls + w_cor L_cor + r(t) (w_cd L_cd + w_ca L_ca + w_mmd L_mmd)
-        + sum over MSAC attributes of w_a L_a.
+        + w_dann L_dann + sum over MSAC attributes of w_a L_a,
+where L_dann (the DANN baseline) is ramped by its gradient reversal instead.
 A zero weight removes its loss from the compiled graph (weights are static).
 """
 
@@ -38,6 +39,7 @@ class ObjectiveConfig:
     w_cd: float = 0.5
     w_ca: float = 1.0
     w_mmd: float = 1.0
+    w_dann: float = 0.0
     temperature_cd: float = 0.1
     temperature_ca: float = 0.1
     threshold_momentum: float = 0.999
@@ -58,6 +60,7 @@ class ObjectiveConfig:
     def uses_target(self) -> bool:
         """False for source-only training: target batches are never run."""
         return (self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
+                or self.w_dann > 0
                 or any(name == "corpus" for name, _, _ in self.attributes))
 
     @property
@@ -71,6 +74,13 @@ def grl_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
     gradient-reversal coefficient, or the centroid alignment's factor."""
     progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
     return cfg.grl_max * losses.ramp(progress)
+
+
+def domain_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
+    """DANN's reversal strength at ``step``: 2 / (1 + exp(-10 p)) - 1 (Ganin
+    et al. 2016), so the discriminator is learnt before it is fought."""
+    progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
+    return losses.ramp(progress)
 
 
 @flax.struct.dataclass
@@ -137,6 +147,20 @@ def _attribute_losses(cfg: ObjectiveConfig, outputs: dict, n: int,
     return total
 
 
+def _prediction_histogram(cfg: ObjectiveConfig, target_logits: jax.Array) -> dict:
+    """Share of the target batch predicted as each class, and the entropy of
+    that histogram (ln C when balanced, 0 when one class takes everything):
+    confirmation bias shows here while it happens."""
+    predicted = jnp.argmax(target_logits, -1)
+    shares = jnp.mean(jax.nn.one_hot(predicted, cfg.num_classes,
+                                     dtype=jnp.float32), axis=0)
+    entropy = -jnp.sum(jnp.where(shares > 0, shares * jnp.log(
+        jnp.where(shares > 0, shares, 1.0)), 0.0))
+    out = {f"target_predicted_{k}": shares[k] for k in range(cfg.num_classes)}
+    out["target_prediction_entropy"] = entropy
+    return out
+
+
 def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
               adapt: AdaptState, step: jax.Array,
               attribute_labels: dict | None = None):
@@ -172,6 +196,15 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         return total, (new_adapt, metrics)
 
     corpus = jnp.concatenate([jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)])
+    metrics.update(_prediction_histogram(cfg, outputs["logits"][n:]))
+    if cfg.w_dann > 0:
+        # Not ramped here: the reversal in the model carries DANN's schedule,
+        # and the discriminator itself should learn from the first step.
+        l_dann = losses.cross_entropy(outputs["domain_logits"], corpus)
+        total += cfg.w_dann * l_dann
+        metrics["loss_dann"] = l_dann
+        metrics["domain_accuracy"] = jnp.mean(
+            jnp.argmax(outputs["domain_logits"], -1) == corpus)
     if cfg.w_cor > 0:
         l_cor = losses.cross_entropy(outputs["corpus_logits"], corpus)
         total += cfg.w_cor * l_cor

@@ -22,6 +22,12 @@ def _line(name: str, result: dict) -> str:
             f"{result['source_val_uar']:.3f})")
 
 
+def _method_name(config) -> str:
+    """'emo-dna', or the baseline a config names (configs/cross_corpus.py)."""
+    method = config.get("method", "emodna")
+    return "emo-dna" if method == "emodna" else method
+
+
 def _train_folds(config, workdir: str) -> int:
     """Single-corpus protocol, every fold: per-fold and mean +- std UAR/WAR."""
     source, _ = input_pipeline.open_task(config_variants.with_fold(config, 0))
@@ -55,14 +61,14 @@ def _train(config, workdir: str) -> int:
     result = train.train_and_evaluate(config, workdir)
     if result.get("preempted"):
         return 0
-    print(_line("emo-dna" if config_variants.adapts(config) else "this run",
-                result), flush=True)
+    name = _method_name(config) if config_variants.adapts(config) else "this run"
+    print(_line(name, result), flush=True)
     if config.get("compare_source_only") and config_variants.adapts(config):
         baseline = train.train_and_evaluate(
             config_variants.source_only(config),
             os.path.join(workdir, "source_only"))
         print("\nfinal target figures (labels of the target read only here):")
-        print(_line("emo-dna", result))
+        print(_line(_method_name(config), result))
         print(_line("source-only", baseline), flush=True)
     return 0
 
@@ -78,6 +84,7 @@ def _print_summary(summary: dict, workdir: str):
 def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
         checkpoint: int | None = None, as_json: bool = False) -> int:
     """Runs ``mode``; returns the process exit code."""
+    config = config_variants.with_task_classes(config)
     if mode == "train":
         return _train(config, workdir)
     if mode == "evaluate":

@@ -38,7 +38,8 @@ def _train_outputs(cfg) -> tuple:
     heads = tuple(f"attr_{name}" for name, _, _ in cfg.attributes)
     aligned = tuple(f"attr_{name}_features"
                     for name, control, _ in cfg.attributes if control == "align")
-    return OUTPUT_KEYS + heads + aligned
+    domain = ("domain_logits",) if cfg.w_dann > 0 else ()
+    return OUTPUT_KEYS + heads + aligned + domain
 
 
 @flax.struct.dataclass
@@ -103,7 +104,8 @@ def make_train_step(model, tx: optax.GradientTransformation,
             outputs, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, frames,
                 mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng},
-                grl_coefficient=objective_lib.grl_coefficient(cfg, state.step))
+                grl_coefficient=objective_lib.grl_coefficient(cfg, state.step),
+                domain_coefficient=objective_lib.domain_coefficient(cfg, state.step))
             outputs = {k: global_view(outputs[k]) for k in _train_outputs(cfg)}
             labels = _gather(batch["src_label"], axis_name)
             attribute_labels = {name: _gather(batch[f"src_{name}"], axis_name)

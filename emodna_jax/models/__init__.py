@@ -16,7 +16,8 @@ __all__ = ["BACKBONES", "CNN", "EmoDNAModel", "MSACSERNet", "TIMNet",
 
 def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
                  bn_axis_name: str | None = None,
-                 attribute_heads: dict | None = None) -> EmoDNAModel:
+                 attribute_heads: dict | None = None,
+                 domain_discriminator: bool = False) -> EmoDNAModel:
     """The model a config's ``model`` section describes.
 
     ``attribute_heads``: MSAC heads, name -> (number of values, suppress).
@@ -35,4 +36,5 @@ def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
         classifier=model_config.classifier,
         dropout_rate=model_config.dropout_rate, bn_axis_name=bn_axis_name,
         dtype=jnp.dtype(model_config.compute_dtype),
-        attribute_heads=attribute_heads or None)
+        attribute_heads=attribute_heads or None,
+        domain_discriminator=domain_discriminator)

@@ -63,7 +63,10 @@ class EmoDNAModel(nn.Module):
     * ``z_c`` [B, projection_dim]: unit-norm corpus projection of h, float32;
     * ``logits`` [B, num_classes], float32: emotion classifier on e; cosines
       in [-1, 1] for ``classifier='am'`` (the loss adds margin and scale);
-    * ``corpus_logits`` [B, num_corpora], float32: corpus classifier on z_c.
+    * ``corpus_logits`` [B, num_corpora], float32: corpus classifier on z_c;
+    * ``domain_logits`` [B, num_corpora], float32, only with
+      ``domain_discriminator``: DANN's corpus discriminator on e, behind a
+      gradient reversal of strength ``domain_coefficient``.
 
     Attributes:
       num_classes: emotion classes.
@@ -87,6 +90,8 @@ class EmoDNAModel(nn.Module):
         ``grl_coefficient``) or 'align' (the head reads detached h and only
         monitors; in training ``attr_<name>_features``, the standardised h,
         is output for the objective's centroid alignment).
+      domain_discriminator: add DANN's corpus discriminator (the DANN
+        baseline, docs/losses.md section 10).
     """
     num_classes: int
     num_corpora: int = 2
@@ -99,6 +104,7 @@ class EmoDNAModel(nn.Module):
     bn_axis_name: str | None = None
     dtype: Dtype = jnp.float32
     attribute_heads: Mapping[str, Any] | None = None
+    domain_discriminator: bool = False
 
     def __post_init__(self):
         # A hashable module can be a static argument of jax.jit; a plain dict
@@ -128,7 +134,8 @@ class EmoDNAModel(nn.Module):
 
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *, train: bool,
-                 grl_coefficient=1.0) -> dict[str, jax.Array]:
+                 grl_coefficient=1.0, domain_coefficient=1.0,
+                 ) -> dict[str, jax.Array]:
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, "
                              f"got {self.classifier!r}")
@@ -156,6 +163,13 @@ class EmoDNAModel(nn.Module):
                                  name="corpus_classifier")(z_c)
         outputs = {"h": h, "e": e, "z_e": z_e, "z_c": z_c, "logits": logits,
                    "corpus_logits": corpus_logits}
+        if self.domain_discriminator:
+            # DANN: the discriminator learns to tell the corpora apart from e,
+            # the reversed gradient trains e (and the backbone) to hide it.
+            reversed_e = gradient_reversal(e.astype(jnp.float32), domain_coefficient)
+            outputs["domain_logits"] = ProjectionMLP(
+                self.hidden_dim, self.num_corpora,
+                name="domain_discriminator")(reversed_e)
         # Multiple Speech Attribute Control: each attribute head reads the
         # standardised backbone embedding h, the representation the emotion
         # branch is built on (docs/losses.md, section 9).

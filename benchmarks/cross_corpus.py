@@ -1,0 +1,361 @@
+r"""Cross-corpus benchmark: tasks x methods x seeds, with the classical anchor.
+
+  python benchmarks/cross_corpus.py --data_dir=D --out=OUT \
+      --tasks=it_festival:en_flite,fr_espeak:es_phone --methods=source_only,dan,dann,emodna
+
+Each run is what a user types: ``python -m emodna_jax.main
+--config=configs/cross_corpus.py:SRC,TGT,METHOD --config.seed=K``, then
+``--mode=evaluate``, in ``OUT/runs/SRC__TGT/METHOD/seedK``.  Its headline
+figure is the target UAR/WAR of the checkpoint selected by source-validation
+UAR (target labels never select); the last step's is a second column.
+
+Reference rows per task: openSMILE eGeMAPSv02 + logistic regression trained on
+the source (the anchor) and the target's own leave-one-speaker-out figure (the
+ceiling), see benchmarks/egemaps.py.
+
+A run with a ``result.json`` is finished and skipped, so the runner resumes
+where it stopped; ``results.csv``, ``results.md`` and ``results.png`` in OUT
+are rewritten after every run (``--doc`` copies the table to a file of docs/).
+Every table is written by this program: never edit one by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# The development suite (../shared/corpora/tts_corpora.py): every corpus is a
+# source and a target at least once, each direction of three channels.
+DEV_TASKS = ("it_festival:en_flite", "en_flite:it_festival", "fr_espeak:es_phone",
+             "es_phone:fr_espeak", "cs_festival:fr_espeak", "es_phone:cs_festival")
+METHODS = ("source_only", "dan", "dann", "emodna")
+LABELS = {"source_only": "source-only", "dan": "DAN (MMD)", "dann": "DANN",
+          "emodna": "Emo-DNA", "no_cd": "Emo-DNA w/o L_cd",
+          "no_ca": "Emo-DNA w/o L_ca", "no_mmd": "Emo-DNA w/o MMD",
+          "no_cor": "Emo-DNA w/o L_cor"}
+COLUMNS = ("task", "method", "seed", "uar", "war", "uar_last", "war_last",
+           "source_val_uar", "selected_step", "pseudo_passed_fraction",
+           "pseudo_passed_accuracy", "seconds")
+
+
+def run_dir(out: str, task: str, method: str, seed: int) -> str:
+    return os.path.join(out, "runs", task.replace(":", "__"), method, f"seed{seed}")
+
+
+def _main_command(task: str, method: str, seed: int, workdir: str, data_dir: str,
+                  overrides, mode: str) -> list[str]:
+    source, target = task.split(":")
+    return ([sys.executable, "-m", "emodna_jax.main",
+             f"--config=configs/cross_corpus.py:{source},{target},{method}",
+             f"--workdir={workdir}", f"--mode={mode}", f"--config.seed={seed}",
+             f"--config.data.data_dir={data_dir}"]
+            + [f"--config.{o}" for o in overrides])
+
+
+def run_one(task: str, method: str, seed: int, *, out: str, data_dir: str,
+            overrides=()) -> dict:
+    """Trains and evaluates one run (or reads its finished result)."""
+    workdir = run_dir(out, task, method, seed)
+    done = os.path.join(workdir, "result.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    for mode in ("train", "evaluate"):
+        command = _main_command(task, method, seed, workdir, data_dir, overrides, mode)
+        with open(os.path.join(workdir, f"{mode}.log"), "w") as log:
+            code = subprocess.call(command, cwd=REPO, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        if code:
+            raise RuntimeError(f"{task} {method} seed {seed}: {mode} exited {code}; "
+                               f"see {workdir}/{mode}.log\n  "
+                               + " ".join(shlex.quote(c) for c in command))
+    with open(os.path.join(workdir, "eval", "summary.json")) as f:
+        summary = json.load(f)
+    selected, last = summary["selected"], summary["last"]
+    pseudo = selected.get("pseudo_labels", {})
+    result = {"task": task, "method": method, "seed": seed,
+              "uar": selected["target"]["uar"], "war": selected["target"]["war"],
+              "uar_last": last["target"]["uar"], "war_last": last["target"]["war"],
+              "source_val_uar": selected["source_val"]["uar"],
+              "selected_step": selected["step"],
+              "pseudo_passed_fraction": pseudo.get("passed_fraction", float("nan")),
+              "pseudo_passed_accuracy": pseudo.get("passed_accuracy", float("nan")),
+              "seconds": round(time.time() - start, 1)}
+    tmp = done + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, done)
+    return result
+
+
+def _prepared(data_dir: str, name: str):
+    """A prepared dataset of corpus ``name``, at whatever feature setting: the
+    anchor reads only its audio paths and labels."""
+    import glob
+    from data_prep import builder
+    from data_prep.dataset import PreparedCorpus
+    found = sorted(p for p in glob.glob(os.path.join(
+        data_dir, builder.DATASET_NAME, f"{glob.escape(name)}-*", builder.DATASET_VERSION))
+        if builder.is_complete(p))
+    if not found:
+        raise FileNotFoundError(f"--tasks: corpus {name!r} is not prepared in "
+                                f"{data_dir} (python -m data_prep --name={name} ...)")
+    return PreparedCorpus(found[0])
+
+
+def anchor_rows(tasks, *, data_dir: str, out: str) -> dict:
+    """task -> {'egemaps': cross-corpus UAR, 'ceiling': target LOSO UAR}."""
+    from benchmarks import egemaps
+    cache = os.path.join(out, "egemaps")
+    tables, rows = {}, {}
+    for task in tasks:
+        names = task.split(":")
+        for name in names:
+            if name not in tables:
+                print(f"eGeMAPS functionals of {name}", flush=True)
+                tables[name] = egemaps.corpus_functionals(
+                    _prepared(data_dir, name), cache)
+        source, target = (tables[n] for n in names)
+        classes = [e for e in dict.fromkeys(source["emotion"]) if e in set(target["emotion"])]
+        rows[task] = {"egemaps": egemaps.cross_corpus_uar(source, target, classes),
+                      "ceiling": egemaps.in_corpus_uar(target, classes)}
+    return rows
+
+
+def _mean_std(values) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std())
+
+
+def aggregate(results: list[dict], tasks, methods) -> dict:
+    """(task, method) -> {metric: (mean, std, n)} over seeds."""
+    table = {}
+    for task in tasks:
+        for method in methods:
+            runs = [r for r in results if r["task"] == task and r["method"] == method]
+            if runs:
+                table[task, method] = {
+                    key: (*_mean_std([r[key] for r in runs]), len(runs))
+                    for key in ("uar", "war", "uar_last", "war_last",
+                                "source_val_uar", "pseudo_passed_fraction",
+                                "pseudo_passed_accuracy")}
+    return table
+
+
+def _cell(stats, key) -> str:
+    if stats is None:
+        return "-"
+    mean, std, n = stats[key]
+    return f"{mean:.3f} ± {std:.3f}" + ("" if n > 1 else " (1 seed)")
+
+
+def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
+    table = aggregate(results, tasks, methods)
+    lines = ["<!-- Written by benchmarks/cross_corpus.py; do not edit by hand. -->",
+             "", f"Reproduce: `{command}`", ""]
+    seeds = sorted({r["seed"] for r in results})
+    lines.append(f"{len(results)} runs; seeds {seeds}; mean ± std over seeds.")
+    anchor_cols = ["eGeMAPS + LR", "target in-corpus (ceiling)"] if anchors else []
+
+    def grid(title, key, with_anchor):
+        header = ["task"] + [LABELS.get(m, m) for m in methods] + (
+            anchor_cols if with_anchor else [])
+        out = ["", f"### {title}", "", "| " + " | ".join(header) + " |",
+               "|" + "---|" * len(header)]
+        means = {m: [] for m in methods}
+        for task in tasks:
+            row = [task.replace(":", " → ")]
+            for m in methods:
+                stats = table.get((task, m))
+                row.append(_cell(stats, key))
+                if stats is not None:
+                    means[m].append(stats[key][0])
+            if with_anchor and anchors:
+                a = anchors.get(task)
+                row += [f"{a['egemaps']:.3f}", f"{a['ceiling']:.3f}"] if a else ["-", "-"]
+            out.append("| " + " | ".join(row) + " |")
+        complete = [t for t in tasks if all((t, m) in table for m in methods)]
+        row = [f"**mean over {len(complete)} complete tasks**"]
+        for m in methods:
+            values = [table[t, m][key][0] for t in complete]
+            row.append(f"**{np.mean(values):.3f}**" if values else "-")
+        if with_anchor and anchors:
+            for col in ("egemaps", "ceiling"):
+                values = [anchors[t][col] for t in complete if t in anchors]
+                row.append(f"**{np.mean(values):.3f}**" if values else "-")
+        out.append("| " + " | ".join(row) + " |")
+        if "source_only" in methods and key in ("uar", "uar_last"):
+            row = ["tasks won against source-only"]
+            for m in methods:
+                wins = sum(table[t, m][key][0] > table[t, "source_only"][key][0]
+                           for t in complete)
+                row.append("-" if m == "source_only" else f"{wins} / {len(complete)}")
+            if with_anchor and anchors:
+                wins = sum(anchors[t]["egemaps"] > table[t, "source_only"][key][0]
+                           for t in complete if t in anchors)
+                row += [f"{wins} / {len(complete)}", ""]
+            out.append("| " + " | ".join(row) + " |")
+        return out
+
+    lines += grid("Target UAR, checkpoint selected by source-validation UAR", "uar", True)
+    lines += grid("Target UAR, last step", "uar_last", True)
+    lines += grid("Target WAR, checkpoint selected by source-validation UAR", "war", False)
+    lines += grid("Source-validation UAR (held-out source speakers) of the selected "
+                  "checkpoint", "source_val_uar", False)
+    adapting = [m for m in methods if m not in ("source_only", "dan", "dann")]
+    if adapting:
+        lines += ["", "### Pseudo-labels at the selected checkpoint", "",
+                  "Share of target utterances that pass the stored adaptive "
+                  "thresholds, and the accuracy of those that pass (target labels "
+                  "read by evaluation only).", "",
+                  "| task | " + " | ".join(f"{LABELS.get(m, m)}: passed | accuracy"
+                                          for m in adapting) + " |",
+                  "|---|" + "---|---|" * len(adapting)]
+        for task in tasks:
+            row = [task.replace(":", " → ")]
+            for m in adapting:
+                stats = table.get((task, m))
+                row += ([_cell(stats, "pseudo_passed_fraction"),
+                         _cell(stats, "pseudo_passed_accuracy")] if stats else ["-", "-"])
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results, tasks, methods, anchors, path: str):
+    """Bars (mean target UAR, selected checkpoint) with seed std error bars."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    table = aggregate(results, tasks, methods)
+    names = list(methods) + (["egemaps"] if anchors else [])
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 3.6))
+    x = np.arange(len(tasks))
+    for k, name in enumerate(names):
+        if name == "egemaps":
+            means = [anchors.get(t, {}).get("egemaps", np.nan) for t in tasks]
+            stds = [0.0] * len(tasks)
+        else:
+            means = [table[t, name]["uar"][0] if (t, name) in table else np.nan
+                     for t in tasks]
+            stds = [table[t, name]["uar"][1] if (t, name) in table else 0.0
+                    for t in tasks]
+        ax.bar(x + (k - (len(names) - 1) / 2) * width, means, width, yerr=stds,
+               capsize=2, label=LABELS.get(name, "eGeMAPS + LR"))
+    ax.set_xticks(x, [t.replace(":", "\n→ ") for t in tasks], fontsize=7)
+    ax.set_ylabel("target UAR")
+    ax.axhline(0.25, color="grey", lw=0.5, ls=":")
+    ax.legend(fontsize=7, ncol=len(names))
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_outputs(results, tasks, methods, anchors, out: str, command: str,
+                  doc: str | None):
+    with open(os.path.join(out, "results.csv.tmp"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(results, key=lambda r: (r["task"], r["method"], r["seed"])))
+    os.replace(os.path.join(out, "results.csv.tmp"), os.path.join(out, "results.csv"))
+    text = markdown(results, tasks, methods, anchors, command)
+    for path in [os.path.join(out, "results.md")] + ([doc] if doc else []):
+        image = os.path.splitext(path)[0] + ".png"
+        figure(results, tasks, methods, anchors, image)
+        body = text + f"\n![target UAR per task]({os.path.basename(image)})\n"
+        if path == doc and os.path.exists(doc):
+            body = _replace_section(open(doc).read(), body)
+        with open(path + ".tmp", "w") as f:
+            f.write(body)
+        os.replace(path + ".tmp", path)
+
+
+BEGIN, END = "<!-- cross_corpus.py: begin -->", "<!-- cross_corpus.py: end -->"
+
+
+def _replace_section(document: str, table: str) -> str:
+    """``document`` with its generated section (between the markers) replaced,
+    so prose around a generated table survives a rerun."""
+    section = f"{BEGIN}\n{table}{END}"
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        return head + section + rest.split(END, 1)[1]
+    return document.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True, help="Prepared corpora.")
+    parser.add_argument("--out", required=True, help="Runs and tables go here.")
+    parser.add_argument("--tasks", default=",".join(DEV_TASKS),
+                        help="SRC:TGT pairs, comma-separated (default: the dev suite).")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override for every run, e.g. steps=800.")
+    parser.add_argument("--no_anchor", action="store_true",
+                        help="Skip the eGeMAPS rows (needs the opensmile package).")
+    parser.add_argument("--doc", default=None,
+                        help="Also write the table into this markdown file's "
+                             "generated section (e.g. docs/results.md).")
+    args = parser.parse_args(argv)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    bad = [t for t in tasks if len(t.split(":")) != 2]
+    if bad:
+        parser.error(f"--tasks: {bad[0]!r} is not SOURCE:TARGET")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    command = "python benchmarks/cross_corpus.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+
+    anchors = {}
+    if not args.no_anchor:
+        anchors = anchor_rows(tasks, data_dir=data_dir, out=out)
+
+    # Seed by seed, so a partial table already covers every task.
+    plan = [(t, m, s) for s in seeds for t in tasks for m in methods]
+    results, start = [], time.time()
+    fresh = 0
+    for k, (task, method, seed) in enumerate(plan, 1):
+        finished = os.path.exists(os.path.join(run_dir(out, task, method, seed),
+                                               "result.json"))
+        result = run_one(task, method, seed, out=out, data_dir=data_dir,
+                         overrides=args.set)
+        results.append(result)
+        if not finished:
+            fresh += 1
+            rate = (time.time() - start) / fresh
+            remaining = sum(not os.path.exists(os.path.join(
+                run_dir(out, *p), "result.json")) for p in plan[k:])
+            print(f"[{k}/{len(plan)}] {task} {method} seed {seed}: target UAR "
+                  f"{result['uar']:.3f} (last {result['uar_last']:.3f}), "
+                  f"{result['seconds']:.0f} s; about {remaining * rate / 60:.0f} min "
+                  "left", flush=True)
+        else:
+            print(f"[{k}/{len(plan)}] {task} {method} seed {seed}: done before, "
+                  "skipped", flush=True)
+        write_outputs(results, tasks, methods, anchors, out, command, args.doc)
+    print(f"tables: {os.path.join(out, 'results.md')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The classical anchor: openSMILE eGeMAPSv02 functionals + logistic regression.
+
+What a user would otherwise pick (Eyben et al. 2016): 88 utterance-level
+functionals of pitch, loudness, voice quality and spectral shape, each corpus
+z-normalised with its own statistics (no labels needed), and a logistic
+regression.  Two figures per corpus pair:
+
+* cross-corpus: trained on every source utterance, scored on the target;
+* in-corpus (the ceiling): the target corpus alone, one speaker left out at a
+  time (``LeaveOneGroupOut``), so no speaker is both trained and tested on.
+
+Both are UAR (balanced accuracy) over the task's classes.  Functionals are
+computed once per corpus from the audio the prepared dataset was built from,
+and cached.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import LeaveOneGroupOut
+from sklearn.preprocessing import StandardScaler
+
+from data_prep.dataset import PreparedCorpus
+
+
+def corpus_functionals(corpus: PreparedCorpus, cache_dir: str) -> dict:
+    """``{'x' [N, 88], 'emotion' [N] names, 'speaker' [N]}`` of every
+    utterance of ``corpus``, cached as ``cache_dir/<corpus>.npz``."""
+    path = os.path.join(cache_dir, f"{corpus.name}.npz")
+    if os.path.exists(path):
+        with np.load(path) as cached:
+            return {k: cached[k] for k in cached.files}
+    import opensmile  # a benchmark extra: pip install -e ".[bench]"
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    data = corpus.source("all")
+    root = corpus.metadata["source"]
+    rows, emotions, speakers = [], [], []
+    speaker_names = corpus.metadata["speakers"]
+    for i in range(len(data)):
+        example = data[i]
+        path_i = example["path"]
+        path_i = path_i.decode() if isinstance(path_i, bytes) else str(path_i)
+        rows.append(smile.process_file(os.path.join(root, path_i)).to_numpy()[0])
+        emotions.append(corpus.emotions[int(example["emotion"])])
+        speakers.append(speaker_names[int(example["speaker"])])
+    out = {"x": np.asarray(rows, np.float64), "emotion": np.asarray(emotions),
+           "speaker": np.asarray(speakers)}
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **out)
+    os.replace(tmp, path)
+    return out
+
+
+def _task_rows(table: dict, classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """z-normalised features (over the whole corpus), task labels, speakers
+    of the utterances whose emotion is one of ``classes``."""
+    x = StandardScaler().fit_transform(table["x"])
+    keep = np.isin(table["emotion"], classes)
+    labels = np.array([list(classes).index(e) for e in table["emotion"][keep]])
+    return x[keep], labels, table["speaker"][keep]
+
+
+def _classifier() -> LogisticRegression:
+    return LogisticRegression(max_iter=5000)
+
+
+def cross_corpus_uar(source: dict, target: dict, classes) -> float:
+    """Trained on all of ``source``, UAR on all of ``target``."""
+    xs, ys, _ = _task_rows(source, classes)
+    xt, yt, _ = _task_rows(target, classes)
+    return float(balanced_accuracy_score(yt, _classifier().fit(xs, ys).predict(xt)))
+
+
+def in_corpus_uar(table: dict, classes) -> float:
+    """Leave-one-speaker-out UAR within one corpus (predictions pooled)."""
+    x, y, speakers = _task_rows(table, classes)
+    predicted = np.empty_like(y)
+    for train, test in LeaveOneGroupOut().split(x, y, speakers):
+        predicted[test] = _classifier().fit(x[train], y[train]).predict(x[test])
+    return float(balanced_accuracy_score(y, predicted))
