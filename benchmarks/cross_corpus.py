@@ -323,8 +323,11 @@ def main(argv=None) -> int:
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    command = "python benchmarks/cross_corpus.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    # The command as a reader reruns it: the machine's own folders as names.
+    shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
+              "--out=OUT" if a.startswith("--out") else a)
+             for a in (argv if argv is not None else sys.argv[1:])]
+    command = "python benchmarks/cross_corpus.py " + " ".join(map(shlex.quote, shown))
 
     anchors = {}
     if not args.no_anchor:
