@@ -36,5 +36,10 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["emodna_jax*", "data_prep*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8.0"]},
+    extras_require={
+        # openSMILE's eGeMAPS: the classical anchor of benchmarks/cross_corpus.py
+        # (tested too, so the test extra installs it).
+        "bench": ["opensmile>=2.5"],
+        "test": ["pytest>=8.0", "opensmile>=2.5"],
+    },
 )

@@ -27,7 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.source_eval_split = "validation"
     config.data.target_split = "all"     # unlabelled in training
     config.data.classes = ("neutral", "angry", "happy", "sad")
-    config.data.feature = "logmel"
+    config.data.feature = "logmel"          # or 'mfcc', or 'npy' (your own features)
+    config.data.feature_dim = 0           # npy: D of the [T, D] feature files
     config.data.n_mels = 64
     config.data.n_mfcc = 13
     config.data.sample_rate = 16000

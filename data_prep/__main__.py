@@ -34,6 +34,9 @@ DATA_DIR = flags.DEFINE_string(
     "or ~/emodna_data).")
 FEATURE = flags.DEFINE_enum("feature", "logmel", FEATURE_KINDS, "Frame features.")
 N_MELS = flags.DEFINE_integer("n_mels", 64, "Mel bands.")
+FEATURE_DIM = flags.DEFINE_integer(
+    "feature_dim", 0, "--feature=npy: D of the [T, D] .npy file each manifest "
+    "row's path names (features computed elsewhere, e.g. WavLM).")
 N_MFCC = flags.DEFINE_integer("n_mfcc", 13, "Cepstra before deltas (MFCC).")
 SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Resample to this rate.")
 FLOAT16 = flags.DEFINE_bool("float16", False, "Store frames as float16.")
@@ -57,9 +60,14 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if CORPUS.value is None:
         raise app.UsageError(f"--corpus is required; one of {', '.join(_CORPORA)}")
-    feature_config = FeatureConfig(
-        kind=FEATURE.value, sample_rate=SAMPLE_RATE.value, n_mels=N_MELS.value,
-        n_mfcc=N_MFCC.value, dtype="float16" if FLOAT16.value else "float32")
+    try:
+        feature_config = FeatureConfig(
+            kind=FEATURE.value, sample_rate=SAMPLE_RATE.value, n_mels=N_MELS.value,
+            n_mfcc=N_MFCC.value, dtype="float16" if FLOAT16.value else "float32",
+            npy_dim=FEATURE_DIM.value)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     options = {"merge_excited": MERGE_EXCITED.value} if CORPUS.value == "iemocap" else {}
     logging.set_verbosity(logging.ERROR)  # TFDS logs every split it writes
     data_dir = os.path.expanduser(DATA_DIR.value or prepare.default_data_dir())

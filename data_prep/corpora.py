@@ -644,7 +644,7 @@ def parse_csv(manifest: PathLike, name: Optional[str] = None) -> Result:
             path = os.path.normpath(os.path.join(
                 base, os.path.expanduser(cell["path"])))
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"{where}: audio file not found: {path}")
+                raise FileNotFoundError(f"{where}: file not found: {path}")
             if path in first_row:
                 # The same file twice could land in two splits and leak.
                 raise ValueError(f"{where}: {path} is already listed in row "

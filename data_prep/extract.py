@@ -61,13 +61,35 @@ _WORKER = {}
 
 def _init_worker(config: features_lib.FeatureConfig, corpus_rate, strict,
                  cache_dir):
-    _WORKER.update(extractor=features_lib.FeatureExtractor(config),
-                   corpus_rate=corpus_rate, strict=strict, cache_dir=cache_dir)
+    _WORKER.update(config=config, corpus_rate=corpus_rate, strict=strict,
+                   cache_dir=cache_dir,
+                   extractor=(None if config.kind == "npy"
+                              else features_lib.FeatureExtractor(config)))
+
+
+def _read_npy(index, record):
+    """A user's precomputed [T, D] features (kind 'npy')."""
+    cfg = _WORKER["config"]
+    try:
+        frames = features_lib.load_npy_features(record.path, cfg)
+    except ValueError as problem:
+        return Skipped(record.path, str(problem))
+    return _stored(index, record, frames, frames.shape[0] * cfg.hop_ms / 1000, ())
+
+
+def _stored(index, record, frames, duration_s, conversions) -> Extracted:
+    feature_path = os.path.join(_WORKER["cache_dir"], f"{index:08d}.npy")
+    np.save(feature_path, frames)
+    as_f64 = frames.astype(np.float64)
+    return Extracted(record, feature_path, frames.shape[0], duration_s,
+                     conversions, as_f64.sum(0), np.square(as_f64).sum(0))
 
 
 def _extract_one(task):
     index, record = task
-    cfg = _WORKER["extractor"].config
+    cfg = _WORKER["config"]
+    if cfg.kind == "npy":
+        return _read_npy(index, record)
     try:
         loaded = audio.load_audio(
             record.path, cfg.sample_rate, corpus_rate=_WORKER["corpus_rate"],
@@ -75,11 +97,7 @@ def _extract_one(task):
     except audio.AudioProblem as problem:
         return Skipped(record.path, str(problem))
     frames = _WORKER["extractor"](loaded.waveform)
-    feature_path = os.path.join(_WORKER["cache_dir"], f"{index:08d}.npy")
-    np.save(feature_path, frames)
-    as_f64 = frames.astype(np.float64)
-    return Extracted(record, feature_path, frames.shape[0], loaded.duration_s,
-                     loaded.conversions, as_f64.sum(0), np.square(as_f64).sum(0))
+    return _stored(index, record, frames, loaded.duration_s, loaded.conversions)
 
 
 def _pool_context():
@@ -102,8 +120,12 @@ def extract_corpus(records: Sequence[Record], config: features_lib.FeatureConfig
     """
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
+    if config.kind == "npy":
+        # Nothing to convert or trim: a bad feature file is the user's error.
+        strict = True
     os.makedirs(cache_dir, exist_ok=True)
-    init_args = (config, dominant_sample_rate(records), strict, cache_dir)
+    corpus_rate = None if config.kind == "npy" else dominant_sample_rate(records)
+    init_args = (config, corpus_rate, strict, cache_dir)
     tasks = list(enumerate(records))
     bar = tqdm.tqdm(total=len(tasks), desc="extracting features", unit="file",
                     disable=not progress)
@@ -118,9 +140,10 @@ def extract_corpus(records: Sequence[Record], config: features_lib.FeatureConfig
         else:
             extracted.append(result)
 
-    # Warm librosa up (lazy imports, JIT) once here, so forked workers start hot.
-    features_lib.FeatureExtractor(config)(np.zeros(config.sample_rate // 10,
-                                                   np.float32))
+    if config.kind != "npy":
+        # Warm librosa up (lazy imports, JIT) once here, so forked workers start hot.
+        features_lib.FeatureExtractor(config)(np.zeros(config.sample_rate // 10,
+                                                       np.float32))
     try:
         if workers == 1:
             _init_worker(*init_args)

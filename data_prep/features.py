@@ -1,7 +1,9 @@
 """Frame-level spectral features, computed with librosa.
 
 The trainer never sees audio: every corpus is turned into log-mel (default) or
-MFCC frames once, here.  The settings live in :class:`FeatureConfig`, which is
+MFCC frames once, here.  Kind 'npy' brings features computed elsewhere
+(WavLM, HuBERT, emotion2vec ...): each manifest row names a ``[T, D]`` .npy
+file, which is checked and stored as it is.  The settings live in :class:`FeatureConfig`, which is
 stored beside the shards so that prediction on new audio computes exactly the
 same features as the data a model was trained on.
 """
@@ -13,7 +15,7 @@ import dataclasses
 import librosa
 import numpy as np
 
-FEATURE_KINDS = ("logmel", "mfcc")
+FEATURE_KINDS = ("logmel", "mfcc", "npy")
 LOG_FLOOR = 1e-6  # keeps log(mel) finite on digital silence
 
 
@@ -30,6 +32,7 @@ class FeatureConfig:
       win_ms: analysis window; 25 ms is the speech standard.
       hop_ms: frame step; 10 ms gives 100 frames per second.
       dtype: 'float32', or 'float16' to halve storage.
+      npy_dim: D of the user's ``[T, D]`` features (kind 'npy' only).
     """
     kind: str = "logmel"
     sample_rate: int = 16000
@@ -38,6 +41,7 @@ class FeatureConfig:
     win_ms: float = 25.0
     hop_ms: float = 10.0
     dtype: str = "float32"
+    npy_dim: int = 0
 
     def __post_init__(self):
         if self.kind not in FEATURE_KINDS:
@@ -51,6 +55,10 @@ class FeatureConfig:
         if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
             raise ValueError(
                 f"n_mfcc={self.n_mfcc} cannot exceed n_mels={self.n_mels}")
+        if (self.kind == "npy") != (self.npy_dim > 0):
+            raise ValueError("npy_dim (--feature_dim) must be given for, and only "
+                             f"for, feature kind 'npy': got kind {self.kind!r}, "
+                             f"npy_dim {self.npy_dim}")
         if not 0 < self.hop_ms <= self.win_ms:
             raise ValueError(
                 f"need 0 < hop_ms <= win_ms, got {self.hop_ms} and {self.win_ms}")
@@ -70,11 +78,14 @@ class FeatureConfig:
 
     @property
     def num_bins(self) -> int:
-        return self.n_mels if self.kind == "logmel" else 3 * self.n_mfcc
+        return {"logmel": self.n_mels, "mfcc": 3 * self.n_mfcc,
+                "npy": self.npy_dim}[self.kind]
 
     @property
     def name(self) -> str:
         """A short tag for directory names, e.g. 'logmel64-16k' or 'mfcc39-16k'."""
+        if self.kind == "npy":  # computed elsewhere: no rate of ours
+            return f"npy{self.npy_dim}" + ("-f16" if self.dtype == "float16" else "")
         rate = f"{self.sample_rate / 1000:g}k"
         suffix = "-f16" if self.dtype == "float16" else ""
         return f"{self.kind}{self.num_bins}-{rate}{suffix}"
@@ -84,11 +95,31 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "FeatureConfig":
+        values = {"npy_dim": 0, **values}  # datasets written before kind 'npy'
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown feature settings: {unknown}")
         return cls(**values)
+
+
+def load_npy_features(path: str, config: FeatureConfig) -> np.ndarray:
+    """The ``[T, npy_dim]`` frames of a user's .npy file, in ``config.dtype``.
+
+    Raises ValueError, naming the file, for anything but a finite 2-D array
+    with ``npy_dim`` columns and at least one row.
+    """
+    try:
+        frames = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read features: {error}") from None
+    if frames.ndim != 2 or frames.shape[1] != config.npy_dim or not frames.shape[0]:
+        raise ValueError(f"features have shape {frames.shape}; expected [T, "
+                         f"{config.npy_dim}] with T >= 1 (--feature_dim="
+                         f"{config.npy_dim})")
+    if not np.issubdtype(frames.dtype, np.number) or not np.all(np.isfinite(frames)):
+        raise ValueError("features are not all finite numbers")
+    return np.ascontiguousarray(frames, dtype=config.dtype)
 
 
 class FeatureExtractor:
@@ -99,6 +130,12 @@ class FeatureExtractor:
     """
 
     def __init__(self, config: FeatureConfig):
+        if config.kind == "npy":
+            raise ValueError(
+                "this dataset's features ('npy', D=%d) were computed outside "
+                "emodna_jax: audio cannot be turned into them here; compute the "
+                "same features for the new audio and prepare them as a "
+                "dataset (--feature=npy)" % config.npy_dim)
         self.config = config
         self._mel_basis = librosa.filters.mel(
             sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels)

@@ -196,7 +196,8 @@ def feature_config(data_config):
     return FeatureConfig(kind=data_config.feature,
                          sample_rate=data_config.sample_rate,
                          n_mels=data_config.n_mels, n_mfcc=data_config.n_mfcc,
-                         dtype="float16" if data_config.float16 else "float32")
+                         dtype="float16" if data_config.float16 else "float32",
+                         npy_dim=data_config.get("feature_dim", 0))
 
 
 def _find_corpus(config, role: str) -> PreparedCorpus:

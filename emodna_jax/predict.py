@@ -73,14 +73,14 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
                          "and energy (Mahalanobis needs the source features)")
     paths = expand_inputs(inputs)
     source, target = input_pipeline.open_task(config)
+    feature_config = source.corpus.feature_config
+    extractor = FeatureExtractor(feature_config)  # refuses features made elsewhere
     classes = list(config.data.classes)
     parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
     model, state, _ = evaluate.restore_trained(config, workdir, checkpoint,
                                                parallel=parallel, source=source)
-    feature_config = source.corpus.feature_config
     eval_step = parallel.compile_eval(step_lib.make_eval_step(model))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    extractor = FeatureExtractor(feature_config)
     threshold = _ood_threshold(config, workdir)
 
     results = []

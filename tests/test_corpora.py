@@ -553,7 +553,7 @@ def test_csv_missing_audio_file(tmp_path):
                     + "\n" * 4 + "gone/y.wav,sad,s1\n")
     missing = str(tmp_path / "gone" / "y.wav")
     with pytest.raises(FileNotFoundError,
-                       match=re.escape(f"{manifest} row 7: audio file not found: "
+                       match=re.escape(f"{manifest} row 7: file not found: "
                                        f"{missing}")):
         parse_csv(manifest)
 

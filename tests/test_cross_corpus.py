@@ -1,0 +1,343 @@
+"""The cross-corpus harness: config, DANN, diagnostics, runner, npy features."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+
+from configs import cross_corpus
+from data_prep import builder
+from data_prep import corpora
+from data_prep import extract
+from data_prep.dataset import PreparedCorpus
+from data_prep.features import FeatureConfig, FeatureExtractor
+from emodna_jax import config_variants
+from emodna_jax import evaluate
+from emodna_jax import input_pipeline
+from emodna_jax import losses
+from emodna_jax import models
+from emodna_jax import objective as objective_lib
+from tests.conftest import tone, write_manifest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# configs/default.py shrunk to the toy corpora, as command-line overrides.
+TOY_OVERRIDES = ("data.n_mels=16", "data.num_frames=24", "data.eval_num_frames=56",
+                 "model.channels=8", "model.num_blocks=2", "model.projection_dim=8",
+                 "batch_size=8", "eval_batch_size=16", "steps=4", "log_every=2",
+                 "checkpoint_every=2", "keep_checkpoints=2")
+
+
+def _build(data_dir, raw_root, name, emotions, *, speakers=2, per_emotion=2):
+    root = os.path.join(raw_root, name)
+    os.makedirs(root, exist_ok=True)
+    rows = []
+    for s in range(speakers):
+        for k, emotion in enumerate(emotions):
+            for u in range(per_emotion):
+                path = f"{name}_{s}_{emotion}_{u}.wav"
+                sf.write(os.path.join(root, path), tone(0.3, 16000, 7 * s + k + 31 * u), 16000)
+                rows.append([path, emotion, f"spk{s}", "female"])
+    records, skipped = corpora.parse_csv(write_manifest(
+        os.path.join(root, "m.csv"), rows), name=name)
+    builder.build_corpus(records, corpus=name, root=root, data_dir=data_dir,
+                         feature_config=FeatureConfig(n_mels=16),
+                         parse_skipped=skipped, progress=False, num_folds=0)
+
+
+@pytest.fixture(scope="module")
+def emotion_sets(tmp_path_factory):
+    """Corpora with 4, 3 and 2 emotions, two of them shared with only one other."""
+    root = tmp_path_factory.mktemp("sets")
+    data_dir = str(root / "data")
+    _build(data_dir, str(root / "raw"), "four", ("sad", "angry", "happy", "neutral"))
+    _build(data_dir, str(root / "raw"), "three", ("sad", "happy", "fear"))
+    _build(data_dir, str(root / "raw"), "other", ("angry", "fear", "disgust"))
+    return data_dir
+
+
+def _task_config(data_dir, arg):
+    config = cross_corpus.get_config(arg)
+    config.data.data_dir = data_dir
+    config.data.n_mels = 16
+    return config
+
+
+# -- configs/cross_corpus.py -------------------------------------------------
+
+
+def test_classes_are_the_emotions_both_corpora_share_in_source_order(emotion_sets):
+    config = config_variants.with_task_classes(_task_config(emotion_sets, "four,three"))
+    # 'four' is stored in canonical order: neutral, angry, happy, sad.
+    assert config.data.classes == ("happy", "sad")
+    reverse = config_variants.with_task_classes(_task_config(emotion_sets, "three,four"))
+    assert PreparedCorpus.find(emotion_sets, "three", FeatureConfig(n_mels=16)).emotions \
+        == ["happy", "sad", "fear"]
+    assert reverse.data.classes == ("happy", "sad")
+
+
+def test_explicit_classes_are_kept(emotion_sets):
+    config = _task_config(emotion_sets, "four,three")
+    config.data.classes = ("sad", "happy")
+    assert config_variants.with_task_classes(config).data.classes == ("sad", "happy")
+
+
+def test_unknown_corpus_and_too_few_shared_emotions_are_clear_errors(emotion_sets):
+    with pytest.raises(FileNotFoundError, match="config.data.target='nope': no complete"):
+        config_variants.with_task_classes(_task_config(emotion_sets, "four,nope"))
+    with pytest.raises(ValueError, match=r"three \(happy, sad, fear\) and other "
+                                         r"\(.*\) share 1 emotion\(s\); a task needs at least 2"):
+        config_variants.with_task_classes(_task_config(emotion_sets, "three,other"))
+
+
+def test_main_reports_an_unprepared_corpus_in_one_line(emotion_sets, tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "emodna_jax.main",
+         "--config=configs/cross_corpus.py:four,nope", f"--workdir={tmp_path}",
+         f"--config.data.data_dir={emotion_sets}", "--config.data.n_mels=16"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: config.data.target='nope'")
+    assert not os.listdir(tmp_path)  # refused before anything was written
+
+
+def test_methods_set_exactly_their_losses():
+    weights = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann")
+
+    def on(method):
+        config = cross_corpus.get_config(f"a,b,{method}")
+        return {w for w in weights if config.loss[w] > 0}
+
+    assert on("source_only") == set()
+    assert on("dan") == {"w_mmd"}
+    assert on("dann") == {"w_dann"}
+    assert on("emodna") == {"w_cor", "w_cd", "w_ca", "w_mmd"}
+    assert on("no_ca") == {"w_cor", "w_cd", "w_mmd"}
+    assert cross_corpus.get_config("a,b").method == "emodna"
+    with pytest.raises(ValueError, match="unknown method 'mdd'"):
+        cross_corpus.get_config("a,b,mdd")
+    with pytest.raises(ValueError, match="needs SOURCE,TARGET"):
+        cross_corpus.get_config("a")
+
+
+# -- DANN --------------------------------------------------------------------
+
+
+def _dann_model():
+    return models.EmoDNAModel(num_classes=3, backbone="tim",
+                              backbone_kwargs={"features": 8, "num_blocks": 1},
+                              projection_dim=8, hidden_dim=8, dropout_rate=0.0,
+                              domain_discriminator=True)
+
+
+def test_dann_reverses_the_discriminator_gradient_into_the_backbone():
+    """The domain loss's gradient at the backbone and the emotion projector is
+    -coefficient x the plain one; the discriminator itself descends as usual."""
+    frames = jax.random.normal(jax.random.key(0), (6, 20, 8))
+    mask = jnp.ones((6, 20), bool)
+    corpus = jnp.array([0, 0, 0, 1, 1, 1])
+    model = _dann_model()
+    variables = model.init(jax.random.key(1), frames, mask, train=False)
+    params = variables["params"]
+
+    def grads(coefficient):
+        def loss(p):
+            out = model.apply({**variables, "params": p}, frames, mask, train=False,
+                              domain_coefficient=coefficient)
+            return losses.cross_entropy(out["domain_logits"], corpus)
+        return jax.grad(loss)(params)
+
+    reversed_, plain = grads(0.3), grads(-1.0)  # -1: reversal of a reversal
+    for name in ("backbone", "emotion_projector"):
+        for r, p in zip(jax.tree.leaves(reversed_[name]), jax.tree.leaves(plain[name])):
+            np.testing.assert_allclose(r, -0.3 * p, rtol=1e-4, atol=1e-8)
+        assert max(np.abs(g).max() for g in jax.tree.leaves(plain[name])) > 0
+    for r, p in zip(jax.tree.leaves(reversed_["domain_discriminator"]),
+                    jax.tree.leaves(plain["domain_discriminator"])):
+        np.testing.assert_allclose(r, p, rtol=1e-5, atol=1e-8)
+    # The corpus branch of Emo-DNA never sees the domain loss.
+    assert all(np.all(g == 0) for g in jax.tree.leaves(plain["corpus_projector"]))
+
+
+def test_objective_adds_the_weighted_domain_loss_unramped():
+    rng = np.random.default_rng(0)
+    n, c = 4, 3
+    outputs = {"logits": jnp.asarray(rng.normal(size=(2 * n, c)), jnp.float32),
+               "domain_logits": jnp.asarray(rng.normal(size=(2 * n, 2)), jnp.float32)}
+    labels = jnp.asarray(rng.integers(0, c, n), jnp.int32)
+
+    def total(w_dann):
+        cfg = objective_lib.ObjectiveConfig(num_classes=c, total_steps=100, w_cor=0.0,
+                                            w_cd=0.0, w_ca=0.0, w_mmd=0.0, w_dann=w_dann)
+        adapt = objective_lib.AdaptState.create(c, 8)
+        loss, (_, metrics) = objective_lib.objective(cfg, outputs, labels, adapt,
+                                                     jnp.int32(0))
+        return float(loss), metrics
+
+    logits = np.asarray(outputs["domain_logits"], np.float64)
+    corpus = np.repeat([0, 1], n)
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    want = -log_p[np.arange(2 * n), corpus].mean()
+    with_dann, metrics = total(2.0)
+    np.testing.assert_allclose(with_dann - float(metrics["loss_cls"]), 2.0 * want,
+                               rtol=1e-5)
+    np.testing.assert_allclose(metrics["loss_dann"], want, rtol=1e-5)
+    np.testing.assert_allclose(objective_lib.domain_coefficient(
+        objective_lib.ObjectiveConfig(num_classes=c, total_steps=100), 50),
+        2 / (1 + np.exp(-5.0)) - 1, rtol=1e-6)
+
+
+def test_training_logs_the_target_prediction_histogram():
+    logits = jnp.asarray([[3.0, 0, 0], [2, 1, 0], [0, 5, 0], [1, 0, 0]])
+    cfg = objective_lib.ObjectiveConfig(num_classes=3, total_steps=10)
+    out = objective_lib._prediction_histogram(cfg, logits)
+    shares = np.array([0.75, 0.25, 0.0])
+    np.testing.assert_allclose([out[f"target_predicted_{k}"] for k in range(3)], shares)
+    np.testing.assert_allclose(out["target_prediction_entropy"],
+                               -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)), rtol=1e-6)
+
+
+# -- pseudo-label diagnostics ------------------------------------------------
+
+
+def test_pseudo_label_report_hand_worked():
+    # tau_g 0.6, p_tilde (0.5, 0.25, 0.25): thresholds 0.6 * (1, 0.5, 0.5).
+    probs = np.array([[0.7, 0.2, 0.1],     # class 0, 0.7 >= 0.6: passes, right
+                      [0.5, 0.3, 0.2],     # class 0, 0.5 <  0.6: fails
+                      [0.2, 0.35, 0.45],   # class 2, 0.45 >= 0.3: passes, wrong
+                      [0.3, 0.4, 0.3],     # class 1, passes; out-of-task emotion
+                      [0.1, 0.8, 0.1]],    # class 1, passes, right
+                     np.float32)
+    labels = np.array([0, 0, 1, input_pipeline.EXCLUDED, 1])
+    row = evaluate.pseudo_label_report(probs, labels, 0.6, [0.5, 0.25, 0.25],
+                                       ["a", "b", "c"])
+    assert row["passed_fraction"] == pytest.approx(0.8)
+    assert row["passed_count"] == 4
+    assert row["passed_accuracy"] == pytest.approx(2 / 3)
+    assert [row[f"predicted_{k}"] for k in "abc"] == [1, 2, 1]
+    assert [row[f"true_{k}"] for k in "abc"] == [1, 2, 0]
+
+
+# -- the benchmark runner ----------------------------------------------------
+
+
+def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
+    pytest.importorskip("opensmile")
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from benchmarks import cross_corpus as runner
+    out = str(tmp_path / "out")
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nProse that a rerun keeps.\n")
+    argv = ["--data_dir", toy_data_dir, "--out", out, "--tasks", "toy_src:toy_tgt",
+            "--methods", "source_only,dann", "--seeds", "0", "--doc", str(doc)]
+    for override in TOY_OVERRIDES:
+        argv += ["--set", override]
+    assert runner.main(argv) == 0
+
+    with open(os.path.join(out, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["task"], r["method"], r["seed"]) for r in rows] == [
+        ("toy_src:toy_tgt", "dann", "0"), ("toy_src:toy_tgt", "source_only", "0")]
+    for row in rows:
+        summary = evaluate_summary(runner.run_dir(out, row["task"], row["method"], 0))
+        assert float(row["uar"]) == pytest.approx(summary["selected"]["target"]["uar"])
+        assert float(row["uar_last"]) == pytest.approx(summary["last"]["target"]["uar"])
+        assert summary["selection_rule"] == "source_val_uar"
+    table = open(os.path.join(out, "results.md")).read()
+    assert "| toy_src → toy_tgt | " in table and "DANN" in table
+    assert "eGeMAPS + LR" in table and "mean over 1 complete tasks" in table
+    assert "--data_dir=DATA" in table and "--out=OUT" in table
+    assert os.path.exists(os.path.join(out, "results.png"))
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nProse that a rerun keeps.")
+    assert text.count(runner.BEGIN) == 1
+
+    # Rerun: every run is finished, so nothing trains; the doc keeps one section.
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("a finished run was started again")
+    monkeypatch.setattr(runner.subprocess, "call", no_subprocess)
+    assert runner.main(argv) == 0
+    with open(os.path.join(out, "results.csv")) as f:
+        assert list(csv.DictReader(f)) == rows
+    assert doc.read_text().count(runner.BEGIN) == 1
+
+
+def evaluate_summary(workdir):
+    import json
+    with open(os.path.join(workdir, "eval", "summary.json")) as f:
+        return json.load(f)
+
+
+def test_egemaps_anchor_on_separable_functionals():
+    """LR on z-normalised functionals: a per-corpus offset is removed, so a
+    class shift that survives it transfers; LOSO never trains on its speaker."""
+    from benchmarks import egemaps
+    rng = np.random.default_rng(0)
+
+    def table(offset, n=40):
+        emotion = np.array(["angry", "sad"] * n)
+        x = rng.normal(size=(2 * n, 5)) + offset
+        x[:, 0] += np.where(emotion == "angry", 3.0, -3.0)
+        return {"x": x, "emotion": emotion,
+                "speaker": np.array([f"s{i % 4}" for i in range(2 * n)])}
+
+    assert egemaps.cross_corpus_uar(table(0.0), table(50.0), ["angry", "sad"]) > 0.95
+    assert egemaps.in_corpus_uar(table(0.0), ["angry", "sad"]) > 0.95
+    noise = table(0.0)
+    noise["x"] = rng.normal(size=noise["x"].shape)
+    assert egemaps.in_corpus_uar(noise, ["angry", "sad"]) < 0.75
+
+
+# -- bring your own features (.npy) ------------------------------------------
+
+
+def _npy_corpus(root, shapes):
+    os.makedirs(root, exist_ok=True)
+    rows, arrays = [], {}
+    rng = np.random.default_rng(0)
+    for i, shape in enumerate(shapes):
+        name = f"u{i}.npy"
+        arrays[name] = rng.normal(size=shape).astype(np.float32)
+        np.save(os.path.join(root, name), arrays[name])
+        rows.append([name, ("angry", "sad")[i % 2], f"spk{i % 3}", "male"])
+    return write_manifest(os.path.join(root, "m.csv"), rows), arrays
+
+
+def test_npy_features_are_stored_as_given(tmp_path):
+    manifest, arrays = _npy_corpus(str(tmp_path / "raw"), [(7 + i, 5) for i in range(6)])
+    records, skipped = corpora.parse_csv(manifest, name="mine")
+    config = FeatureConfig(kind="npy", npy_dim=5)
+    result = builder.build_corpus(records, corpus="mine", root=os.path.dirname(manifest),
+                                  data_dir=str(tmp_path / "data"), feature_config=config,
+                                  parse_skipped=skipped, progress=False, num_folds=0)
+    assert result.path.endswith(os.path.join("mine-npy5", "1.0.0"))
+    corpus = PreparedCorpus(result.path)
+    assert corpus.feature_config == config and config.num_bins == 5
+    data = corpus.source("all")
+    got = {data[i]["path"].decode(): data[i]["features"] for i in range(len(data))}
+    assert sorted(got) == sorted(arrays)
+    for name, frames in got.items():
+        np.testing.assert_array_equal(frames, arrays[name])
+    with pytest.raises(ValueError, match="computed outside emodna_jax"):
+        FeatureExtractor(config)
+
+
+def test_npy_features_of_the_wrong_shape_are_a_clear_error(tmp_path):
+    manifest, _ = _npy_corpus(str(tmp_path / "raw"), [(7, 5), (8, 4), (9, 5)])
+    records, _ = corpora.parse_csv(manifest, name="mine")
+    with pytest.raises(extract.StrictModeError,
+                       match=r"u1\.npy: features have shape \(8, 4\); expected \[T, 5\]"):
+        builder.build_corpus(records, corpus="mine", root=os.path.dirname(manifest),
+                             data_dir=str(tmp_path / "data"),
+                             feature_config=FeatureConfig(kind="npy", npy_dim=5),
+                             parse_skipped=[], progress=False, num_folds=0)
+    assert not os.path.exists(builder.dataset_dir(
+        str(tmp_path / "data"), "mine", FeatureConfig(kind="npy", npy_dim=5)))
+    with pytest.raises(ValueError, match="npy_dim .* must be given"):
+        FeatureConfig(kind="npy")
