@@ -13,8 +13,10 @@ Reference rows per task: openSMILE eGeMAPSv02 + logistic regression trained on
 the source (the anchor) and the target's own leave-one-speaker-out figure (the
 ceiling), see benchmarks/egemaps.py.
 
-A run with a ``result.json`` is finished and skipped, so the runner resumes
-where it stopped; ``results.csv``, ``results.md`` and ``results.png`` in OUT
+A run with a ``result.json``, or a row in ``OUT/results.csv`` or in the csv
+beside ``--doc``, is finished and skipped, so the runner resumes where it
+stopped, also in a fresh checkout that has only the committed csv;
+``results.csv``, ``results.md`` and ``results.png`` in OUT
 are rewritten after every run (``--doc`` copies the table to a file of docs/).
 Every table is written by this program: never edit one by hand.
 """
@@ -266,13 +268,36 @@ def figure(results, tasks, methods, anchors, path: str):
     os.replace(tmp, path)
 
 
+def read_results(path: str) -> dict:
+    """(task, method, seed) -> result row of a results.csv written before."""
+    if not os.path.exists(path):
+        return {}
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            row = {k: (v if k in ("task", "method") else
+                       int(v) if k in ("seed", "selected_step") else float(v))
+                   for k, v in row.items()}
+            rows[row["task"], row["method"], row["seed"]] = row
+    return rows
+
+
+def _csv_paths(out: str, doc: str | None) -> list[str]:
+    """results.csv in OUT, and beside --doc: committed with the doc, it lets
+    a fresh checkout resume the table without the runs' folders."""
+    return [os.path.join(out, "results.csv")] + (
+        [os.path.splitext(doc)[0] + ".csv"] if doc else [])
+
+
 def write_outputs(results, tasks, methods, anchors, out: str, command: str,
                   doc: str | None):
-    with open(os.path.join(out, "results.csv.tmp"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(sorted(results, key=lambda r: (r["task"], r["method"], r["seed"])))
-    os.replace(os.path.join(out, "results.csv.tmp"), os.path.join(out, "results.csv"))
+    for path in _csv_paths(out, doc):
+        with open(path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(sorted(results, key=lambda r: (r["task"], r["method"],
+                                                            r["seed"])))
+        os.replace(path + ".tmp", path)
     text = markdown(results, tasks, methods, anchors, command)
     for path in [os.path.join(out, "results.md")] + ([doc] if doc else []):
         image = os.path.splitext(path)[0] + ".png"
@@ -335,18 +360,21 @@ def main(argv=None) -> int:
 
     # Seed by seed, so a partial table already covers every task.
     plan = [(t, m, s) for s in seeds for t in tasks for m in methods]
+    known = {}
+    for path in reversed(_csv_paths(out, args.doc)):
+        known.update(read_results(path))
     results, start = [], time.time()
     fresh = 0
     for k, (task, method, seed) in enumerate(plan, 1):
-        finished = os.path.exists(os.path.join(run_dir(out, task, method, seed),
-                                               "result.json"))
-        result = run_one(task, method, seed, out=out, data_dir=data_dir,
-                         overrides=args.set)
+        finished = (task, method, seed) in known or os.path.exists(
+            os.path.join(run_dir(out, task, method, seed), "result.json"))
+        result = known.get((task, method, seed)) or run_one(
+            task, method, seed, out=out, data_dir=data_dir, overrides=args.set)
         results.append(result)
         if not finished:
             fresh += 1
             rate = (time.time() - start) / fresh
-            remaining = sum(not os.path.exists(os.path.join(
+            remaining = sum(p not in known and not os.path.exists(os.path.join(
                 run_dir(out, *p), "result.json")) for p in plan[k:])
             print(f"[{k}/{len(plan)}] {task} {method} seed {seed}: target UAR "
                   f"{result['uar']:.3f} (last {result['uar_last']:.3f}), "

@@ -15,8 +15,12 @@ import dataclasses
 import librosa
 import numpy as np
 
-FEATURE_KINDS = ("logmel", "mfcc", "npy")
+FEATURE_KINDS = ("logmel", "mfcc", "logmel_pitch", "npy")
 LOG_FLOOR = 1e-6  # keeps log(mel) finite on digital silence
+# Pitch track of kind 'logmel_pitch' (three values per frame after the bands).
+PITCH_RANGE_HZ = (60.0, 500.0)   # covers adult speech, low male to high female
+VOICING_THRESHOLD = 0.5          # NCCF above it: a periodic (voiced) frame
+PITCH_COLUMNS = ("log_f0", "nccf", "log_energy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +28,10 @@ class FeatureConfig:
     """How waveforms become frames.
 
     Attributes:
-      kind: 'logmel' (log of mel power) or 'mfcc' (cepstra plus deltas and
-        delta-deltas, so ``3 * n_mfcc`` values per frame).
+      kind: 'logmel' (log of mel power), 'mfcc' (cepstra plus deltas and
+        delta-deltas, so ``3 * n_mfcc`` values per frame), 'logmel_pitch'
+        (log-mel plus log F0, voicing and log energy: ``n_mels + 3``; see
+        :func:`pitch_features`) or 'npy' (the user's own).
       sample_rate: every file is resampled to this rate first.
       n_mels: mel bands (64 or 80 are usual for SER).
       n_mfcc: cepstral coefficients before deltas (13 gives the classic 39).
@@ -79,6 +85,7 @@ class FeatureConfig:
     @property
     def num_bins(self) -> int:
         return {"logmel": self.n_mels, "mfcc": 3 * self.n_mfcc,
+                "logmel_pitch": self.n_mels + len(PITCH_COLUMNS),
                 "npy": self.npy_dim}[self.kind]
 
     @property
@@ -122,6 +129,56 @@ def load_npy_features(path: str, config: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(frames, dtype=config.dtype)
 
 
+def fill_unvoiced(values: np.ndarray, voiced: np.ndarray) -> np.ndarray:
+    """``values`` with unvoiced frames linearly interpolated between the
+    nearest voiced ones (held flat before the first and after the last), so a
+    pitch contour has no holes for normalisation to trip on; all unvoiced:
+    the geometric centre of PITCH_RANGE_HZ, in log."""
+    if not voiced.any():
+        return np.full_like(values, 0.5 * np.log(np.prod(PITCH_RANGE_HZ)))
+    index = np.arange(values.size)
+    return np.interp(index, index[voiced], values[voiced]).astype(values.dtype)
+
+
+def pitch_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """``[T, 3]``: log F0, voicing (NCCF) and log energy per frame, on the
+    STFT's frame grid (``1 + len // hop_length`` frames, centred).
+
+    The prosody log-mel bands resolve poorly (Kaldi's "fbank + pitch" in
+    spirit).  F0 is YIN's (``librosa.yin``, 60-500 Hz, a window of two
+    periods of the lowest pitch); the voicing value is the normalised
+    cross-correlation of each window with itself one pitch period later
+    (near 1 for voiced speech, near 0 for noise and silence), and the log F0
+    of frames under VOICING_THRESHOLD is interpolated from the voiced ones
+    (:func:`fill_unvoiced`).  Log energy is the log mean square of the
+    analysis window, the loudness cue that per-bin normalisation of the mel
+    bands can remove.
+    """
+    cfg = config
+    y = np.asarray(waveform, np.float32)
+    low, high = PITCH_RANGE_HZ
+    frame_length = int(2 ** np.ceil(np.log2(2 * cfg.sample_rate / low)))
+    f0 = librosa.yin(y, fmin=low, fmax=high, sr=cfg.sample_rate,
+                     frame_length=frame_length, hop_length=cfg.hop_length,
+                     center=True)
+    frames = librosa.util.frame(np.pad(y, frame_length // 2), frame_length=frame_length,
+                                hop_length=cfg.hop_length)[:, :f0.size].T  # [T, L]
+    period = np.clip(np.round(cfg.sample_rate / f0).astype(int), 1, frame_length - 1)
+    lead = np.arange(frame_length)[None, :]
+    valid = lead < frame_length - period[:, None]
+    lagged = np.take_along_axis(frames, np.minimum(lead + period[:, None],
+                                                   frame_length - 1), axis=1)
+    head = np.where(valid, frames, 0.0)
+    lagged = np.where(valid, lagged, 0.0)
+    denominator = np.sqrt(np.sum(head ** 2, 1) * np.sum(lagged ** 2, 1))
+    nccf = np.sum(head * lagged, 1) / np.maximum(denominator, 1e-10)
+    log_f0 = fill_unvoiced(np.log(f0), nccf > VOICING_THRESHOLD)
+    rms = librosa.feature.rms(y=y, frame_length=cfg.n_fft, hop_length=cfg.hop_length,
+                              center=True)[0, :f0.size]
+    log_energy = np.log(np.square(rms) + LOG_FLOOR)
+    return np.stack([log_f0, nccf, log_energy], axis=1).astype(np.float32)
+
+
 class FeatureExtractor:
     """Computes frames for one :class:`FeatureConfig`.
 
@@ -153,6 +210,9 @@ class FeatureExtractor:
         mel_power = self._mel_basis @ (np.abs(spectrum) ** 2)
         if cfg.kind == "logmel":
             frames = np.log(mel_power + LOG_FLOOR)
+        elif cfg.kind == "logmel_pitch":
+            frames = np.concatenate([np.log(mel_power + LOG_FLOOR),
+                                     pitch_features(waveform, cfg).T], axis=0)
         else:
             cepstra = librosa.feature.mfcc(
                 S=librosa.power_to_db(mel_power), n_mfcc=cfg.n_mfcc)

@@ -12,6 +12,7 @@ from data_prep.features import FEATURE_KINDS
 PARALLELISM = ("shard_map", "pmap")
 CLASSIFIERS = ("linear", "am")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+NORMALIZATIONS = ("corpus", "speaker")
 
 
 def _fail(key: str, message: str):
@@ -45,6 +46,8 @@ def validate_config(config):
     _choice("model.classifier", config.model.classifier, CLASSIFIERS)
     _choice("model.compute_dtype", config.model.compute_dtype, COMPUTE_DTYPES)
     _choice("data.feature", config.data.feature, FEATURE_KINDS)
+    _choice("data.normalization", config.data.get("normalization", "corpus"),
+            NORMALIZATIONS)
     if not 0 <= config.model.dropout_rate < 1:
         _fail("model.dropout_rate", f"must be in [0, 1), got {config.model.dropout_rate}")
 

@@ -24,6 +24,7 @@ import grain
 import numpy as np
 
 from data_prep import prepare
+from data_prep import stats as stats_lib
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig
 
@@ -41,6 +42,10 @@ class TaskCorpus:
       mean, std: per-bin normalisation (std already floored).
       train_split: what training reads ('train', 'all', 'fold0+fold2'...).
       eval_split: what evaluation reports on ('validation', 'all', 'fold1').
+      speaker_mean, speaker_std: [speakers, bins] per-speaker normalisation
+        (``data.normalization='speaker'``), indexed by the stored speaker
+        id, or None: per-corpus ``mean``/``std`` for everyone.
+      std_floor: the floor applied to every std, per-utterance ones included.
     """
     corpus: PreparedCorpus
     corpus_id: int
@@ -49,18 +54,47 @@ class TaskCorpus:
     std: np.ndarray
     train_split: str
     eval_split: str
+    speaker_mean: np.ndarray | None = None
+    speaker_std: np.ndarray | None = None
+    std_floor: float = 0.0
 
     @classmethod
     def create(cls, corpus: PreparedCorpus, corpus_id: int,
                classes: Sequence[str], *, train_split: str, eval_split: str,
-               normalization, std_floor: float) -> "TaskCorpus":
-        """``normalization``: (mean, std) per bin, e.g. ``corpus.normalization()``."""
+               normalization, std_floor: float, per_speaker: bool = False,
+               ) -> "TaskCorpus":
+        """``normalization``: (mean, std) per bin, e.g. ``corpus.normalization()``.
+
+        ``per_speaker``: standardise each utterance with its own speaker's
+        statistics instead (from the stored per-speaker sums, which need no
+        labels), the usual practice across corpora: it removes voice and
+        channel level while keeping each speaker's emotional variation.
+        """
         class_map = np.array([classes.index(e) if e in classes else EXCLUDED
                               for e in corpus.emotions], np.int32)
         mean, std = normalization
+        speaker_mean = speaker_std = None
+        if per_speaker:
+            stats = [stats_lib.mean_std(corpus.metadata["speaker_sums"], [name])
+                     for name in corpus.metadata["speakers"]]
+            speaker_mean = np.asarray([m for m, _ in stats], np.float32)
+            speaker_std = np.maximum([s for _, s in stats], std_floor).astype(np.float32)
         return cls(corpus, corpus_id, class_map, np.asarray(mean, np.float32),
                    np.maximum(std, std_floor).astype(np.float32), train_split,
-                   eval_split)
+                   eval_split, speaker_mean, speaker_std, std_floor)
+
+    def normalize(self, raw: dict) -> np.ndarray:
+        """The stored frames of one example, standardised per bin: with its
+        speaker's statistics under per-speaker normalisation (an utterance of
+        unknown speaker, as in prediction, with its own), else the corpus's."""
+        frames = raw["features"].astype(np.float32)
+        if self.speaker_mean is None:
+            return (frames - self.mean) / self.std
+        if "speaker" in raw:
+            speaker = int(raw["speaker"])
+            return (frames - self.speaker_mean[speaker]) / self.speaker_std[speaker]
+        return ((frames - frames.mean(0))
+                / np.maximum(frames.std(0), self.std_floor)).astype(np.float32)
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
@@ -74,7 +108,7 @@ class TaskCorpus:
 
         A random crop when ``rng`` is given (training), else a centre crop.
         """
-        frames = (raw["features"].astype(np.float32) - self.mean) / self.std
+        frames = self.normalize(raw)
         length = frames.shape[0]
         if length > num_frames:
             excess = length - num_frames
@@ -260,7 +294,8 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
     def task(corpus, corpus_id, train_split, eval_split, normalization):
         return TaskCorpus.create(corpus, corpus_id, classes, train_split=train_split,
                                  eval_split=eval_split, normalization=normalization,
-                                 std_floor=data.std_floor)
+                                 std_floor=data.std_floor,
+                                 per_speaker=data.get("normalization", "corpus") == "speaker")
 
     source = find("source")
     if data.protocol == "single_corpus":

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -258,13 +259,21 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
     assert text.startswith("# Results\n\nProse that a rerun keeps.")
     assert text.count(runner.BEGIN) == 1
 
-    # Rerun: every run is finished, so nothing trains; the doc keeps one section.
+    # Reruns: every run is finished, so nothing trains; the doc keeps one
+    # section.  First from the runs' result.json files alone, then, as in a
+    # fresh checkout, from the csv committed beside the doc alone.
     def no_subprocess(*args, **kwargs):
         raise AssertionError("a finished run was started again")
     monkeypatch.setattr(runner.subprocess, "call", no_subprocess)
+    os.remove(os.path.join(out, "results.csv"))
+    os.remove(tmp_path / "results.csv")
     assert runner.main(argv) == 0
-    with open(os.path.join(out, "results.csv")) as f:
-        assert list(csv.DictReader(f)) == rows
+    shutil.rmtree(os.path.join(out, "runs"))
+    os.remove(os.path.join(out, "results.csv"))
+    assert runner.main(argv) == 0
+    for path in (os.path.join(out, "results.csv"), tmp_path / "results.csv"):
+        with open(path) as f:
+            assert list(csv.DictReader(f)) == rows
     assert doc.read_text().count(runner.BEGIN) == 1
 
 

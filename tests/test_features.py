@@ -59,3 +59,68 @@ def test_config_round_trips_through_dict():
     assert FeatureConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown feature settings"):
         FeatureConfig.from_dict({"kind": "logmel", "bins": 3})
+
+
+def _harmonic(f0, seconds=1.0, sample_rate=16000):
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.2 * sum(np.sin(2 * np.pi * k * f0 * t) / k
+                      for k in range(1, 6))).astype(np.float32)
+
+
+def test_logmel_pitch_is_logmel_then_yin_f0_voicing_and_energy():
+    from data_prep.features import pitch_features
+    wave = np.concatenate([_harmonic(150.0, 0.5), np.zeros(4000, np.float32),
+                           _harmonic(220.0, 0.5)])
+    config = FeatureConfig(kind="logmel_pitch")
+    got = FeatureExtractor(config)(wave)
+    assert got.shape == (1 + wave.size // 160, 64 + 3) and config.num_bins == 67
+    np.testing.assert_array_equal(got[:, :64], FeatureExtractor(FeatureConfig())(wave))
+    log_f0, nccf, log_energy = got[:, 64:].T
+    np.testing.assert_array_equal(got[:, 64:], pitch_features(wave, config))
+    # Voiced frames carry YIN's own estimate (an independent call) ...
+    yin = librosa.yin(wave, fmin=60, fmax=500, sr=16000, frame_length=1024,
+                      hop_length=160, center=True)
+    voiced = nccf > 0.5
+    np.testing.assert_allclose(log_f0[voiced], np.log(yin[voiced]), rtol=1e-6)
+    # ... at the right pitch, with a near-perfect periodicity in the tones;
+    assert np.exp(np.median(log_f0[5:40])) == pytest.approx(150.0, rel=0.01)
+    assert np.exp(np.median(log_f0[-40:-5])) == pytest.approx(220.0, rel=0.01)
+    assert nccf[5:40].min() > 0.95 and nccf[-40:-5].min() > 0.95
+    # the silence between them is unvoiced, and its pitch is interpolated.
+    gap = slice(57, 70)
+    assert (nccf[gap] < 0.5).all()
+    assert ((log_f0[gap] >= np.log(149)) & (log_f0[gap] <= np.log(221))).all()
+    assert np.all(np.diff(log_f0[gap]) >= 0)
+    # Log energy is the log mean square of the analysis window.
+    rms = librosa.feature.rms(y=wave, frame_length=512, hop_length=160, center=True)[0]
+    np.testing.assert_allclose(log_energy, np.log(rms ** 2 + 1e-6), rtol=1e-5)
+    assert log_energy[gap].max() < log_energy[5:40].min() - 5
+
+
+def test_voicing_is_the_normalised_correlation_one_period_later():
+    """NCCF of one frame, by an explicit loop; white noise is unvoiced."""
+    from data_prep.features import pitch_features
+    rng = np.random.default_rng(0)
+    wave = (_harmonic(180.0) + 0.05 * rng.standard_normal(16000)).astype(np.float32)
+    config = FeatureConfig(kind="logmel_pitch")
+    nccf = pitch_features(wave, config)[:, 1]
+    yin = librosa.yin(wave, fmin=60, fmax=500, sr=16000, frame_length=1024,
+                      hop_length=160, center=True)
+    padded = np.pad(wave, 512)
+    for t in (20, 50):
+        frame = padded[t * 160: t * 160 + 1024].astype(np.float64)
+        p = int(round(16000 / yin[t]))
+        a, b = frame[:1024 - p], frame[p:]
+        want = np.dot(a, b) / np.sqrt(np.dot(a, a) * np.dot(b, b))
+        assert nccf[t] == pytest.approx(want, abs=1e-4)
+    noise = pitch_features(rng.standard_normal(16000).astype(np.float32), config)
+    assert (noise[:, 1] > 0.5).mean() < 0.1
+
+
+def test_fill_unvoiced_hand_worked():
+    from data_prep.features import PITCH_RANGE_HZ, fill_unvoiced
+    values = np.array([9.0, 1.0, 0.0, 0.0, 4.0, 7.0], np.float32)
+    voiced = np.array([False, True, False, False, True, False])
+    np.testing.assert_allclose(fill_unvoiced(values, voiced), [1, 1, 2, 3, 4, 4])
+    np.testing.assert_allclose(fill_unvoiced(values, np.zeros(6, bool)),
+                               np.log(np.sqrt(PITCH_RANGE_HZ[0] * PITCH_RANGE_HZ[1])))

@@ -140,3 +140,31 @@ def test_open_task_reports_missing_corpora(toy_data_dir):
     config.data.target = "nowhere"
     with pytest.raises(FileNotFoundError, match="config.data.target='nowhere'"):
         input_pipeline.open_task(config)
+
+
+def test_per_speaker_normalisation_uses_each_speakers_own_frames(toy_data_dir):
+    """Every utterance is standardised with the mean/std of all frames of its
+    speaker, recomputed here from the stored frames; unknown speaker (new
+    audio): with the utterance's own."""
+    corpus = PreparedCorpus.find(toy_data_dir, "toy_src", FeatureConfig(n_mels=16))
+    task = input_pipeline.TaskCorpus.create(
+        corpus, 0, CLASSES, train_split="all", eval_split="all",
+        normalization=corpus.normalization("all"), std_floor=0.01, per_speaker=True)
+    data = corpus.source("all")
+    examples = [data[i] for i in range(len(data))]
+    for speaker in {int(e["speaker"]) for e in examples}:
+        frames = np.concatenate([e["features"] for e in examples
+                                 if e["speaker"] == speaker]).astype(np.float64)
+        mean, std = frames.mean(0), np.maximum(frames.std(0), 0.01)
+        for e in [e for e in examples if e["speaker"] == speaker][:2]:
+            got = task.example(e, e["features"].shape[0], None, with_label=True)["frames"]
+            np.testing.assert_allclose(got, (e["features"] - mean) / std, rtol=1e-4,
+                                       atol=1e-4)
+    alone = examples[0]["features"].astype(np.float64)
+    got = task.normalize({"features": alone})
+    np.testing.assert_allclose(got, (alone - alone.mean(0)) / np.maximum(alone.std(0), 0.01),
+                               rtol=1e-4, atol=1e-4)
+    corpus_wide = input_pipeline.TaskCorpus.create(
+        corpus, 0, CLASSES, train_split="all", eval_split="all",
+        normalization=corpus.normalization("all"), std_floor=0.01)
+    assert not np.allclose(corpus_wide.normalize(examples[0]), task.normalize(examples[0]))
