@@ -282,16 +282,21 @@ def read_results(path: str) -> dict:
     return rows
 
 
-def _csv_paths(out: str, doc: str | None) -> list[str]:
+def _beside(path: str, section: str, suffix: str) -> str:
+    """docs/results.md, section 'x' -> docs/results_x.csv (or .png)."""
+    return os.path.splitext(path)[0] + (f"_{section}" if section else "") + suffix
+
+
+def _csv_paths(out: str, doc: str | None, section: str = "") -> list[str]:
     """results.csv in OUT, and beside --doc: committed with the doc, it lets
     a fresh checkout resume the table without the runs' folders."""
     return [os.path.join(out, "results.csv")] + (
-        [os.path.splitext(doc)[0] + ".csv"] if doc else [])
+        [_beside(doc, section, ".csv")] if doc else [])
 
 
 def write_outputs(results, tasks, methods, anchors, out: str, command: str,
-                  doc: str | None):
-    for path in _csv_paths(out, doc):
+                  doc: str | None, section: str = ""):
+    for path in _csv_paths(out, doc, section):
         with open(path + ".tmp", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
@@ -300,27 +305,34 @@ def write_outputs(results, tasks, methods, anchors, out: str, command: str,
         os.replace(path + ".tmp", path)
     text = markdown(results, tasks, methods, anchors, command)
     for path in [os.path.join(out, "results.md")] + ([doc] if doc else []):
-        image = os.path.splitext(path)[0] + ".png"
+        image = _beside(path, section if path == doc else "", ".png")
         figure(results, tasks, methods, anchors, image)
         body = text + f"\n![target UAR per task]({os.path.basename(image)})\n"
         if path == doc and os.path.exists(doc):
-            body = _replace_section(open(doc).read(), body)
+            body = _replace_section(open(doc).read(), body, section)
         with open(path + ".tmp", "w") as f:
             f.write(body)
         os.replace(path + ".tmp", path)
 
 
-BEGIN, END = "<!-- cross_corpus.py: begin -->", "<!-- cross_corpus.py: end -->"
+def markers(section: str = "") -> tuple[str, str]:
+    """The comments around a generated section of a --doc file."""
+    name = f"cross_corpus.py{' ' + section if section else ''}"
+    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
 
 
-def _replace_section(document: str, table: str) -> str:
+BEGIN, END = markers()
+
+
+def _replace_section(document: str, table: str, section: str = "") -> str:
     """``document`` with its generated section (between the markers) replaced,
-    so prose around a generated table survives a rerun."""
-    section = f"{BEGIN}\n{table}{END}"
-    if BEGIN in document and END in document:
-        head, rest = document.split(BEGIN, 1)
-        return head + section + rest.split(END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + section + "\n"
+    so prose around a generated table, and other sections, survive a rerun."""
+    begin, end = markers(section)
+    generated = f"{begin}\n{table}{end}"
+    if begin in document and end in document:
+        head, rest = document.split(begin, 1)
+        return head + generated + rest.split(end, 1)[1]
+    return document.rstrip("\n") + "\n\n" + generated + "\n"
 
 
 def main(argv=None) -> int:
@@ -338,6 +350,9 @@ def main(argv=None) -> int:
     parser.add_argument("--doc", default=None,
                         help="Also write the table into this markdown file's "
                              "generated section (e.g. docs/results.md).")
+    parser.add_argument("--section", default="",
+                        help="Name of that section, for several tables in one "
+                             "file (its csv and figure take the name too).")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if len(t.split(":")) != 2]
@@ -361,7 +376,7 @@ def main(argv=None) -> int:
     # Seed by seed, so a partial table already covers every task.
     plan = [(t, m, s) for s in seeds for t in tasks for m in methods]
     known = {}
-    for path in reversed(_csv_paths(out, args.doc)):
+    for path in reversed(_csv_paths(out, args.doc, args.section)):
         known.update(read_results(path))
     results, start = [], time.time()
     fresh = 0
@@ -383,7 +398,8 @@ def main(argv=None) -> int:
         else:
             print(f"[{k}/{len(plan)}] {task} {method} seed {seed}: done before, "
                   "skipped", flush=True)
-        write_outputs(results, tasks, methods, anchors, out, command, args.doc)
+        write_outputs(results, tasks, methods, anchors, out, command, args.doc,
+                      args.section)
     print(f"tables: {os.path.join(out, 'results.md')}", flush=True)
     return 0
 

@@ -350,3 +350,16 @@ def test_npy_features_of_the_wrong_shape_are_a_clear_error(tmp_path):
         str(tmp_path / "data"), "mine", FeatureConfig(kind="npy", npy_dim=5)))
     with pytest.raises(ValueError, match="npy_dim .* must be given"):
         FeatureConfig(kind="npy")
+
+
+def test_doc_sections_are_replaced_in_place_and_independently():
+    from benchmarks import cross_corpus as runner
+    doc = "# R\n\nintro\n"
+    doc = runner._replace_section(doc, "table A1\n")
+    doc = runner._replace_section(doc, "table B1\n", "probe")
+    doc = doc + "\nclosing prose\n"
+    doc = runner._replace_section(doc, "table A2\n")
+    assert doc == ("# R\n\nintro\n\n<!-- cross_corpus.py: begin -->\ntable A2\n"
+                   "<!-- cross_corpus.py: end -->\n\n<!-- cross_corpus.py probe: begin -->"
+                   "\ntable B1\n<!-- cross_corpus.py probe: end -->\n\nclosing prose\n")
+    assert runner._beside("docs/results.md", "probe", ".csv") == "docs/results_probe.csv"
