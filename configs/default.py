@@ -67,6 +67,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.prototype_momentum = 0.9
     config.loss.mmd_multipliers = (0.25, 0.5, 1.0, 2.0, 4.0)
     config.loss.use_ramp = True
+    # Safeguards against confirmation bias (docs/losses.md, section 4): a
+    # source-only share of training before the target losses, a fixed floor
+    # under the adaptive thresholds, classifier/prototype agreement.
+    config.loss.adapt_start = 0.0
+    config.loss.threshold_floor = 0.0
+    config.loss.pseudo_agreement = False
 
     # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
     # 'keep' (auxiliary classifier on the backbone embedding) or 'suppress'

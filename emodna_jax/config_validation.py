@@ -72,8 +72,9 @@ def validate_config(config):
     for key in ("temperature_cd", "temperature_ca", "am_scale"):
         if loss[key] <= 0:
             _fail(f"loss.{key}", f"must be > 0, got {loss[key]}")
-    for key in ("threshold_momentum", "prototype_momentum"):
-        if not 0 <= loss[key] < 1:
+    for key in ("threshold_momentum", "prototype_momentum", "adapt_start",
+                "threshold_floor"):
+        if not 0 <= loss.get(key, 0.0) < 1:
             _fail(f"loss.{key}", f"must be in [0, 1), got {loss[key]}")
     if not loss.label_smoothing < 1:
         _fail("loss.label_smoothing", f"must be < 1, got {loss.label_smoothing}")

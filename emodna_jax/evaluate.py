@@ -26,6 +26,7 @@ import tqdm
 from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
+from emodna_jax import objective as objective_lib
 from emodna_jax import ood as ood_lib
 from emodna_jax import step as step_lib
 
@@ -86,19 +87,19 @@ def classification(predictions: dict, num_classes: int) -> dict:
         num_classes)
 
 
-def pseudo_label_report(probs: np.ndarray, labels: np.ndarray, tau_g, p_tilde,
-                        classes) -> dict:
-    """How the pseudo-labels of a state would look on the whole target.
+def pseudo_label_report(passed: np.ndarray, pseudo: np.ndarray,
+                        labels: np.ndarray, classes) -> dict:
+    """How the pseudo-labels of a state look on the whole target.
 
-    Applies the state's stored adaptive thresholds (``losses.confidence_mask``,
-    the rule training uses) to the target class posteriors ``probs`` [N, C].
-    ``labels`` [N] are the task labels (EXCLUDED for out-of-task emotions),
-    read here, in evaluation only.  Returns the share of utterances that pass,
-    the accuracy of the in-task ones that pass, and per class how many
-    passing utterances are predicted as it and how many truly are it.
+    ``passed`` [N] and ``pseudo`` [N] are what training's own rule
+    (``objective.select_pseudo_labels``, with the state's stored thresholds
+    and prototypes) selects among all target utterances; ``labels`` [N] are
+    the task labels (EXCLUDED for out-of-task emotions), read here, in
+    evaluation only.  Returns the share of utterances that pass, the accuracy
+    of the in-task ones that pass, and per class how many passing utterances
+    are predicted as it and how many truly are it.
     """
-    passed, pseudo = (np.asarray(a) for a in losses.confidence_mask(
-        probs, np.float32(tau_g), np.asarray(p_tilde, np.float32)))
+    passed, pseudo = np.asarray(passed), np.asarray(pseudo)
     in_task = labels != input_pipeline.EXCLUDED
     judged = passed & in_task
     row = {"passed_fraction": float(passed.mean()) if passed.size else 0.0,
@@ -271,6 +272,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     abstract = _abstract_state(config, model, parallel, len(classes),
                                source.corpus.feature_config.num_bins)
 
+    from emodna_jax import train  # train imports this module
+    objective_cfg = train.objective_config(config, len(classes))
     out_dir = os.path.join(workdir, EVAL_DIR)
     os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
     metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
@@ -294,9 +297,11 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         posterior = losses.posterior_logits(predictions["target"]["logits"],
                                             config.model.classifier,
                                             config.loss.am_scale)
+        passed, pseudo = objective_lib.select_pseudo_labels(
+            objective_cfg, jax.nn.softmax(posterior, -1),
+            predictions["target"]["z_e"], jax.device_get(state.adapt))
         pseudo_table.put(step, "target", pseudo_label_report(
-            jax.nn.softmax(posterior, -1), predictions["target"]["label"],
-            state.adapt.tau_g, state.adapt.p_tilde, classes))
+            passed, pseudo, predictions["target"]["label"], classes))
         study, scores = ood_study({**predictions["target"], "logits": posterior},
                                   source_train, len(classes))
         for score, values in study.items():

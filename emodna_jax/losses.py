@@ -283,15 +283,27 @@ def class_thresholds(tau_g: Array, p_tilde: Array) -> Array:
     return _f32(tau_g) * p_tilde / jnp.maximum(jnp.max(p_tilde), _EPS)
 
 
-def confidence_mask(probs: Array, tau_g: Array, p_tilde: Array
-                    ) -> Tuple[Array, Array]:
+def confidence_mask(probs: Array, tau_g: Array, p_tilde: Array, *,
+                    floor: float = 0.0) -> Tuple[Array, Array]:
     """(mask [B] bool, pseudo_labels [B] int32) for ``probs`` [B, C]: a row is
-    confident when its max probability reaches its argmax class's threshold."""
+    confident when its max probability reaches its argmax class's threshold,
+    and ``floor``, a fixed lower bound on every threshold."""
     probs = _f32(probs)
     pseudo_labels = jnp.argmax(probs, axis=-1).astype(jnp.int32)
-    thresholds = class_thresholds(tau_g, p_tilde)
+    thresholds = jnp.maximum(class_thresholds(tau_g, p_tilde), floor)
     mask = jnp.max(probs, axis=-1) >= thresholds[pseudo_labels]
     return mask, pseudo_labels
+
+
+def prototype_agreement(features: Array, prototypes: Array,
+                        pseudo_labels: Array) -> Array:
+    """[B] bool: the nearest prototype (cosine) of each row of ``features``
+    is its pseudo-label's, i.e. the classifier and the source class centres
+    agree.  A class never seen (zero prototype) is nobody's nearest unless
+    every cosine is <= 0."""
+    cosines = jnp.matmul(_l2_normalize(features), _l2_normalize(prototypes).T,
+                         precision=_HIGHEST)
+    return jnp.argmax(cosines, axis=-1) == pseudo_labels
 
 
 # ----------------------------------------------------------------------------

@@ -46,6 +46,12 @@ class ObjectiveConfig:
     prototype_momentum: float = 0.9
     mmd_multipliers: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)
     use_ramp: bool = True
+    # Safeguards against confirmation bias (docs/losses.md, section 4):
+    # source-only share of training before any target loss, a fixed floor
+    # under the adaptive thresholds, and classifier/prototype agreement.
+    adapt_start: float = 0.0
+    threshold_floor: float = 0.0
+    pseudo_agreement: bool = False
     # MSAC: (name, control, weight) per controlled attribute, control one of
     # models.emodna.ATTRIBUTE_CONTROLS, and the largest suppression
     # coefficient (reached by the ramp).
@@ -81,6 +87,29 @@ def domain_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
     et al. 2016), so the discriminator is learnt before it is fought."""
     progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
     return losses.ramp(progress)
+
+
+def adaptation_ramp(cfg: ObjectiveConfig, step) -> jax.Array:
+    """r(t) of the target losses: 0 during the source-only warm-up (the first
+    ``adapt_start`` of training), then the sigmoid ramp over the rest."""
+    if not cfg.use_ramp:
+        return jnp.float32(1.0)
+    progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
+    return losses.ramp((progress - cfg.adapt_start) / (1.0 - cfg.adapt_start))
+
+
+def select_pseudo_labels(cfg: ObjectiveConfig, probs: jax.Array,
+                         z_target: jax.Array, adapt: "AdaptState"):
+    """(confident [B], pseudo-labels [B]) of target rows: the adaptive
+    class-wise thresholds of ``adapt`` (floored at ``threshold_floor``), and,
+    with ``pseudo_agreement``, the nearest source prototype of ``z_target``
+    must name the same class.  Training and evaluation's diagnostics both
+    select with this."""
+    confident, pseudo = losses.confidence_mask(probs, adapt.tau_g, adapt.p_tilde,
+                                               floor=cfg.threshold_floor)
+    if cfg.pseudo_agreement:
+        confident &= losses.prototype_agreement(z_target, adapt.prototypes, pseudo)
+    return confident, pseudo
 
 
 @flax.struct.dataclass
@@ -210,10 +239,16 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         total += cfg.w_cor * l_cor
         metrics["loss_cor"] = l_cor
 
-    progress = step.astype(jnp.float32) / max(cfg.total_steps, 1)
-    ramp = losses.ramp(progress) if cfg.use_ramp else jnp.float32(1.0)
-    metrics["ramp"] = ramp
+    metrics["ramp"] = ramp = adaptation_ramp(cfg, step)
     adaptation = jnp.float32(0.0)
+
+    if cfg.w_ca > 0 or (cfg.needs_pseudo_labels and cfg.pseudo_agreement):
+        sums, counts = losses.class_sums(
+            jax.lax.stop_gradient(outputs["z_e"][:n]), source_labels,
+            cfg.num_classes)
+        prototypes = losses.update_prototypes(
+            adapt.prototypes, sums, counts, momentum=cfg.prototype_momentum)
+        new_adapt = new_adapt.replace(prototypes=prototypes)
 
     if cfg.needs_pseudo_labels:
         probs_t = jax.nn.softmax(jax.lax.stop_gradient(
@@ -221,8 +256,9 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         tau_g, p_tilde = losses.update_threshold_state(
             adapt.tau_g, adapt.p_tilde, probs_t,
             momentum=cfg.threshold_momentum)
-        confident, pseudo = losses.confidence_mask(probs_t, tau_g, p_tilde)
         new_adapt = new_adapt.replace(tau_g=tau_g, p_tilde=p_tilde)
+        confident, pseudo = select_pseudo_labels(
+            cfg, probs_t, jax.lax.stop_gradient(outputs["z_e"][n:]), new_adapt)
         metrics.update(tau_g=tau_g, confident_fraction=jnp.mean(confident))
 
     if cfg.w_cd > 0:
@@ -235,12 +271,6 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         metrics["loss_cd"] = l_cd
 
     if cfg.w_ca > 0:
-        sums, counts = losses.class_sums(
-            jax.lax.stop_gradient(outputs["z_e"][:n]), source_labels,
-            cfg.num_classes)
-        prototypes = losses.update_prototypes(
-            adapt.prototypes, sums, counts, momentum=cfg.prototype_momentum)
-        new_adapt = new_adapt.replace(prototypes=prototypes)
         l_proto = losses.class_alignment_loss(
             outputs["z_e"][n:], pseudo, confident, prototypes,
             temperature=cfg.temperature_ca)

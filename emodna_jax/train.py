@@ -46,6 +46,9 @@ def objective_config(config, num_classes: int,
         threshold_momentum=loss.threshold_momentum,
         prototype_momentum=loss.prototype_momentum,
         mmd_multipliers=tuple(loss.mmd_multipliers), use_ramp=loss.use_ramp,
+        adapt_start=loss.get("adapt_start", 0.0),
+        threshold_floor=loss.get("threshold_floor", 0.0),
+        pseudo_agreement=loss.get("pseudo_agreement", False),
         attributes=attributes.objective_entries(attribute_specs),
         grl_max=config.msac.grl_max)
 

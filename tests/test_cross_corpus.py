@@ -216,8 +216,12 @@ def test_pseudo_label_report_hand_worked():
                       [0.1, 0.8, 0.1]],    # class 1, passes, right
                      np.float32)
     labels = np.array([0, 0, 1, input_pipeline.EXCLUDED, 1])
-    row = evaluate.pseudo_label_report(probs, labels, 0.6, [0.5, 0.25, 0.25],
-                                       ["a", "b", "c"])
+    adapt = objective_lib.AdaptState(jnp.float32(0.6), jnp.asarray([0.5, 0.25, 0.25]),
+                                     jnp.zeros((3, 2)))
+    cfg = objective_lib.ObjectiveConfig(num_classes=3, total_steps=10)
+    passed, pseudo = objective_lib.select_pseudo_labels(cfg, probs, jnp.ones((5, 2)),
+                                                        adapt)
+    row = evaluate.pseudo_label_report(passed, pseudo, labels, ["a", "b", "c"])
     assert row["passed_fraction"] == pytest.approx(0.8)
     assert row["passed_count"] == 4
     assert row["passed_accuracy"] == pytest.approx(2 / 3)

@@ -644,3 +644,24 @@ def test_posterior_logits_scale_only_a_cosine_classifier():
                                   30.0 * np.asarray(cosines))
     np.testing.assert_array_equal(losses.posterior_logits(cosines, "linear", 30.0),
                                   np.asarray(cosines))
+
+
+def test_threshold_floor_raises_every_class_threshold_to_it():
+    probs = jnp.asarray([[0.7, 0.2, 0.1], [0.2, 0.35, 0.45], [0.05, 0.9, 0.05]])
+    # Adaptive thresholds 0.6 * (1, 0.5, 0.5) = (0.6, 0.3, 0.3).
+    tau_g, p_tilde = jnp.float32(0.6), jnp.asarray([0.5, 0.25, 0.25])
+    plain, _ = losses.confidence_mask(probs, tau_g, p_tilde)
+    floored, pseudo = losses.confidence_mask(probs, tau_g, p_tilde, floor=0.8)
+    np.testing.assert_array_equal(plain, [True, True, True])
+    np.testing.assert_array_equal(floored, [False, False, True])
+    np.testing.assert_array_equal(pseudo, [0, 2, 1])
+
+
+def test_prototype_agreement_hand_worked():
+    prototypes = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # class 2 unseen
+    features = jnp.asarray([[2.0, 0.1], [0.3, 0.2], [-1.0, 0.5], [0.1, 3.0]])
+    pseudo = jnp.asarray([0, 1, 2, 1])
+    # Nearest by cosine: 0, 0, 1 (the unseen class has cosine 0 < 0.45), 1.
+    np.testing.assert_array_equal(
+        losses.prototype_agreement(features, prototypes, pseudo),
+        [True, False, False, True])
