@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from emodna_jax import runs
+from emodna_jax import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -35,7 +36,7 @@ def main(argv):
         return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
                         force=_FORCE.value, inputs=_INPUTS.value,
                         checkpoint=_CHECKPOINT.value, as_json=_JSON.value)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, workdir_lock.WorkdirInUse) as error:
         # Bad config values and missing data: one line (the traceback with
         # --verbosity=1).  Other exceptions are bugs and keep theirs.
         if verbose:

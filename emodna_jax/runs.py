@@ -67,6 +67,8 @@ def _train(config, workdir: str) -> int:
         baseline = train.train_and_evaluate(
             config_variants.source_only(config),
             os.path.join(workdir, "source_only"))
+        if baseline.get("preempted"):  # saved; a rerun resumes the comparison
+            return 0
         print("\nfinal target figures (labels of the target read only here):")
         print(_line(_method_name(config), result))
         print(_line("source-only", baseline), flush=True)

@@ -26,6 +26,7 @@ from emodna_jax import input_pipeline
 from emodna_jax import metric_writer
 from emodna_jax import objective as objective_lib
 from emodna_jax import step as step_lib
+from emodna_jax import workdir_lock
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -127,9 +128,17 @@ def _check_finite(step: int, metrics: dict):
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains (or resumes) in ``workdir``; returns the final target metrics."""
+    """Trains (or resumes) in ``workdir``; returns the final target metrics.
+
+    Holds the workdir for the whole run: a second run there is refused
+    (``workdir_lock.WorkdirInUse``)."""
     config_validation.validate_config(config)
-    source, target = input_pipeline.open_task(config)
+    task = input_pipeline.open_task(config)  # a missing corpus: nothing written
+    with workdir_lock.exclusive(workdir):
+        return _train_and_evaluate(config, workdir, *task)
+
+
+def _train_and_evaluate(config, workdir: str, source, target) -> dict:
     classes = list(config.data.classes)
     num_classes = len(classes)
     parallel = step_lib.Parallel(config.parallelism,

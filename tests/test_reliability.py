@@ -1,0 +1,85 @@
+"""One run per workdir; a preempted source-only comparison exits cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from emodna_jax import runs
+from emodna_jax import step as step_lib
+from emodna_jax import train
+from emodna_jax import workdir_lock
+from tests.conftest import toy_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOLD = ("import sys, time; from emodna_jax import workdir_lock\n"
+        "with workdir_lock.exclusive(sys.argv[1]):\n"
+        "    print('held', flush=True); time.sleep(600)\n")
+
+
+def _hold(workdir):
+    """A second process that takes the workdir and keeps it."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD, workdir], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_second_process_is_refused_until_the_holder_dies(tmp_path):
+    workdir = str(tmp_path / "w")
+    child = _hold(workdir)
+    try:
+        with pytest.raises(workdir_lock.WorkdirInUse,
+                           match=f"workdir {workdir} is in use by pid {child.pid}$"):
+            with workdir_lock.exclusive(workdir):
+                pass
+    finally:
+        child.kill()  # SIGKILL: no clean-up code runs in the holder
+        child.wait()
+    with workdir_lock.exclusive(workdir):  # the kernel released the dead lock
+        with open(os.path.join(workdir, workdir_lock.LOCK_FILE)) as f:
+            assert f.read() == str(os.getpid())
+
+
+def test_training_refuses_a_workdir_in_use_before_writing(toy_data_dir, tmp_path):
+    workdir = str(tmp_path / "w")
+    child = _hold(workdir)
+    try:
+        with pytest.raises(workdir_lock.WorkdirInUse, match="is in use by pid"):
+            train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+        assert sorted(os.listdir(workdir)) == [workdir_lock.LOCK_FILE]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_sigterm_during_the_source_only_comparison_exits_cleanly(
+        toy_data_dir, tmp_path, monkeypatch, capsys):
+    config = toy_config(toy_data_dir, compare_source_only=True)
+    put_batch = step_lib.Parallel.put_batch
+    train_and_evaluate = train.train_and_evaluate
+    armed = {"first run": True, "source-only steps": None}
+
+    def run_and_watch(config, workdir):
+        if workdir.endswith("source_only") and armed["first run"]:
+            armed["source-only steps"] = 0
+        return train_and_evaluate(config, workdir)
+
+    def preempt_in_the_comparison(self, batch):
+        if armed["source-only steps"] is not None and "src_frames" in batch:
+            armed["source-only steps"] += 1
+            if armed["source-only steps"] == 2:  # during its step 2
+                signal.raise_signal(signal.SIGTERM)
+        return put_batch(self, batch)
+
+    monkeypatch.setattr(train, "train_and_evaluate", run_and_watch)
+    monkeypatch.setattr(step_lib.Parallel, "put_batch", preempt_in_the_comparison)
+    assert runs.run("train", config, str(tmp_path / "w")) == 0
+    assert "SIGTERM: saved step 2" in capsys.readouterr().out
+    armed.update({"first run": False, "source-only steps": None})  # the rerun finishes
+    assert runs.run("train", config, str(tmp_path / "w")) == 0
+    out = capsys.readouterr().out
+    assert "resumed from step 2" in out and "source-only  target UAR" in out
