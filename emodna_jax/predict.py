@@ -4,8 +4,11 @@ Features are computed exactly as the training data's were: the feature
 settings are read from the prepared source corpus, and each file goes
 through the same loading (mix-down, resampling) as in data_prep.  Frames are
 standardised with the target corpus's statistics (the domain the model was
-adapted to).  Each file gets its emotion, the class probabilities and an OOD
-flag from the configured score and threshold.
+adapted to).  A file longer than the evaluation length is covered by
+half-overlapping windows of that length, and judged by their mean posterior
+and mean OOD score, so no part of it is ignored; ``--json`` lists every
+window's posterior with its times.  Each file gets its emotion, the class
+probabilities and an OOD flag from the configured score and threshold.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Prediction:
     ood_score: float | None = None
     out_of_distribution: bool | None = None
     error: str | None = None
+    windows: list | None = None  # per window: start_s, end_s, probabilities
 
 
 def expand_inputs(inputs) -> list[str]:
@@ -90,23 +94,62 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
         except (audio.AudioProblem, OSError) as problem:
             results.append(Prediction(path, error=str(problem)))
             continue
-        frames = extractor(loaded.waveform)
-        item = target.example({"features": frames}, config.data.eval_num_frames,
-                              None, with_label=False)
-        batch = {k: v[None] for k, v in item.items()}
-        logits = np.asarray(jax.device_get(eval_step(variables, parallel.put_batch(batch)))
-                            ["logits"])
+        frames = target.normalize({"features": extractor(loaded.waveform)})
+        starts = window_starts(frames.shape[0], config.data.eval_num_frames)
+        logits = np.concatenate([np.asarray(jax.device_get(eval_step(
+            variables, parallel.put_batch(chunk)))["logits"])[:valid]
+            for chunk, valid in _window_batches(frames, starts,
+                                                config.data.eval_num_frames)])
         logits = np.asarray(losses.posterior_logits(
             logits, config.model.classifier, config.loss.am_scale))
-        shifted = np.exp(logits - logits.max())
-        probs = shifted / shifted.sum()
-        score = float(ood_lib.SCORES[config.ood_score](logits)[0])
+        probs = np.asarray(jax.nn.softmax(logits, -1))         # [windows, C]
+        scores = np.asarray(ood_lib.SCORES[config.ood_score](logits))
+        # The file's verdict: the mean posterior and the mean score of its
+        # windows (each window covers the same number of frames).
+        combined, score = probs.mean(0), float(scores.mean())
+        seconds = feature_config.hop_ms / 1000
+        windows = [{"start_s": round(start * seconds, 3),
+                    "end_s": round(min(start + config.data.eval_num_frames,
+                                       frames.shape[0]) * seconds, 3),
+                    "probabilities": {c: float(p) for c, p in zip(classes, row)}}
+                   for start, row in zip(starts, probs)]
         results.append(Prediction(
-            path, emotion=classes[int(np.argmax(probs))],
-            probabilities={c: float(p) for c, p in zip(classes, probs[0])},
+            path, emotion=classes[int(np.argmax(combined))],
+            probabilities={c: float(p) for c, p in zip(classes, combined)},
             ood_score=score,
-            out_of_distribution=None if threshold is None else score < threshold))
+            out_of_distribution=None if threshold is None else score < threshold,
+            windows=windows))
     return results
+
+
+def window_starts(num_frames: int, window: int) -> list[int]:
+    """First frames of windows of ``window`` frames covering a file of
+    ``num_frames``: every half window, the last one ending at the file's
+    end; a file no longer than one window is one window."""
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window + 1, window // 2 or 1))
+    if starts[-1] != num_frames - window:
+        starts.append(num_frames - window)
+    return starts
+
+
+_WINDOWS_PER_BATCH = 8  # one compiled shape for any file length
+
+
+def _window_batches(frames: np.ndarray, starts, window: int):
+    """(batch, number of real windows) chunks of the windows of one file,
+    padded to a fixed batch with empty windows."""
+    for first in range(0, len(starts), _WINDOWS_PER_BATCH):
+        chunk = starts[first:first + _WINDOWS_PER_BATCH]
+        batch = np.zeros((_WINDOWS_PER_BATCH, window, frames.shape[1]), np.float32)
+        mask = np.zeros((_WINDOWS_PER_BATCH, window), bool)
+        mask[len(chunk):, 0] = True  # padding rows: one valid frame, ignored
+        for row, start in enumerate(chunk):
+            piece = frames[start:start + window]
+            batch[row, :len(piece)] = piece
+            mask[row, :len(piece)] = True
+        yield {"frames": batch, "mask": mask}, len(chunk)
 
 
 def format_predictions(results, as_json: bool) -> str:

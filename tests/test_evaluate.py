@@ -5,12 +5,15 @@ import json
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
 
+from data_prep.features import FeatureExtractor
 from emodna_jax import evaluate
 from emodna_jax import input_pipeline
+from emodna_jax import ood as ood_lib
 from emodna_jax import predict
 from emodna_jax import step as step_lib
 from emodna_jax import train
@@ -177,3 +180,40 @@ def test_speaker_probe_of_a_checkpoint(trained, toy_data_dir):
     assert accuracy == probe.probe_accuracy(outputs["h"], np.array(speakers), folds=4)
     with pytest.raises(FileNotFoundError, match="no checkpoint 999"):
         evaluate.restore_trained(config, workdir, 999)
+
+
+def test_predict_covers_a_long_file_with_windows(trained, toy_data_dir, tmp_path):
+    """A file whose halves differ: every part is judged, the verdict is the
+    mean of the windows' posteriors, and each window's posterior is the
+    model's on exactly that stretch of frames."""
+    workdir, _ = trained
+    config = eval_config(toy_data_dir)
+    raw_root = os.path.join(os.path.dirname(toy_data_dir), "raw", "toy_tgt")
+    first, second = (sf.read(os.path.join(raw_root, name))[0] for name in
+                     sorted(f for f in os.listdir(raw_root) if f.endswith(".wav"))[:2])
+    path = str(tmp_path / "long.wav")
+    sf.write(path, np.concatenate([np.tile(first, 3), np.tile(second, 3)]), 16000)
+    [result] = predict.predict_files(config, workdir, [path], checkpoint=6)
+
+    window = config.data.eval_num_frames
+    source, target = input_pipeline.open_task(config)
+    frames = target.normalize({"features": FeatureExtractor(
+        source.corpus.feature_config)(sf.read(path, dtype="float32")[0])})
+    starts = list(range(0, frames.shape[0] - window + 1, window // 2))
+    starts += [frames.shape[0] - window] if starts[-1] != frames.shape[0] - window else []
+    assert [w["start_s"] for w in result.windows] == [s / 100 for s in starts]
+    assert result.windows[-1]["end_s"] == frames.shape[0] / 100
+    model, state, _ = evaluate.restore_trained(config, workdir, 6)
+    windows = np.stack([frames[s:s + window] for s in starts])
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                         windows, np.ones(windows.shape[:2], bool), train=False)["logits"]
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    got = np.array([list(w["probabilities"].values()) for w in result.windows])
+    np.testing.assert_allclose(got, probs, atol=1e-5)
+    np.testing.assert_allclose(list(result.probabilities.values()), probs.mean(0), atol=1e-5)
+    assert result.emotion == CLASSES[int(probs.mean(0).argmax())]
+    assert not np.allclose(probs[0], probs[-1], atol=1e-6)  # the halves differ
+    scores = ood_lib.SCORES[config.ood_score](np.asarray(logits))
+    assert result.ood_score == pytest.approx(float(np.mean(scores)), abs=1e-5)
+    listed = json.loads(predict.format_predictions([result], as_json=True))[0]
+    assert len(listed["windows"]) == len(starts)
