@@ -76,11 +76,33 @@ class Checkpointer:
             step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return restored.config
 
+    def set_aside(self, step: int) -> str:
+        """Renames an unreadable step's directory out of orbax's sight (kept
+        for inspection, never deleted), so it cannot shadow later saves;
+        returns the new path."""
+        directory = os.path.join(str(self.manager.directory), str(step))
+        aside = f"{directory}.unreadable"
+        suffix = 1
+        while os.path.exists(aside):
+            suffix += 1
+            aside = f"{directory}.unreadable{suffix}"
+        os.rename(directory, aside)
+        self.manager.reload()
+        return aside
+
     def wait(self):
         self.manager.wait_until_finished()
 
     def close(self):
         self.manager.close()
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line about why a checkpoint could not be read (orbax and
+    TensorStore errors run to many lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def with_sharding(abstract_tree, sharding):

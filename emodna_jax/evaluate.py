@@ -280,9 +280,16 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     ood_table = ResultTable(os.path.join(out_dir, "ood.csv"), "score")
     pseudo_table = ResultTable(os.path.join(out_dir, "pseudo_labels.csv"), "split")
     todo = [s for s in steps if force or s not in metrics_table.steps()]
+    unreadable = {}
     for step in tqdm.tqdm(todo, desc="evaluating checkpoints", unit="ckpt",
                           disable=not progress):
-        state = checkpointer.restore_state(step, abstract)
+        try:
+            state = checkpointer.restore_state(step, abstract)
+        except Exception as error:  # orbax/TensorStore raise many kinds
+            unreadable[step] = checkpointing.describe_failure(error)
+            print(f"warning: checkpoint {step} is unreadable "
+                  f"({unreadable[step]}); skipped", flush=True)
+            continue
         if parallel.mode == "pmap":
             state = parallel.put_replicated(jax.device_get(state))
         predictions = {
@@ -317,7 +324,12 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
             ood_table.save()
     checkpointer.close()
 
+    if not metrics_table.rows:
+        raise ValueError(f"no readable checkpoint in "
+                         f"{checkpointing.checkpoint_dir(workdir)}: "
+                         + "; ".join(f"{k}: {v}" for k, v in unreadable.items()))
     summary = summarize(metrics_table, ood_table, config, pseudo_table)
+    summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}
     tmp = os.path.join(out_dir, "summary.json.tmp")
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)

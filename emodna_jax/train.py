@@ -127,6 +127,22 @@ def _check_finite(step: int, metrics: dict):
         "the last good checkpoint is kept")
 
 
+def _restore_newest_readable(checkpointer, abstract):
+    """``(step, state, iterator_state)`` of the newest checkpoint that reads
+    back, or None.  An unreadable one (a truncated file, a half-copied
+    directory) is reported in one line and set aside, not deleted: the run
+    goes on from the one before instead of failing for good."""
+    while (step := checkpointer.latest_step()) is not None:
+        try:
+            return (step, *checkpointer.restore(step, abstract))
+        except Exception as error:  # orbax/TensorStore raise many kinds
+            aside = checkpointer.set_aside(step)
+            print(f"warning: checkpoint {step} is unreadable "
+                  f"({checkpointing.describe_failure(error)}); moved to {aside}",
+                  flush=True)
+    return None
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir``; returns the final target metrics.
 
@@ -162,13 +178,13 @@ def _train_and_evaluate(config, workdir: str, source, target) -> dict:
     iterator = iter(train_data)
 
     host_state = init_state(model, tx, config, num_classes, num_bins)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        abstract = checkpointing.with_sharding(
-            jax.eval_shape(lambda: host_state),
-            jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
-        restored, iterator_state = checkpointer.restore(latest, abstract)
-        host_state = jax.device_get(restored)
+    abstract = checkpointing.with_sharding(
+        jax.eval_shape(lambda: host_state),
+        jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
+    restored = _restore_newest_readable(checkpointer, abstract)
+    if restored is not None:
+        latest, state_restored, iterator_state = restored
+        host_state = jax.device_get(state_restored)
         iterator.set_state(iterator_state)
         print(f"resumed from step {latest} in {checkpointing.checkpoint_dir(workdir)}",
               flush=True)

@@ -83,3 +83,49 @@ def test_sigterm_during_the_source_only_comparison_exits_cleanly(
     assert runs.run("train", config, str(tmp_path / "w")) == 0
     out = capsys.readouterr().out
     assert "resumed from step 2" in out and "source-only  target UAR" in out
+
+
+def _truncate_largest(directory):
+    files = [os.path.join(root, f) for root, _, names in os.walk(directory)
+             for f in names]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as f:
+        f.truncate(os.path.getsize(largest) // 2)
+    return largest
+
+
+@pytest.mark.parametrize("damage", ["state", "data_iter"])
+def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_previous_used(
+        toy_data_dir, tmp_path, capsys, damage):
+    from emodna_jax import checkpointing
+    workdir = str(tmp_path / "w")
+    train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+    step_dir = os.path.join(checkpointing.checkpoint_dir(workdir), "6")
+    if damage == "state":
+        _truncate_largest(os.path.join(step_dir, "state"))
+    else:
+        with open(os.path.join(step_dir, "data_iter", "metadata"), "r+b") as f:
+            f.truncate(3)
+    capsys.readouterr()
+    result = train.train_and_evaluate(toy_config(toy_data_dir, steps=8), workdir)
+    out = capsys.readouterr().out
+    assert result["step"] == 8
+    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and warning[0].startswith("warning: checkpoint 6 is unreadable (")
+    assert "resumed from step 4" in out
+    assert os.path.isdir(step_dir + ".unreadable")  # kept for inspection
+    assert checkpointing.Checkpointer(workdir, read_only=True).all_steps() == [4, 6, 8]
+
+
+def test_evaluation_reports_an_unreadable_checkpoint_and_evaluates_the_rest(
+        toy_data_dir, tmp_path):
+    from emodna_jax import checkpointing, evaluate
+    workdir = str(tmp_path / "w")
+    config = toy_config(toy_data_dir)
+    train.train_and_evaluate(config, workdir)
+    _truncate_largest(os.path.join(checkpointing.checkpoint_dir(workdir), "4", "state"))
+    summary = evaluate.evaluate_checkpoints(config, workdir, progress=False)
+    assert list(summary["unreadable_checkpoints"]) == ["4"]
+    with open(os.path.join(workdir, "eval", "metrics.csv")) as f:
+        assert sorted({int(line.split(",")[0]) for line in f.readlines()[1:]}) == [2, 6]
+    assert summary["last"]["step"] == 6
