@@ -76,6 +76,18 @@ class Checkpointer:
             step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return restored.config
 
+    def unreadable_part(self, step: int, abstract_state) -> str:
+        """The directory of the first item of ``step`` that fails to read
+        back (``.../70/state``), to name it in a warning."""
+        items = {"state": ocp.args.StandardRestore(abstract_state),
+                 "data_iter": ocp.args.JsonRestore()}
+        for name, args in items.items():
+            try:
+                self.manager.restore(step, args=ocp.args.Composite(**{name: args}))
+            except Exception:  # the culprit
+                return os.path.join(str(self.manager.directory), str(step), name)
+        return os.path.join(str(self.manager.directory), str(step))
+
     def set_aside(self, step: int) -> str:
         """Renames an unreadable step's directory out of orbax's sight (kept
         for inspection, never deleted), so it cannot shadow later saves;

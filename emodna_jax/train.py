@@ -136,8 +136,9 @@ def _restore_newest_readable(checkpointer, abstract):
         try:
             return (step, *checkpointer.restore(step, abstract))
         except Exception as error:  # orbax/TensorStore raise many kinds
+            part = checkpointer.unreadable_part(step, abstract)
             aside = checkpointer.set_aside(step)
-            print(f"warning: checkpoint {step} is unreadable "
+            print(f"warning: checkpoint {step} is unreadable: {part} "
                   f"({checkpointing.describe_failure(error)}); moved to {aside}",
                   flush=True)
     return None

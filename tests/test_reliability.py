@@ -111,7 +111,8 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_previous_used(
     out = capsys.readouterr().out
     assert result["step"] == 8
     warning = [line for line in out.splitlines() if line.startswith("warning:")]
-    assert len(warning) == 1 and warning[0].startswith("warning: checkpoint 6 is unreadable (")
+    assert len(warning) == 1 and warning[0].startswith(
+        f"warning: checkpoint 6 is unreadable: {os.path.join(step_dir, damage)} (")
     assert "resumed from step 4" in out
     assert os.path.isdir(step_dir + ".unreadable")  # kept for inspection
     assert checkpointing.Checkpointer(workdir, read_only=True).all_steps() == [4, 6, 8]
