@@ -13,6 +13,28 @@ import jax
 import numpy as np
 
 
+def reconcile(workdir: str, step: int, *, finished: bool):
+    """Drops the ``metrics.jsonl`` lines a resumed run will write again.
+
+    Lines past ``step`` (the restored checkpoint) belong to steps that are
+    lost and will be rerun; when the run had already ``finished``, its final
+    evaluation at ``step`` is written again too.  Rewritten atomically: a
+    crash here leaves the old file whole.
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() != 0 or not os.path.exists(path):
+        return
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    keep = [r for r in records if r["step"] < step or (
+        r["step"] == step and not (finished and r.get("split") == "eval"))]
+    if len(keep) == len(records):
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in keep)
+    os.replace(path + ".tmp", path)
+
+
 class MetricWriter:
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
@@ -41,6 +63,12 @@ class MetricWriter:
         if echo:
             shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
             print(f"[{prefix}] step {step}: {shown}", flush=True)
+
+    def note(self, step: int, split: str, record: dict):
+        """A non-scalar record (e.g. the config changes of a resumed run)."""
+        if self.enabled:
+            self._jsonl.write(json.dumps({"step": step, "split": split, **record}) + "\n")
+            self._jsonl.flush()
 
     def close(self):
         if self._jsonl is not None:

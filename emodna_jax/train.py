@@ -127,14 +127,64 @@ def _check_finite(step: int, metrics: dict):
         "the last good checkpoint is kept")
 
 
-def _restore_newest_readable(checkpointer, abstract):
-    """``(step, state, iterator_state)`` of the newest checkpoint that reads
-    back, or None.  An unreadable one (a truncated file, a half-copied
+# Config entries that shape the saved state (parameter shapes, the inputs'
+# width, the classes): resuming with another value cannot work.
+STATE_SHAPING = ("model.", "data.classes", "data.feature", "data.n_mels", "data.n_mfcc",
+                 "data.sample_rate", "msac.speaker", "msac.gender", "msac.corpus",
+                 "loss.w_dann")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _shapes_state(key: str) -> bool:
+    return any(key.startswith(p) if p.endswith(".") else key == p
+               for p in STATE_SHAPING)
+
+
+def config_changes(saved: dict, current: dict, *, step: int, workdir: str) -> dict:
+    """Entries (present in both) that differ from the config saved with
+    checkpoint ``step``: ValueError naming them when any shapes the state
+    (STATE_SHAPING), else a printed warning; returns key -> (saved, current)."""
+    saved, current = _flat(saved), _flat(current)
+    changes = {k: (saved[k], current[k]) for k in sorted(set(saved) & set(current))
+               if saved[k] != current[k]}
+    shaping = {k: v for k, v in changes.items() if _shapes_state(k)}
+    described = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in
+                          (shaping or changes).items())
+    if shaping:
+        raise ValueError(f"{workdir}: checkpoint {step} was trained with another "
+                         f"state shape ({described}); use a new workdir")
+    if changes:
+        print(f"warning: resuming step {step} with a changed config: {described}",
+              flush=True)
+    return changes
+
+
+def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir: str):
+    """``(step, state, iterator_state, config changes)`` of the newest
+    checkpoint that reads back, or None.
+
+    A config that changes the state's shape is refused before anything is
+    read.  An unreadable checkpoint (a truncated file, a half-copied
     directory) is reported in one line and set aside, not deleted: the run
     goes on from the one before instead of failing for good."""
     while (step := checkpointer.latest_step()) is not None:
         try:
-            return (step, *checkpointer.restore(step, abstract))
+            saved = checkpointer.restore_config(step)
+        except Exception:  # unreadable: the restore below sets it aside
+            saved = None
+        changes = ({} if saved is None else
+                   config_changes(saved, config_json, step=step, workdir=workdir))
+        try:
+            return (step, *checkpointer.restore(step, abstract), changes)
         except Exception as error:  # orbax/TensorStore raise many kinds
             part = checkpointer.unreadable_part(step, abstract)
             aside = checkpointer.set_aside(step)
@@ -182,9 +232,11 @@ def _train_and_evaluate(config, workdir: str, source, target) -> dict:
     abstract = checkpointing.with_sharding(
         jax.eval_shape(lambda: host_state),
         jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
-    restored = _restore_newest_readable(checkpointer, abstract)
+    config_json = json.loads(config.to_json())
+    restored = _restore_newest_readable(checkpointer, abstract, config_json, workdir)
+    changes = {}
     if restored is not None:
-        latest, state_restored, iterator_state = restored
+        latest, state_restored, iterator_state, changes = restored
         host_state = jax.device_get(state_restored)
         iterator.set_state(iterator_state)
         print(f"resumed from step {latest} in {checkpointing.checkpoint_dir(workdir)}",
@@ -196,8 +248,12 @@ def _train_and_evaluate(config, workdir: str, source, target) -> dict:
         model, tx, obj_cfg, axis_name=step_lib.AXIS,
         sum_gradients=parallel.sum_gradients))
     evaluator = evaluate.Evaluator(model, parallel, config)
+    if restored is not None:
+        metric_writer.reconcile(workdir, start_step, finished=start_step >= config.steps)
     writer = metric_writer.MetricWriter(workdir)
-    config_json = json.loads(config.to_json())
+    if changes:
+        writer.note(start_step, "config_change",
+                    {key: {"was": old, "now": new} for key, (old, new) in changes.items()})
 
     def save(step):
         host = parallel.get_replicated(state)

@@ -110,7 +110,7 @@ def test_an_unreadable_latest_checkpoint_is_set_aside_and_the_previous_used(
     result = train.train_and_evaluate(toy_config(toy_data_dir, steps=8), workdir)
     out = capsys.readouterr().out
     assert result["step"] == 8
-    warning = [line for line in out.splitlines() if line.startswith("warning:")]
+    warning = [line for line in out.splitlines() if line.startswith("warning: checkpoint")]
     assert len(warning) == 1 and warning[0].startswith(
         f"warning: checkpoint 6 is unreadable: {os.path.join(step_dir, damage)} (")
     assert "resumed from step 4" in out
@@ -130,3 +130,46 @@ def test_evaluation_reports_an_unreadable_checkpoint_and_evaluates_the_rest(
     with open(os.path.join(workdir, "eval", "metrics.csv")) as f:
         assert sorted({int(line.split(",")[0]) for line in f.readlines()[1:]}) == [2, 6]
     assert summary["last"]["step"] == 6
+
+
+def test_resuming_refuses_a_change_of_state_shape_and_warns_about_others(
+        toy_data_dir, tmp_path, capsys):
+    import json
+    from emodna_jax import checkpointing
+    workdir = str(tmp_path / "w")
+    train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+    with pytest.raises(ValueError, match=r"checkpoint 6 was trained with another state "
+                                         r"shape \(model.channels 8 -> 16\); use a new workdir"):
+        train.train_and_evaluate(toy_config(toy_data_dir, **{"model.channels": 16}),
+                                 workdir)
+    assert checkpointing.Checkpointer(workdir, read_only=True).all_steps() == [2, 4, 6]
+    capsys.readouterr()
+    changed = toy_config(toy_data_dir, **{"optim.learning_rate": 1e-3, "steps": 8})
+    train.train_and_evaluate(changed, workdir)
+    out = capsys.readouterr().out
+    assert ("warning: resuming step 6 with a changed config: optim.learning_rate "
+            "0.002 -> 0.001; steps 6 -> 8") in out
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    [note] = [r for r in records if r["split"] == "config_change"]
+    assert note["step"] == 6 and note["steps"] == {"was": 6, "now": 8}
+
+
+def test_metrics_of_lost_steps_and_a_rerun_final_evaluation_are_not_doubled(
+        toy_data_dir, tmp_path):
+    import json
+    from emodna_jax import metric_writer
+    workdir = str(tmp_path / "w")
+    config = toy_config(toy_data_dir)
+    train.train_and_evaluate(config, workdir)
+    train.train_and_evaluate(config, workdir)  # finished already: evaluates again
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    keys = [(r["step"], r["split"]) for r in records]
+    assert len(keys) == len(set(keys)) and keys.count((6, "eval")) == 1
+    # Lines past a restored step (written after its checkpoint) are dropped.
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": 7, "split": "train", "loss": 1.0}) + "\n")
+    metric_writer.reconcile(workdir, 6, finished=False)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == [r["step"] for r in records]
