@@ -8,6 +8,7 @@ r"""Turns a raw emotional-speech corpus into TFDS array_record shards.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -71,6 +72,9 @@ def main(argv):
     options = {"merge_excited": MERGE_EXCITED.value} if CORPUS.value == "iemocap" else {}
     logging.set_verbosity(logging.ERROR)  # TFDS logs every split it writes
     data_dir = os.path.expanduser(DATA_DIR.value or prepare.default_data_dir())
+    def stop(signum, frame):  # SIGTERM cleans up as Ctrl-C does
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop)
     try:
         results = prepare.prepare_corpus(
             CORPUS.value, data_dir=data_dir, feature_config=feature_config,
@@ -81,6 +85,10 @@ def main(argv):
     except (FileNotFoundError, ValueError, StrictModeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written, any existing dataset is intact",
+              file=sys.stderr)
+        return 130
     for name, result in results.items():
         if result.reused:
             print(f"{name}: complete dataset found, reusing it "

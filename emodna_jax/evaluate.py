@@ -232,10 +232,12 @@ def restore_trained(config, workdir: str, step: int | None = None, *,
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     chosen = step if step is not None else checkpointer.latest_step()
     if chosen is None or chosen not in checkpointer.all_steps():
+        have = checkpointer.all_steps()
         checkpointer.close()
+        where = checkpointing.checkpoint_dir(workdir)
         raise FileNotFoundError(
-            f"no checkpoint {'' if step is None else step} in "
-            f"{checkpointing.checkpoint_dir(workdir)} (have {checkpointer.all_steps()})")
+            f"no checkpoint {step} in {where} (it has {have})" if have else
+            f"no checkpoints in {where}: train first (--mode=train)")
     parallel = parallel or step_lib.Parallel("shard_map", step_lib.data_mesh(1))
     if source is None:
         source, _ = input_pipeline.open_task(config)

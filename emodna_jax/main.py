@@ -43,6 +43,9 @@ def main(argv):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the last finished checkpoint is intact
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -89,6 +89,9 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
 
     results = []
     for path in paths:
+        if not os.path.isfile(path):
+            results.append(Prediction(path, error="file not found"))
+            continue
         try:
             loaded = audio.load_audio(path, feature_config.sample_rate)
         except (audio.AudioProblem, OSError) as problem:

@@ -196,14 +196,12 @@ def test_existing_dataset_is_reused_unless_overwrite(clean_manifest, tmp_path):
     assert PreparedCorpus(rebuilt.path).metadata["summary"] == first.summary
 
 
-def test_killed_build_leaves_no_visible_dataset(tmp_path):
-    manifest = make_corpus(str(tmp_path / "raw"), num_speakers=8, per_speaker=60,
-                           seconds=1.5)
-    data_dir = str(tmp_path / "data")
+def _build_in_background(manifest, data_dir):
+    """A CLI build, returned once it has extracted 20 files."""
     command = [sys.executable, "-m", "data_prep", "--corpus=csv",
                f"--manifest={manifest}", f"--data_dir={data_dir}", "--workers=1"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                               stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         frames = [os.path.join(data_dir, d, "frames") for d in
@@ -211,7 +209,29 @@ def test_killed_build_leaves_no_visible_dataset(tmp_path):
         if any(os.path.isdir(f) and len(os.listdir(f)) >= 20 for f in frames):
             break
         time.sleep(0.05)
-    assert process.poll() is None, "the build ended before it could be killed"
+    assert process.poll() is None, "the build ended before it could be stopped"
+    return process
+
+
+def test_sigterm_during_a_build_removes_its_staging_directory(tmp_path):
+    manifest = make_corpus(str(tmp_path / "raw"), num_speakers=8, per_speaker=60,
+                           seconds=1.5)
+    data_dir = str(tmp_path / "data")
+    process = _build_in_background(manifest, data_dir)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: nothing was written")
+    assert "Traceback" not in stderr
+    assert staging_dirs(data_dir) == []
+    assert not os.path.exists(builder.dataset_dir(data_dir, "corpus", FeatureConfig()))
+
+
+def test_killed_build_leaves_no_visible_dataset(tmp_path):
+    manifest = make_corpus(str(tmp_path / "raw"), num_speakers=8, per_speaker=60,
+                           seconds=1.5)
+    data_dir = str(tmp_path / "data")
+    process = _build_in_background(manifest, data_dir)
     process.send_signal(signal.SIGKILL)
     process.wait()
 

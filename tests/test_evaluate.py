@@ -217,3 +217,13 @@ def test_predict_covers_a_long_file_with_windows(trained, toy_data_dir, tmp_path
     assert result.ood_score == pytest.approx(float(np.mean(scores)), abs=1e-5)
     listed = json.loads(predict.format_predictions([result], as_json=True))[0]
     assert len(listed["windows"]) == len(starts)
+
+
+def test_predict_names_a_missing_file_and_an_empty_workdir(trained, toy_data_dir, tmp_path):
+    workdir, _ = trained
+    config = eval_config(toy_data_dir)
+    [missing] = predict.predict_files(config, workdir, [str(tmp_path / "nope.wav")],
+                                      checkpoint=6)
+    assert missing.error == "file not found"
+    with pytest.raises(FileNotFoundError, match="no checkpoints in .*: train first"):
+        evaluate.restore_trained(config, str(tmp_path / "empty"))
