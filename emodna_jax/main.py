@@ -48,5 +48,25 @@ def main(argv):
         return 130
 
 
+def parse_flags(argv):
+    """absl's parsing, with an unknown ``--config.KEY`` as one line: config
+    overrides fail inside ml_collections with an AttributeError and a
+    traceback (and the message escaped)."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as error:
+        inner = error
+        while isinstance(inner, (AttributeError, KeyError)) and inner.args:
+            inner = inner.args[0]  # the KeyError inside, not its repr
+        key, _, hint = str(inner).partition("\n")
+        hint = hint[:1].lower() + hint[1:]
+        print(f"error: the config has no key {key}" + (f"; {hint}" if hint else ""),
+              file=sys.stderr)
+        sys.exit(1)
+    except flags.Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -173,3 +173,17 @@ def test_metrics_of_lost_steps_and_a_rerun_final_evaluation_are_not_doubled(
     metric_writer.reconcile(workdir, 6, finished=False)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == [r["step"] for r in records]
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.stepz=3", """error: the config has no key 'stepz'; did you mean "steps" """
+                         """instead of "stepz"?"""),
+    ("--config.steps=abc", "error: flag --config.steps=abc: invalid literal for int()"),
+])
+def test_a_bad_config_flag_is_one_line(tmp_path, flag, message):
+    run = subprocess.run([sys.executable, "-m", "emodna_jax.main",
+                          "--config=configs/default.py", f"--workdir={tmp_path}", flag],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()]
+    assert run.stderr.startswith(message)
