@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Per-bin standardisation: 'corpus' (each corpus with its own training
     # statistics) or 'speaker' (each utterance with its speaker's).
     config.data.normalization = "corpus"
+    # Cross-corpus: zero the bins either corpus leaves empty (e.g. above 4 kHz
+    # for 8 kHz audio) in both, from unlabelled statistics.
+    config.data.shared_bands = False
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "tim"

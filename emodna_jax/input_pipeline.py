@@ -57,6 +57,7 @@ class TaskCorpus:
     speaker_mean: np.ndarray | None = None
     speaker_std: np.ndarray | None = None
     std_floor: float = 0.0
+    band_mask: np.ndarray | None = None  # [bins] 0 for bins a task drops
 
     @classmethod
     def create(cls, corpus: PreparedCorpus, corpus_id: int,
@@ -89,12 +90,14 @@ class TaskCorpus:
         unknown speaker, as in prediction, with its own), else the corpus's."""
         frames = raw["features"].astype(np.float32)
         if self.speaker_mean is None:
-            return (frames - self.mean) / self.std
-        if "speaker" in raw:
+            frames = (frames - self.mean) / self.std
+        elif "speaker" in raw:
             speaker = int(raw["speaker"])
-            return (frames - self.speaker_mean[speaker]) / self.speaker_std[speaker]
-        return ((frames - frames.mean(0))
-                / np.maximum(frames.std(0), self.std_floor)).astype(np.float32)
+            frames = (frames - self.speaker_mean[speaker]) / self.speaker_std[speaker]
+        else:
+            frames = ((frames - frames.mean(0))
+                      / np.maximum(frames.std(0), self.std_floor)).astype(np.float32)
+        return frames if self.band_mask is None else frames * self.band_mask
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
@@ -308,7 +311,31 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
         return (task(source, 0, train_split, train_split, normalization),
                 task(source, 1, held_out, held_out, normalization))
     target = find("target")
-    return (task(source, 0, data.source_split, data.source_eval_split,
-                 source.normalization(data.source_split)),
-            task(target, 1, data.target_split, data.target_split,
-                 target.normalization(data.target_split)))
+    tasks = (task(source, 0, data.source_split, data.source_eval_split,
+                  source.normalization(data.source_split)),
+             task(target, 1, data.target_split, data.target_split,
+                  target.normalization(data.target_split)))
+    if data.get("shared_bands", False):
+        mask = shared_band_mask(source.normalization(data.source_split)[1],
+                                target.normalization(data.target_split)[1])
+        for t in tasks:
+            t.band_mask = mask
+    return tasks
+
+
+# A bin whose frames vary less than this (std, in log units) carries no
+# signal in that corpus: above the Nyquist frequency of audio recorded at a
+# lower rate, or outside a telephone band.
+DEAD_BAND_STD = 0.1
+
+
+def shared_band_mask(source_std, target_std) -> np.ndarray:
+    """[bins] 1.0 where both corpora carry signal, 0.0 where either is dead.
+
+    Dropping a bin from both corpora (``config.data.shared_bands``) keeps a
+    model from learning cues on the source that the target cannot show,
+    e.g. a 16 kHz source's fricative energy against an 8 kHz telephone
+    target; it reads the corpora's unlabelled statistics only.
+    """
+    live = (np.asarray(source_std) > DEAD_BAND_STD) & (np.asarray(target_std) > DEAD_BAND_STD)
+    return live.astype(np.float32)

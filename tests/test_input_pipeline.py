@@ -1,5 +1,7 @@
 """The grain pipelines: shapes, normalisation, crops, resumable state, eval passes."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,33 @@ def test_per_speaker_normalisation_uses_each_speakers_own_frames(toy_data_dir):
         corpus, 0, CLASSES, train_split="all", eval_split="all",
         normalization=corpus.normalization("all"), std_floor=0.01)
     assert not np.allclose(corpus_wide.normalize(examples[0]), task.normalize(examples[0]))
+
+
+def test_shared_bands_drop_the_bins_an_8khz_corpus_leaves_empty(toy_data_dir, tmp_path):
+    """A target recorded at 8 kHz has nothing above 4 kHz; with
+    data.shared_bands those bins are zero in both corpora, and exactly those
+    whose std over the target's stored frames is below DEAD_BAND_STD."""
+    from data_prep import builder, corpora
+    from tests.conftest import make_corpus
+    manifest = make_corpus(str(tmp_path / "raw8k"), num_speakers=2, per_speaker=4,
+                           sample_rate=8000)
+    records, skipped = corpora.parse_csv(manifest, name="toy_phone")
+    builder.build_corpus(records, corpus="toy_phone", root=os.path.dirname(manifest),
+                         data_dir=toy_data_dir, feature_config=FeatureConfig(n_mels=16),
+                         parse_skipped=skipped, progress=False, num_folds=0)
+    config = toy_config(toy_data_dir, **{"data.target": "toy_phone",
+                                         "data.classes": CLASSES,
+                                         "data.shared_bands": True})
+    source, target = input_pipeline.open_task(config)
+    data = target.corpus.source("all")
+    frames = np.concatenate([data[i]["features"] for i in range(len(data))])
+    dead = frames.std(0) < input_pipeline.DEAD_BAND_STD
+    assert 0 < dead.sum() < 16 and dead[-1] and not dead[0]
+    np.testing.assert_array_equal(target.band_mask, (~dead).astype(np.float32))
+    np.testing.assert_array_equal(source.band_mask, target.band_mask)
+    example = source.corpus.source("train")[0]
+    got = source.example(example, 24, None, with_label=False)["frames"]
+    assert np.all(got[:, dead] == 0) and np.any(got[:, ~dead] != 0)
+    plain = input_pipeline.open_task(toy_config(toy_data_dir, **{
+        "data.target": "toy_phone", "data.classes": CLASSES}))[0]
+    assert plain.band_mask is None
