@@ -196,8 +196,12 @@ def test_existing_dataset_is_reused_unless_overwrite(clean_manifest, tmp_path):
     assert PreparedCorpus(rebuilt.path).metadata["summary"] == first.summary
 
 
-def _build_in_background(manifest, data_dir):
-    """A CLI build, returned once it has extracted 20 files."""
+def _build_in_background(tmp_path):
+    """(process, manifest, data_dir) of a CLI build of 480 files, returned
+    once it has extracted 20 of them."""
+    manifest = make_corpus(str(tmp_path / "raw"), num_speakers=8, per_speaker=60,
+                           seconds=1.5)
+    data_dir = str(tmp_path / "data")
     command = [sys.executable, "-m", "data_prep", "--corpus=csv",
                f"--manifest={manifest}", f"--data_dir={data_dir}", "--workers=1"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -210,14 +214,11 @@ def _build_in_background(manifest, data_dir):
             break
         time.sleep(0.05)
     assert process.poll() is None, "the build ended before it could be stopped"
-    return process
+    return process, manifest, data_dir
 
 
 def test_sigterm_during_a_build_removes_its_staging_directory(tmp_path):
-    manifest = make_corpus(str(tmp_path / "raw"), num_speakers=8, per_speaker=60,
-                           seconds=1.5)
-    data_dir = str(tmp_path / "data")
-    process = _build_in_background(manifest, data_dir)
+    process, _, data_dir = _build_in_background(tmp_path)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130
@@ -228,10 +229,7 @@ def test_sigterm_during_a_build_removes_its_staging_directory(tmp_path):
 
 
 def test_killed_build_leaves_no_visible_dataset(tmp_path):
-    manifest = make_corpus(str(tmp_path / "raw"), num_speakers=8, per_speaker=60,
-                           seconds=1.5)
-    data_dir = str(tmp_path / "data")
-    process = _build_in_background(manifest, data_dir)
+    process, manifest, data_dir = _build_in_background(tmp_path)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
