@@ -63,6 +63,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.compare_source_only = False
     config.eval_every = 0             # --mode=evaluate scores every checkpoint
     config.checkpoint_every = 50
-    config.keep_checkpoints = config.steps // config.checkpoint_every
+    config.keep_checkpoints = 100_000  # all of them, whatever --config.steps is
     config.log_every = 100
     return with_method(config, config.method)
