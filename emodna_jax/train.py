@@ -129,7 +129,8 @@ def _check_finite(step: int, metrics: dict):
 
 # Config entries that shape the saved state (parameter shapes, the inputs'
 # width, the classes): resuming with another value cannot work.
-STATE_SHAPING = ("model.", "data.classes", "data.feature", "data.n_mels", "data.n_mfcc",
+STATE_SHAPING = ("model.", "data.classes", "data.feature", "data.feature_dim",
+                 "data.n_mels", "data.n_mfcc",
                  "data.sample_rate", "msac.speaker", "msac.gender", "msac.corpus",
                  "loss.w_dann")
 
