@@ -75,18 +75,21 @@ class ObjectiveConfig:
         return tuple(name for name, _, _ in self.attributes if name != "corpus")
 
 
+def _progress(cfg: ObjectiveConfig, step) -> jax.Array:
+    """The share of training done at ``step``: what every schedule reads."""
+    return jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
+
+
 def grl_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
     """Suppression strength at ``step``: grl_max * ramp (as in DANN); the
     gradient-reversal coefficient, or the centroid alignment's factor."""
-    progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
-    return cfg.grl_max * losses.ramp(progress)
+    return cfg.grl_max * losses.ramp(_progress(cfg, step))
 
 
 def domain_coefficient(cfg: ObjectiveConfig, step) -> jax.Array:
     """DANN's reversal strength at ``step``: 2 / (1 + exp(-10 p)) - 1 (Ganin
     et al. 2016), so the discriminator is learnt before it is fought."""
-    progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
-    return losses.ramp(progress)
+    return losses.ramp(_progress(cfg, step))
 
 
 def adaptation_ramp(cfg: ObjectiveConfig, step) -> jax.Array:
@@ -94,8 +97,7 @@ def adaptation_ramp(cfg: ObjectiveConfig, step) -> jax.Array:
     ``adapt_start`` of training), then the sigmoid ramp over the rest."""
     if not cfg.use_ramp:
         return jnp.float32(1.0)
-    progress = jnp.asarray(step, jnp.float32) / max(cfg.total_steps, 1)
-    return losses.ramp((progress - cfg.adapt_start) / (1.0 - cfg.adapt_start))
+    return losses.ramp((_progress(cfg, step) - cfg.adapt_start) / (1.0 - cfg.adapt_start))
 
 
 def select_pseudo_labels(cfg: ObjectiveConfig, probs: jax.Array,
