@@ -33,7 +33,9 @@ NAME = flags.DEFINE_string("name", None,
 DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "Where datasets are written (default: $EMODNA_DATA_DIR "
     "or ~/emodna_data).")
-FEATURE = flags.DEFINE_enum("feature", "logmel", FEATURE_KINDS, "Frame features.")
+FEATURE = flags.DEFINE_enum(
+    "feature", "logmel_pitch", FEATURE_KINDS,
+    "Frame features (default: log-mel bands + log F0, voicing, log energy).")
 N_MELS = flags.DEFINE_integer("n_mels", 64, "Mel bands.")
 FEATURE_DIM = flags.DEFINE_integer(
     "feature_dim", 0, "--feature=npy: D of the [T, D] .npy file each manifest "

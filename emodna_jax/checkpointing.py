@@ -8,15 +8,43 @@ every K-th step when asked, for later batch evaluation.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def free_bytes(path: str) -> int:
+    return shutil.disk_usage(path).free
+
+
+class DiskFull(OSError):
+    """A checkpoint could not be written for lack of space: the run stops at
+    once (the finished checkpoints are intact) instead of training on
+    without a way to save."""
+
+    def __init__(self, step: int, last_good: int | None):
+        before = ("no earlier checkpoint" if last_good is None
+                  else f"last good checkpoint {last_good}")
+        super().__init__(errno.ENOSPC, f"No space left on device writing checkpoint "
+                         f"{step}; {before}")
+        self.step, self.last_good = step, last_good
+
+    def __str__(self):
+        return self.strerror
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    return ((isinstance(error, OSError) and error.errno == errno.ENOSPC)
+            or "No space left on device" in str(error))
 
 
 class Checkpointer:
@@ -35,6 +63,7 @@ class Checkpointer:
                 enable_async_checkpointing=not read_only,
                 read_only=read_only,
                 create=not read_only))
+        self._in_flight = None  # the step of the last background save
 
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
@@ -43,13 +72,46 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state, iterator_state: dict, config: dict):
-        """Starts saving ``step`` in the background (the loop decides when)."""
-        self.manager.save(
-            step, force=True,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data_iter=ocp.args.JsonSave(iterator_state),
-                config=ocp.args.JsonSave(config)))
+        """Starts saving ``step`` in the background (the loop decides when).
+
+        Raises DiskFull before writing when the disk cannot hold the state,
+        and when the previous background save ran out of space (orbax's
+        save waits for that one anyway; waiting here names it)."""
+        self._wait_for_background_save()
+        free = free_bytes(str(self.manager.directory))
+        needed = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) + (1 << 20)
+        if free < needed:
+            raise DiskFull(step, self._last_finished(below=step))
+        try:
+            self.manager.save(
+                step, force=True,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data_iter=ocp.args.JsonSave(iterator_state),
+                    config=ocp.args.JsonSave(config)))
+        except Exception as error:
+            if _is_disk_full(error):
+                raise DiskFull(step, self._last_finished(below=step)) from error
+            raise
+        self._in_flight = step
+
+    def _last_finished(self, below: int) -> int | None:
+        """The newest step directory orbax finalised (renamed from its
+        temporary name), below ``below``."""
+        steps = [int(name) for name in os.listdir(self.manager.directory)
+                 if name.isdigit() and int(name) < below]
+        return max(steps, default=None)
+
+    def _wait_for_background_save(self):
+        """Raises a failed background save as DiskFull naming its step
+        (orbax reports it only at the next save or wait)."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            step = self._in_flight
+            if step is not None and _is_disk_full(error):
+                raise DiskFull(step, self._last_finished(below=step)) from error
+            raise
 
     def restore(self, step: int, abstract_state):
         """Restores ``(state, iterator_state)``.
@@ -103,7 +165,7 @@ class Checkpointer:
         return aside
 
     def wait(self):
-        self.manager.wait_until_finished()
+        self._wait_for_background_save()
 
     def close(self):
         self.manager.close()

@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from emodna_jax import checkpointing
 from emodna_jax import runs
 from emodna_jax import workdir_lock
 
@@ -31,12 +32,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     verbose = logging.get_verbosity() >= logging.DEBUG  # --verbosity=1
-    logging.set_verbosity(logging.ERROR)  # orbax and TFDS chatter; we print results
+    # orbax and TFDS chatter, and orbax's background-thread tracebacks whose
+    # error reaches us as an exception anyway: we print results and one line.
+    logging.set_verbosity(logging.ERROR if verbose else logging.FATAL)
     try:
         return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
                         force=_FORCE.value, inputs=_INPUTS.value,
                         checkpoint=_CHECKPOINT.value, as_json=_JSON.value)
-    except (ValueError, FileNotFoundError, workdir_lock.WorkdirInUse) as error:
+    except (ValueError, FileNotFoundError, workdir_lock.WorkdirInUse,
+            checkpointing.DiskFull) as error:
         # Bad config values and missing data: one line (the traceback with
         # --verbosity=1).  Other exceptions are bugs and keep theirs.
         if verbose:

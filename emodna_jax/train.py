@@ -293,8 +293,10 @@ def _train_and_evaluate(config, workdir: str, source, target) -> dict:
             if pending is not None:
                 _check_finite(*pending)
     finally:
-        checkpointer.wait()
-        checkpointer.close()
+        try:
+            checkpointer.wait()   # raises DiskFull if the last save ran out of space
+        finally:
+            checkpointer.close()
     if step < config.steps:  # preempted: the checkpoint is what matters
         writer.close()
         return {"step": step, "preempted": True}

@@ -1,5 +1,6 @@
 """One run per workdir; a preempted source-only comparison exits cleanly."""
 
+import json
 import os
 import signal
 import subprocess
@@ -187,3 +188,69 @@ def test_a_bad_config_flag_is_one_line(tmp_path, flag, message):
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [run.stderr.strip()]
     assert run.stderr.startswith(message)
+
+
+def test_a_full_disk_stops_at_the_save_that_does_not_fit(
+        toy_data_dir, tmp_path, monkeypatch):
+    from emodna_jax import checkpointing
+    workdir = str(tmp_path / "w")
+    real = checkpointing.free_bytes
+    calls = []
+
+    def full_from_the_second_save(path):
+        calls.append(path)
+        return 0 if len(calls) >= 2 else real(path)
+
+    monkeypatch.setattr(checkpointing, "free_bytes", full_from_the_second_save)
+    with pytest.raises(checkpointing.DiskFull) as caught:
+        train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+    assert str(caught.value) == ("No space left on device writing checkpoint 4; "
+                                 "last good checkpoint 2")
+    assert checkpointing.Checkpointer(workdir, read_only=True).all_steps() == [2]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:  # no step past the save
+        assert max(json.loads(line)["step"] for line in f) == 4
+
+
+def test_a_background_save_that_runs_out_of_space_names_its_step(
+        toy_data_dir, tmp_path, monkeypatch):
+    """orbax reports a failed asynchronous write only at the next save or
+    wait: the error still names the step that failed and the one before."""
+    import errno
+    from emodna_jax import checkpointing
+    workdir = str(tmp_path / "w")
+    original = checkpointing.Checkpointer.save
+
+    def save(self, step, *args):
+        original(self, step, *args)
+        if step == 4:  # this write "fails" in the background
+            finish = self.manager.wait_until_finished
+            failures = [OSError(errno.ENOSPC, "No space left on device")]
+
+            def wait_until_finished():
+                finish()
+                if failures:
+                    raise failures.pop()
+
+            monkeypatch.setattr(self.manager, "wait_until_finished", wait_until_finished)
+
+    monkeypatch.setattr(checkpointing.Checkpointer, "save", save)
+    with pytest.raises(checkpointing.DiskFull,
+                       match="^No space left on device writing checkpoint 4; "
+                             "last good checkpoint 2$"):
+        train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+
+
+def test_main_reports_a_full_disk_in_one_line(tmp_path):
+    workdir = str(tmp_path / "w")
+    os.makedirs(workdir)
+    script = ("import sys; from emodna_jax import checkpointing, main, runs\n"
+              "def full(*a, **k): raise checkpointing.DiskFull(30, 20)\n"
+              "runs.run = full\n"
+              "sys.argv = ['main', '--config=configs/default.py', '--workdir=' + sys.argv[1]]\n"
+              "from absl import app\n"
+              "app.run(main.main, flags_parser=main.parse_flags)\n")
+    done = subprocess.run([sys.executable, "-c", script, workdir], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: No space left on device writing checkpoint 30; "
+                                   "last good checkpoint 20")
