@@ -65,12 +65,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.checkpoint_every = 50
     config.keep_checkpoints = 100_000  # all of them, whatever --config.steps is
     config.log_every = 100
-    # The real-speech recipe (docs/results.md, "the recipe"; docs/losses.md,
-    # section 4): prosody in the frames, per-speaker standardisation, and the
-    # three safeguards against confirmation bias.  One setting for every task.
-    config.data.feature = "logmel_pitch"     # data_prep's default features
-    config.data.normalization = "speaker"
-    config.loss.adapt_start = 0.3            # source-only warm-up: 30% of training
-    config.loss.threshold_floor = 0.8        # no pseudo-label below p = 0.8
-    config.loss.pseudo_agreement = True      # classifier and prototype must agree
+    config_variants.real_speech(config)
     return with_method(config, config.method)

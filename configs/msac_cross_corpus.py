@@ -11,10 +11,11 @@ MSAC-SERNet as the backbone of Emo-DNA.
 """
 
 from configs import default
+from emodna_jax import config_variants
 
 
 def get_config():
-    config = default.get_config()
+    config = config_variants.real_speech(default.get_config())
     for weight in ("w_cor", "w_cd", "w_ca", "w_mmd"):
         config.loss[weight] = 0.0
     config.model.backbone = "msac"

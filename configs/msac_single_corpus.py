@@ -11,10 +11,11 @@ real corpus: --config.data.source=emodb --config.data.build_synthetic=False.
 """
 
 from configs import default
+from emodna_jax import config_variants
 
 
 def get_config():
-    config = default.get_config()
+    config = config_variants.real_speech(default.get_config())
     config.data.protocol = "single_corpus"
     config.data.fold = -1                  # -1: every fold in turn
     config.data.source = "synth_studio"

@@ -6,11 +6,12 @@ class list both corpora share.
 """
 
 from configs import default
+from emodna_jax import config_variants
 
 
 def get_config(source: str = "emodb", target: str = "enterface",
                classes=("angry", "disgust", "fear", "happy", "sad")):
-    config = default.get_config()
+    config = config_variants.real_speech(default.get_config())
     config.data.build_synthetic = False
     config.data.source = source
     config.data.target = target

@@ -12,6 +12,20 @@ def adapts(config) -> bool:
     return any(config.loss.get(w, 0.0) > 0 for w in ADAPTATION_WEIGHTS)
 
 
+def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The recipe measured on real speech (docs/results.md, "The recipe"),
+    one setting for every task: prosody in the frames (data_prep's default
+    features), each utterance standardised with its own speaker's
+    statistics, and three safeguards against confirmation bias in the
+    pseudo-labels (docs/losses.md, section 4)."""
+    config.data.feature = "logmel_pitch"
+    config.data.normalization = "speaker"
+    config.loss.adapt_start = 0.3          # source-only warm-up: 30% of training
+    config.loss.threshold_floor = 0.8      # no pseudo-label below p = 0.8
+    config.loss.pseudo_agreement = True    # classifier and prototype must agree
+    return config
+
+
 def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The same run with every target-side loss switched off."""
     config = ml_collections.ConfigDict(config.to_dict())

@@ -28,10 +28,14 @@ from tests.conftest import tone, write_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/default.py shrunk to the toy corpora, as command-line overrides.
-TOY_OVERRIDES = ("data.n_mels=16", "data.num_frames=24", "data.eval_num_frames=56",
+TOY_OVERRIDES = ("data.feature=logmel", "data.n_mels=16", "data.num_frames=24", "data.eval_num_frames=56",
                  "model.channels=8", "model.num_blocks=2", "model.projection_dim=8",
                  "batch_size=8", "eval_batch_size=16", "steps=4", "log_every=2",
                  "checkpoint_every=2", "keep_checkpoints=2")
+
+
+# configs/cross_corpus.py reads data_prep's default feature kind.
+RECIPE_FEATURES = FeatureConfig(kind="logmel_pitch", n_mels=16)
 
 
 def _build(data_dir, raw_root, name, emotions, *, speakers=2, per_emotion=2):
@@ -47,7 +51,7 @@ def _build(data_dir, raw_root, name, emotions, *, speakers=2, per_emotion=2):
     records, skipped = corpora.parse_csv(write_manifest(
         os.path.join(root, "m.csv"), rows), name=name)
     builder.build_corpus(records, corpus=name, root=root, data_dir=data_dir,
-                         feature_config=FeatureConfig(n_mels=16),
+                         feature_config=RECIPE_FEATURES,
                          parse_skipped=skipped, progress=False, num_folds=0)
 
 
@@ -77,7 +81,7 @@ def test_classes_are_the_emotions_both_corpora_share_in_source_order(emotion_set
     # 'four' is stored in canonical order: neutral, angry, happy, sad.
     assert config.data.classes == ("happy", "sad")
     reverse = config_variants.with_task_classes(_task_config(emotion_sets, "three,four"))
-    assert PreparedCorpus.find(emotion_sets, "three", FeatureConfig(n_mels=16)).emotions \
+    assert PreparedCorpus.find(emotion_sets, "three", RECIPE_FEATURES).emotions \
         == ["happy", "sad", "fear"]
     assert reverse.data.classes == ("happy", "sad")
 
