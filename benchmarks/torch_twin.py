@@ -33,7 +33,7 @@ _EPS = 1e-12
 
 
 def l2_normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """x / ||x||, zero vectors stay zero (as ``losses._l2_normalize``)."""
+    """x / ||x||, zero vectors stay zero (as ``losses.l2_normalize``)."""
     sq = torch.sum(x * x, dim=dim, keepdim=True)
     return x * torch.rsqrt(torch.clamp(sq, min=_EPS))
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from data_prep import labels
 from data_prep.features import FEATURE_KINDS
 
-PARALLELISM = ("shard_map", "pmap")
-CLASSIFIERS = ("linear", "am")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMALIZATIONS = ("corpus", "speaker")
 
@@ -35,13 +33,15 @@ def _choice(key: str, value, allowed):
 
 def validate_config(config):
     """Raises ValueError naming the first bad entry of ``config``."""
-    from emodna_jax.models import BACKBONES  # models import jax; keep it lazy
+    # Lazy: the models and the step import jax.
+    from emodna_jax.models.emodna import BACKBONES, CLASSIFIERS
+    from emodna_jax.step import PARALLELISM_MODES
     _positive(config, "steps", "batch_size", "log_every", "checkpoint_every",
               "keep_checkpoints", "eval_batch_size", "data.num_frames",
               "data.eval_num_frames", "model.projection_dim")
     if config.eval_every < 0 or config.keep_every < 0:
         _fail("eval_every", "eval_every and keep_every must be >= 0")
-    _choice("parallelism", config.parallelism, PARALLELISM)
+    _choice("parallelism", config.parallelism, PARALLELISM_MODES)
     _choice("model.backbone", config.model.backbone, sorted(BACKBONES))
     _choice("model.classifier", config.model.classifier, CLASSIFIERS)
     _choice("model.compute_dtype", config.model.compute_dtype, COMPUTE_DTYPES)

@@ -1,11 +1,9 @@
 """The Emo-DNA losses and their small pieces of state, as pure array functions.
 
-Everything here is a function of ``jnp`` arrays (design notes, section 4): no
-Flax, no Optax, no devices.  The train step gathers features over the device
-axis and calls these on the *global* batch, so a step is the same on any
-number of devices.  State that is a mean over the batch (the pseudo-label
-thresholds, the class prototypes) is split into a "sums" function and a
-function that consumes the sums, so the step can ``psum`` in between.
+Every function takes and returns ``jnp`` arrays: no Flax, no Optax, no
+devices.  The step calls them on the global batch (docs/losses.md, section 8,
+says why that makes training independent of the device count); each loss is
+defined in docs/losses.md.
 
 Math is done in float32 whatever the input dtype, and masked entries are kept
 out with large finite negatives or ``where`` guards, never ``-inf`` or a
@@ -43,8 +41,9 @@ def _binary(mask, like: Array) -> Array:
     return (jnp.asarray(mask) > 0).astype(jnp.float32)
 
 
-def _l2_normalize(x: Array, axis: int = -1) -> Array:
-    """x / ||x|| along ``axis``; zero vectors stay zero (gradient finite)."""
+def l2_normalize(x: Array, axis: int = -1) -> Array:
+    """x / ||x|| along ``axis``, in float32 (cosines feed the losses); zero
+    vectors stay zero and their gradient finite."""
     x = _f32(x)
     sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
     return x * jax.lax.rsqrt(jnp.maximum(sq, _EPS))
@@ -127,13 +126,6 @@ def posterior_logits(logits: Array, classifier: str, am_scale: float) -> Array:
     posterior-based quantity (pseudo-labels, MSP, energy) must use these, or
     training, evaluation and prediction disagree."""
     return am_scale * logits if classifier == "am" else logits
-
-
-def cosine_logits(embeddings: Array, weights: Array) -> Array:
-    """Cosines between rows of ``embeddings`` [B, D] and columns of ``weights``
-    [D, C] -> [B, C]; the logits of a cosine (AM-softmax) classifier."""
-    return jnp.matmul(_l2_normalize(embeddings, axis=-1),
-                      _l2_normalize(weights, axis=0), precision=_HIGHEST)
 
 
 def additive_margin_logits(cosines: Array, labels: Array, *, scale: float,
@@ -227,50 +219,26 @@ def init_threshold_state(num_classes: int) -> Tuple[Array, Array]:
             jnp.full((num_classes,), 1.0 / num_classes, jnp.float32))
 
 
-def threshold_batch_stats(batch_probs: Array, mask=None
-                          ) -> Tuple[Array, Array, Array]:
-    """Sums that the threshold EMA needs, additive across devices.
-
-    Args:
-      batch_probs: [B, C] target class probabilities.
-      mask: optional [B]; rows to use (e.g. padding excluded).
-    Returns:
-      (sum of max-probs scalar, sum of probs [C], row count scalar), float32.
-    """
-    probs = _f32(batch_probs)
-    weights = _binary(mask, probs)
-    max_sum = jnp.sum(weights * jnp.max(probs, axis=-1))
-    prob_sum = jnp.sum(weights[:, None] * probs, axis=0)
-    return max_sum, prob_sum, jnp.sum(weights)
-
-
-def update_threshold_state_from_sums(tau_g: Array, p_tilde: Array,
-                                     max_prob_sum: Array, prob_sum: Array,
-                                     count: Array, *, momentum: float
-                                     ) -> Tuple[Array, Array]:
-    """EMA step of (tau_g, p_tilde) from (possibly psum-ed) batch sums.
-
-    A batch with no rows (count 0) leaves the state unchanged.  State is not
-    differentiated: the sums pass through stop_gradient.
-    """
-    max_prob_sum, prob_sum, count = jax.lax.stop_gradient(
-        (_f32(max_prob_sum), _f32(prob_sum), _f32(count)))
-    tau_g, p_tilde = _f32(tau_g), _f32(p_tilde)
-    safe = jnp.maximum(count, 1.0)
-    new_tau = momentum * tau_g + (1.0 - momentum) * (max_prob_sum / safe)
-    new_p = momentum * p_tilde + (1.0 - momentum) * (prob_sum / safe)
-    seen = count > 0
-    return jnp.where(seen, new_tau, tau_g), jnp.where(seen, new_p, p_tilde)
-
-
 def update_threshold_state(tau_g: Array, p_tilde: Array, batch_probs: Array,
                            *, momentum: float, mask=None
                            ) -> Tuple[Array, Array]:
     """tau_g <- m tau_g + (1-m) mean max_c p;  p_tilde <- m p_tilde + (1-m)
-    mean p, means over the masked rows of ``batch_probs`` [B, C]."""
-    return update_threshold_state_from_sums(
-        tau_g, p_tilde, *threshold_batch_stats(batch_probs, mask),
-        momentum=momentum)
+    mean p, means over the masked rows of ``batch_probs`` [B, C] (the global
+    batch: the step gathers every device's rows first).
+
+    A batch with no rows leaves the state unchanged; the state is not
+    differentiated.
+    """
+    probs = jax.lax.stop_gradient(_f32(batch_probs))
+    weights = _binary(mask, probs)
+    count = jnp.sum(weights)
+    safe = jnp.maximum(count, 1.0)
+    tau_g, p_tilde = _f32(tau_g), _f32(p_tilde)
+    mean_max = jnp.sum(weights * jnp.max(probs, axis=-1)) / safe
+    mean_probs = jnp.sum(weights[:, None] * probs, axis=0) / safe
+    seen = count > 0
+    return (jnp.where(seen, momentum * tau_g + (1.0 - momentum) * mean_max, tau_g),
+            jnp.where(seen, momentum * p_tilde + (1.0 - momentum) * mean_probs, p_tilde))
 
 
 def class_thresholds(tau_g: Array, p_tilde: Array) -> Array:
@@ -301,7 +269,7 @@ def prototype_agreement(features: Array, prototypes: Array,
     is its pseudo-label's, i.e. the classifier and the source class centres
     agree.  A class never seen (zero prototype) is nobody's nearest unless
     every cosine is <= 0."""
-    cosines = jnp.matmul(_l2_normalize(features), _l2_normalize(prototypes).T,
+    cosines = jnp.matmul(l2_normalize(features), l2_normalize(prototypes).T,
                          precision=_HIGHEST)
     return jnp.argmax(cosines, axis=-1) == pseudo_labels
 
@@ -349,7 +317,7 @@ def update_prototypes(prototypes: Array, sums: Array, counts: Array, *,
     seen = jnp.any(prototypes != 0, axis=1, keepdims=True)
     ema = jnp.where(seen, momentum * prototypes + (1.0 - momentum) * mean,
                     mean)
-    return _l2_normalize(jnp.where(present, ema, prototypes), axis=-1)
+    return l2_normalize(jnp.where(present, ema, prototypes), axis=-1)
 
 
 def class_alignment_loss(z_target: Array, pseudo_labels: Array, mask: Array,
@@ -369,8 +337,8 @@ def class_alignment_loss(z_target: Array, pseudo_labels: Array, mask: Array,
     Returns:
       Scalar; 0.0 when no row is confident.
     """
-    protos = jax.lax.stop_gradient(_l2_normalize(prototypes, axis=-1))
-    cosines = jnp.matmul(_l2_normalize(z_target, axis=-1), protos.T,
+    protos = jax.lax.stop_gradient(l2_normalize(prototypes, axis=-1))
+    cosines = jnp.matmul(l2_normalize(z_target, axis=-1), protos.T,
                          precision=_HIGHEST)
     return cross_entropy(cosines / temperature, pseudo_labels, mask=mask)
 
@@ -396,12 +364,6 @@ def _upper_median(sq_dists: Array) -> Array:
         return jnp.zeros((), jnp.float32)
     rows, cols = np.triu_indices(n, k=1)
     return jnp.median(sq_dists[rows, cols])
-
-
-def median_sq_distance(z: Array) -> Array:
-    """Median of ||z_i - z_j||^2 over pairs i < j of ``z`` [N, D]; 0.0 if
-    N < 2.  The bandwidth heuristic of the MMD kernels."""
-    return _upper_median(_pairwise_sq_distances(z, z))
 
 
 def mmd2(x: Array, y: Array, *,

@@ -1,10 +1,8 @@
 """The Emo-DNA training objective over one global batch.
 
 Pure arrays in, loss out: this module knows the weights and how the losses of
-``losses.py`` combine (design notes section 4, docs/losses.md), and nothing
-about devices.  The step gathers every device's model outputs first, so the
-objective here is always the one-device objective of the global batch, which
-is what makes training invariant to the number of devices.
+``losses.py`` combine (docs/losses.md), and nothing about devices; the step
+hands it the gathered global batch (docs/losses.md, section 8).
 
 Total:  L_cls + w_cor L_cor + r(t) (w_cd L_cd + w_ca L_ca + w_mmd L_mmd)
         + w_dann L_dann + sum over MSAC attributes of w_a L_a,

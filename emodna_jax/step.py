@@ -158,6 +158,9 @@ def data_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
                          devices=jax.devices()[:num_devices])
 
 
+PARALLELISM_MODES = ("shard_map", "pmap")
+
+
 class Parallel:
     """Compiles per-device functions and places data for one parallelism mode.
 
@@ -168,8 +171,8 @@ class Parallel:
     """
 
     def __init__(self, mode: str, mesh: jax.sharding.Mesh | None = None):
-        if mode not in ("shard_map", "pmap"):
-            raise ValueError(f"parallelism must be 'shard_map' or 'pmap', got {mode!r}")
+        if mode not in PARALLELISM_MODES:
+            raise ValueError(f"parallelism must be one of {PARALLELISM_MODES}, got {mode!r}")
         self.mode = mode
         self.mesh = mesh if mesh is not None else data_mesh()
         self.num_devices = self.mesh.size

@@ -18,8 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm,
-                                      Dtype, downsample_mask, zero_padding)
+from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm, Dtype,
+                                      conv_norm_act, downsample_mask, zero_padding)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -66,15 +66,14 @@ class CNN(nn.Module):
                  train: bool) -> jax.Array:
         x = zero_padding(frames.astype(self.dtype), mask)[..., None]
         for i, features in enumerate(self.channels):
-            x = nn.Conv(features, (self.kernel_size, self.kernel_size),
+            x = conv_norm_act(
+                x, mask,
+                nn.Conv(features, (self.kernel_size, self.kernel_size),
                         padding="SAME", use_bias=False, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"conv{i}")(x)
-            x = BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
-                          param_dtype=self.param_dtype, name=f"bn{i}")(
-                              x, mask, train=train)
-            x = nn.relu(x)
-            x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(
-                x, deterministic=not train)
+                        param_dtype=self.param_dtype, name=f"conv{i}"),
+                BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"bn{i}"),
+                nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2)), train=train)
             x = max_pool_2x2(zero_padding(x, mask))
             mask = downsample_mask(mask, 2)
         x = jnp.mean(x, axis=2)                                  # [B, T', C]

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
-from emodna_jax.losses import gradient_reversal
+from emodna_jax.losses import gradient_reversal, l2_normalize
 from emodna_jax.models.cnn import CNN
-from emodna_jax.models.layers import BatchNorm, CosineClassifier, Dtype, l2_normalize
+from emodna_jax.models.layers import BatchNorm, CosineClassifier, Dtype
 from emodna_jax.models.msac import MSACSERNet
 from emodna_jax.models.tim import TIMNet
 

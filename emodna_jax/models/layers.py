@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodna_jax.losses import l2_normalize
+
 Dtype = Any
 STD_EPS = 1e-5  # keeps sqrt differentiable when a channel is constant in time
 
@@ -80,25 +82,13 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (total / count).astype(x.dtype)
 
 
-def masked_std(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Standard deviation over the valid frames of ``x`` [B, T, C] -> [B, C].
-
-    Two-pass (centre, then square) for accuracy; ``STD_EPS`` inside the root
-    keeps the gradient finite for constant channels.
-    """
-    weights = _expand_mask(mask, x).astype(jnp.float32)
-    x32 = x.astype(jnp.float32)
-    count = jnp.sum(weights, axis=1)
-    mean = jnp.sum(x32 * weights, axis=1) / count
-    var = jnp.sum(jnp.square(x32 - mean[:, None]) * weights, axis=1) / count
-    return jnp.sqrt(var + STD_EPS).astype(x.dtype)
-
-
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-    """Unit-norm ``x`` along ``axis``, in float32 (cosines feed the losses)."""
-    x = x.astype(jnp.float32)
-    norm_sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(norm_sq, eps))
+def conv_norm_act(x: jax.Array, mask: jax.Array, conv: nn.Module, norm: nn.Module,
+                  dropout: nn.Dropout, *, train: bool) -> jax.Array:
+    """conv -> masked BatchNorm -> ReLU -> dropout, the block both encoders
+    repeat.  The caller builds the layers (their names and shapes stay its
+    own, so parameters and checkpoints keep their paths)."""
+    x = norm(conv(x), mask, train=train)
+    return dropout(nn.relu(x), deterministic=not train)
 
 
 class AttentiveStatisticsPooling(nn.Module):

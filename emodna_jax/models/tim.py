@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodna_jax.models.layers import (BatchNorm, Dtype, masked_mean,
+from emodna_jax.models.layers import (BatchNorm, Dtype, conv_norm_act, masked_mean,
                                       reverse_within_length, zero_padding)
 
 
@@ -44,17 +44,16 @@ class TemporalAwareBlock(nn.Module):
         y = x
         for i in range(2):
             # Left padding only: frame t sees t, t-d, ..., never the future.
-            y = nn.Conv(self.features, (self.kernel_size,),
+            y = conv_norm_act(
+                y, mask,
+                nn.Conv(self.features, (self.kernel_size,),
                         kernel_dilation=(self.dilation,),
                         padding=[((self.kernel_size - 1) * self.dilation, 0)],
                         use_bias=False, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"conv{i}")(y)
-            y = BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
-                          param_dtype=self.param_dtype, name=f"bn{i}")(
-                              y, mask, train=train)
-            y = nn.relu(y)
-            y = nn.Dropout(self.dropout_rate, broadcast_dims=(1,))(
-                y, deterministic=not train)
+                        param_dtype=self.param_dtype, name=f"conv{i}"),
+                BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=f"bn{i}"),
+                nn.Dropout(self.dropout_rate, broadcast_dims=(1,)), train=train)
         # x * sigmoid(y), written as a division: XLA duplicates a cheap
         # multiply into every consumer (each weight-gradient transpose then
         # recomputes the gates of all earlier blocks) but not a division.
