@@ -387,6 +387,11 @@ def mmd2(x: Array, y: Array, *,
     """
     n, m = x.shape[0], y.shape[0]
     pooled = jnp.concatenate([_f32(x), _f32(y)], axis=0)
+    # Distances do not change under a shift; centring first keeps
+    # ||a||^2 + ||b||^2 - 2ab from cancelling catastrophically for features
+    # far from the origin (identical rows would get tiny nonzero distances,
+    # and a median of those a kernel that tells them apart).
+    pooled = pooled - jax.lax.stop_gradient(jnp.mean(pooled, axis=0))
     # One [N+M, N+M] distance matrix serves the median and all three blocks.
     sq_dists = _pairwise_sq_distances(pooled, pooled)
     sq_dists = jnp.where(jnp.eye(n + m, dtype=bool), 0.0, sq_dists)
