@@ -26,29 +26,6 @@ import ml_collections
 from configs import default
 from emodna_jax import config_variants
 
-METHODS = ("emodna", "source_only", "dan", "dann", "no_cd", "no_ca", "no_mmd",
-           "no_cor")
-
-
-def with_method(config: ml_collections.ConfigDict, method: str
-                ) -> ml_collections.ConfigDict:
-    """``config`` (Emo-DNA) turned into ``method``'s variant."""
-    if method not in METHODS:
-        raise ValueError(f"configs/cross_corpus.py: unknown method {method!r}; "
-                         f"one of {', '.join(METHODS)}")
-    if method == "source_only":
-        return config_variants.source_only(config)
-    if method in ("dan", "dann"):
-        config = config_variants.source_only(config)
-        if method == "dan":
-            config.loss.w_mmd = 1.0
-        else:
-            config.loss.w_dann = 1.0
-        return config
-    if method.startswith("no_"):
-        config.loss[f"w_{method[3:]}"] = 0.0
-    return config
-
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     parts = [p.strip() for p in arg.split(",")] if arg else []
@@ -66,4 +43,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.keep_checkpoints = 100_000  # all of them, whatever --config.steps is
     config.log_every = 100
     config_variants.real_speech(config)
-    return with_method(config, config.method)
+    return config_variants.with_method(config, config.method)

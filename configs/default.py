@@ -4,7 +4,7 @@ r"""Emo-DNA on the built-in synthetic pair: studio source -> field target.
 
 Builds the synthetic shards first if they are missing, trains Emo-DNA for a
 few minutes on CPU, and ends by printing the target UAR/WAR next to the same
-run trained source-only (configs/source_only.py).
+run trained source-only (configs/ablation.py:source_only).
 """
 
 import ml_collections

@@ -15,9 +15,8 @@ from emodna_jax import config_variants
 
 
 def get_config():
-    config = config_variants.real_speech(default.get_config())
-    for weight in ("w_cor", "w_cd", "w_ca", "w_mmd"):
-        config.loss[weight] = 0.0
+    # No adaptation losses: MSAC-SERNet alone (its own attribute control).
+    config = config_variants.source_only(config_variants.real_speech(default.get_config()))
     config.model.backbone = "msac"
     config.model.cnn_channels = (16, 32, 48, 64)
     config.model.classifier = "am"
@@ -25,5 +24,4 @@ def get_config():
     config.msac.gender = "keep"
     config.msac.corpus = "suppress"
     config.steps = 400
-    config.compare_source_only = False
     return config

@@ -26,6 +26,31 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+# Emo-DNA and the methods it is measured against (configs/cross_corpus.py
+# and configs/ablation.py take one as their argument).
+METHODS = ("emodna", "source_only", "dan", "dann", "no_cd", "no_ca", "no_mmd",
+           "no_cor")
+
+
+def with_method(config: ml_collections.ConfigDict, method: str
+                ) -> ml_collections.ConfigDict:
+    """``config`` (Emo-DNA) turned into ``method``'s variant: ``source_only``
+    (no target loss), ``dan`` (MMD alone, Long et al. 2015), ``dann`` (a
+    corpus discriminator behind a gradient reversal, Ganin et al. 2016), or
+    Emo-DNA without one loss (``no_cd``, ``no_ca``, ``no_mmd``, ``no_cor``)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+    if method in ("source_only", "dan", "dann"):
+        config = source_only(config)
+        if method == "dan":
+            config.loss.w_mmd = 1.0
+        elif method == "dann":
+            config.loss.w_dann = 1.0
+    elif method.startswith("no_"):
+        config.loss[f"w_{method[3:]}"] = 0.0
+    return config
+
+
 def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The same run with every target-side loss switched off."""
     config = ml_collections.ConfigDict(config.to_dict())
