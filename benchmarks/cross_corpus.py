@@ -37,6 +37,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from data_prep import files  # noqa: E402  (after the path above)
+
 # The development suite (../shared/corpora/tts_corpora.py): every corpus is a
 # source and a target at least once, each direction of three channels.
 DEV_TASKS = ("it_festival:en_flite", "en_flite:it_festival", "fr_espeak:es_phone",
@@ -96,10 +98,8 @@ def run_one(task: str, method: str, seed: int, *, out: str, data_dir: str,
               "pseudo_passed_fraction": pseudo.get("passed_fraction", float("nan")),
               "pseudo_passed_accuracy": pseudo.get("passed_accuracy", float("nan")),
               "seconds": round(time.time() - start, 1)}
-    tmp = done + ".tmp"
-    with open(tmp, "w") as f:
+    with files.atomic_write(done) as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, done)
     return result
 
 
@@ -262,10 +262,9 @@ def figure(results, tasks, methods, anchors, path: str):
     ax.axhline(0.25, color="grey", lw=0.5, ls=":")
     ax.legend(fontsize=7, ncol=len(names))
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    with files.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def read_results(path: str) -> dict:
@@ -297,12 +296,11 @@ def _csv_paths(out: str, doc: str | None, section: str = "") -> list[str]:
 def write_outputs(results, tasks, methods, anchors, out: str, command: str,
                   doc: str | None, section: str = ""):
     for path in _csv_paths(out, doc, section):
-        with open(path + ".tmp", "w", newline="") as f:
+        with files.atomic_write(path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(sorted(results, key=lambda r: (r["task"], r["method"],
                                                             r["seed"])))
-        os.replace(path + ".tmp", path)
     text = markdown(results, tasks, methods, anchors, command)
     for path in [os.path.join(out, "results.md")] + ([doc] if doc else []):
         image = _beside(path, section if path == doc else "", ".png")
@@ -310,9 +308,8 @@ def write_outputs(results, tasks, methods, anchors, out: str, command: str,
         body = text + f"\n![target UAR per task]({os.path.basename(image)})\n"
         if path == doc and os.path.exists(doc):
             body = _replace_section(open(doc).read(), body, section)
-        with open(path + ".tmp", "w") as f:
+        with files.atomic_write(path) as f:
             f.write(body)
-        os.replace(path + ".tmp", path)
 
 
 def markers(section: str = "") -> tuple[str, str]:

@@ -24,6 +24,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import LeaveOneGroupOut
 from sklearn.preprocessing import StandardScaler
 
+from data_prep import files
 from data_prep.dataset import PreparedCorpus
 
 
@@ -51,9 +52,8 @@ def corpus_functionals(corpus: PreparedCorpus, cache_dir: str) -> dict:
     out = {"x": np.asarray(rows, np.float64), "emotion": np.asarray(emotions),
            "speaker": np.asarray(speakers)}
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **out)
-    os.replace(tmp, path)
+    with files.atomic_write(path, "wb") as f:
+        np.savez(f, **out)
     return out
 
 

@@ -22,5 +22,5 @@ def get_config(method: str = "") -> ml_collections.ConfigDict:
                          + ", ".join(config_variants.METHODS))
     config = default.get_config()
     config.compare_source_only = False
-    config.method = method            # names the printed line
+    config.method = method
     return config_variants.with_method(config, method)

@@ -33,7 +33,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         raise ValueError("configs/cross_corpus.py needs SOURCE,TARGET[,METHOD] "
                          f"after the colon, got {arg!r}")
     config = default.get_config()
-    config.method = parts[2] if len(parts) == 3 else "emodna"   # names the printed line
+    config.method = parts[2] if len(parts) == 3 else "emodna"
     config.data.build_synthetic = False
     config.data.source, config.data.target = parts[0], parts[1]
     config.data.classes = ()          # () : the emotions both corpora share

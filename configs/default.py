@@ -114,6 +114,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.ood_score = "energy"           # msp | max_logit | energy | mahalanobis
     config.ood_threshold = ml_collections.config_dict.placeholder(float)  # None: 95%-TPR one
 
+    # The printed name of the run's method (config_variants.METHODS).
+    config.method = "emodna"
     # After training, train the same run source-only and print both.
     config.compare_source_only = True
     return config

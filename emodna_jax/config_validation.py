@@ -46,7 +46,7 @@ def validate_config(config):
     _choice("model.classifier", config.model.classifier, CLASSIFIERS)
     _choice("model.compute_dtype", config.model.compute_dtype, COMPUTE_DTYPES)
     _choice("data.feature", config.data.feature, FEATURE_KINDS)
-    _choice("data.normalization", config.data.get("normalization", "corpus"),
+    _choice("data.normalization", config.data.normalization,
             NORMALIZATIONS)
     if not 0 <= config.model.dropout_rate < 1:
         _fail("model.dropout_rate", f"must be in [0, 1), got {config.model.dropout_rate}")

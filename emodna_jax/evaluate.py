@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import tqdm
 
+from data_prep import files
 from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
@@ -159,13 +160,11 @@ class ResultTable:
         columns = []
         for row in self.rows.values():
             columns += [c for c in row if c not in columns]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with files.atomic_write(self.path, newline="") as f:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             for _, row in sorted(self.rows.items()):
                 writer.writerow(row)
-        os.replace(tmp, self.path)
 
 
 def _number(text: str):
@@ -220,7 +219,7 @@ def build_model(config, source):
         config.model, num_classes=len(config.data.classes), num_corpora=2,
         bn_axis_name=step_lib.AXIS,
         attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)),
-        domain_discriminator=config.loss.get("w_dann", 0.0) > 0)
+        domain_discriminator=config.loss.w_dann > 0)
 
 
 def restore_trained(config, workdir: str, step: int | None = None, *,
@@ -332,10 +331,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                          + "; ".join(f"{k}: {v}" for k, v in unreadable.items()))
     summary = summarize(metrics_table, ood_table, config, pseudo_table)
     summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}
-    tmp = os.path.join(out_dir, "summary.json.tmp")
-    with open(tmp, "w") as f:
+    with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, "summary.json"))
     report.write_report(out_dir, metrics_table, ood_table, summary, config,
                         target_corpus=target.corpus, source_corpus=source.corpus)
     return summary

@@ -234,7 +234,7 @@ def feature_config(data_config):
                          sample_rate=data_config.sample_rate,
                          n_mels=data_config.n_mels, n_mfcc=data_config.n_mfcc,
                          dtype="float16" if data_config.float16 else "float32",
-                         npy_dim=data_config.get("feature_dim", 0))
+                         npy_dim=data_config.feature_dim)
 
 
 def _find_corpus(config, role: str) -> PreparedCorpus:
@@ -298,7 +298,7 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
         return TaskCorpus.create(corpus, corpus_id, classes, train_split=train_split,
                                  eval_split=eval_split, normalization=normalization,
                                  std_floor=data.std_floor,
-                                 per_speaker=data.get("normalization", "corpus") == "speaker")
+                                 per_speaker=data.normalization == "speaker")
 
     source = find("source")
     if data.protocol == "single_corpus":
@@ -315,7 +315,7 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
                   source.normalization(data.source_split)),
              task(target, 1, data.target_split, data.target_split,
                   target.normalization(data.target_split)))
-    if data.get("shared_bands", False):
+    if data.shared_bands:
         mask = shared_band_mask(source.normalization(data.source_split)[1],
                                 target.normalization(data.target_split)[1])
         for t in tasks:

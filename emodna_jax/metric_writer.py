@@ -12,6 +12,8 @@ import os
 import jax
 import numpy as np
 
+from data_prep import files
+
 
 def reconcile(workdir: str, step: int, *, finished: bool):
     """Drops the ``metrics.jsonl`` lines a resumed run will write again.
@@ -30,9 +32,8 @@ def reconcile(workdir: str, step: int, *, finished: bool):
         r["step"] == step and not (finished and r.get("split") == "eval"))]
     if len(keep) == len(records):
         return
-    with open(path + ".tmp", "w") as f:
+    with files.atomic_write(path) as f:
         f.writelines(json.dumps(r) + "\n" for r in keep)
-    os.replace(path + ".tmp", path)
 
 
 class MetricWriter:

@@ -26,35 +26,39 @@ UNKNOWN_GENDER = GENDERS.index("unknown")
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    """Static settings of the objective (hashable: part of the compiled step)."""
+    """Static settings of the objective (hashable: part of the compiled step).
+
+    No defaults here: ``train.objective_config`` fills every field from the
+    config entry of the same name, so configs/default.py is the one place a
+    default lives.  The losses behind each field are defined in
+    docs/losses.md; the safeguards (``adapt_start``, ``threshold_floor``,
+    ``pseudo_agreement``) in its section 4.
+    """
     num_classes: int
     total_steps: int
-    classifier: str = "linear"          # 'linear' or 'am' (additive margin)
-    label_smoothing: float = 0.1
-    am_scale: float = 30.0
-    am_margin: float = 0.2
-    w_cor: float = 0.1
-    w_cd: float = 0.5
-    w_ca: float = 1.0
-    w_mmd: float = 1.0
-    w_dann: float = 0.0
-    temperature_cd: float = 0.1
-    temperature_ca: float = 0.1
-    threshold_momentum: float = 0.999
-    prototype_momentum: float = 0.9
-    mmd_multipliers: tuple = (0.25, 0.5, 1.0, 2.0, 4.0)
-    use_ramp: bool = True
-    # Safeguards against confirmation bias (docs/losses.md, section 4):
-    # source-only share of training before any target loss, a fixed floor
-    # under the adaptive thresholds, and classifier/prototype agreement.
-    adapt_start: float = 0.0
-    threshold_floor: float = 0.0
-    pseudo_agreement: bool = False
+    classifier: str              # 'linear' or 'am' (additive margin)
+    label_smoothing: float
+    am_scale: float
+    am_margin: float
+    w_cor: float
+    w_cd: float
+    w_ca: float
+    w_mmd: float
+    w_dann: float
+    temperature_cd: float
+    temperature_ca: float
+    threshold_momentum: float
+    prototype_momentum: float
+    mmd_multipliers: tuple
+    use_ramp: bool
+    adapt_start: float
+    threshold_floor: float
+    pseudo_agreement: bool
     # MSAC: (name, control, weight) per controlled attribute, control one of
     # models.emodna.ATTRIBUTE_CONTROLS, and the largest suppression
     # coefficient (reached by the ramp).
-    attributes: tuple = ()
-    grl_max: float = 1.0
+    attributes: tuple
+    grl_max: float
 
     @property
     def needs_pseudo_labels(self) -> bool:

@@ -24,7 +24,7 @@ def _line(name: str, result: dict) -> str:
 
 def _method_name(config) -> str:
     """'emo-dna', or the baseline a config names (configs/cross_corpus.py)."""
-    method = config.get("method", "emodna")
+    method = config.method
     return "emo-dna" if method == "emodna" else method
 
 
@@ -63,7 +63,7 @@ def _train(config, workdir: str) -> int:
         return 0
     name = _method_name(config) if config_variants.adapts(config) else "this run"
     print(_line(name, result), flush=True)
-    if config.get("compare_source_only") and config_variants.adapts(config):
+    if config.compare_source_only and config_variants.adapts(config):
         baseline = train.train_and_evaluate(
             config_variants.source_only(config),
             os.path.join(workdir, "source_only"))

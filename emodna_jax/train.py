@@ -8,6 +8,7 @@ current step and returns cleanly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -35,23 +36,16 @@ class NonFiniteLossError(FloatingPointError):
 
 def objective_config(config, num_classes: int,
                      attribute_specs=()) -> objective_lib.ObjectiveConfig:
-    loss = config.loss
+    """The objective's static settings: every ``config.loss`` entry that names
+    a field, plus what the task and model decide."""
+    fields = {f.name for f in dataclasses.fields(objective_lib.ObjectiveConfig)}
+    loss = {key: tuple(value) if isinstance(value, (list, tuple)) else value
+            for key, value in config.loss.items() if key in fields}
     return objective_lib.ObjectiveConfig(
         num_classes=num_classes, total_steps=config.steps,
         classifier=config.model.classifier,
-        label_smoothing=loss.label_smoothing, am_scale=loss.am_scale,
-        am_margin=loss.am_margin, w_cor=loss.w_cor, w_cd=loss.w_cd,
-        w_ca=loss.w_ca, w_mmd=loss.w_mmd, w_dann=loss.get("w_dann", 0.0),
-        temperature_cd=loss.temperature_cd,
-        temperature_ca=loss.temperature_ca,
-        threshold_momentum=loss.threshold_momentum,
-        prototype_momentum=loss.prototype_momentum,
-        mmd_multipliers=tuple(loss.mmd_multipliers), use_ramp=loss.use_ramp,
-        adapt_start=loss.get("adapt_start", 0.0),
-        threshold_floor=loss.get("threshold_floor", 0.0),
-        pseudo_agreement=loss.get("pseudo_agreement", False),
         attributes=attributes.objective_entries(attribute_specs),
-        grl_max=config.msac.grl_max)
+        grl_max=config.msac.grl_max, **loss)
 
 
 def create_optimizer(config) -> optax.GradientTransformation:

@@ -118,3 +118,15 @@ def toy_config(data_dir, **overrides):
 def toy_data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     return build_toy_task(str(root / "data"), str(root / "raw"))
+
+
+def objective_settings(num_classes, total_steps, **overrides):
+    """The objective's settings as configs/default.py makes them (the one
+    source of defaults), for ``num_classes`` and ``total_steps``, with
+    ``overrides``."""
+    import dataclasses
+    from configs import default
+    from emodna_jax import train
+    config = default.get_config()
+    config.steps = total_steps
+    return dataclasses.replace(train.objective_config(config, num_classes), **overrides)

@@ -24,7 +24,7 @@ from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import models
 from emodna_jax import objective as objective_lib
-from tests.conftest import tone, write_manifest
+from tests.conftest import objective_settings, tone, write_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/default.py shrunk to the toy corpora, as command-line overrides.
@@ -178,8 +178,8 @@ def test_objective_adds_the_weighted_domain_loss_unramped():
     labels = jnp.asarray(rng.integers(0, c, n), jnp.int32)
 
     def total(w_dann):
-        cfg = objective_lib.ObjectiveConfig(num_classes=c, total_steps=100, w_cor=0.0,
-                                            w_cd=0.0, w_ca=0.0, w_mmd=0.0, w_dann=w_dann)
+        cfg = objective_settings(c, 100, w_cor=0.0, w_cd=0.0, w_ca=0.0, w_mmd=0.0,
+                                 w_dann=w_dann)
         adapt = objective_lib.AdaptState.create(c, 8)
         loss, (_, metrics) = objective_lib.objective(cfg, outputs, labels, adapt,
                                                      jnp.int32(0))
@@ -194,13 +194,13 @@ def test_objective_adds_the_weighted_domain_loss_unramped():
                                rtol=1e-5)
     np.testing.assert_allclose(metrics["loss_dann"], want, rtol=1e-5)
     np.testing.assert_allclose(objective_lib.domain_coefficient(
-        objective_lib.ObjectiveConfig(num_classes=c, total_steps=100), 50),
+        objective_settings(c, 100), 50),
         2 / (1 + np.exp(-5.0)) - 1, rtol=1e-6)
 
 
 def test_training_logs_the_target_prediction_histogram():
     logits = jnp.asarray([[3.0, 0, 0], [2, 1, 0], [0, 5, 0], [1, 0, 0]])
-    cfg = objective_lib.ObjectiveConfig(num_classes=3, total_steps=10)
+    cfg = objective_settings(3, 10)
     out = objective_lib._prediction_histogram(cfg, logits)
     shares = np.array([0.75, 0.25, 0.0])
     np.testing.assert_allclose([out[f"target_predicted_{k}"] for k in range(3)], shares)
@@ -222,7 +222,7 @@ def test_pseudo_label_report_hand_worked():
     labels = np.array([0, 0, 1, input_pipeline.EXCLUDED, 1])
     adapt = objective_lib.AdaptState(jnp.float32(0.6), jnp.asarray([0.5, 0.25, 0.25]),
                                      jnp.zeros((3, 2)))
-    cfg = objective_lib.ObjectiveConfig(num_classes=3, total_steps=10)
+    cfg = objective_settings(3, 10)
     passed, pseudo = objective_lib.select_pseudo_labels(cfg, probs, jnp.ones((5, 2)),
                                                         adapt)
     row = evaluate.pseudo_label_report(passed, pseudo, labels, ["a", "b", "c"])

@@ -467,7 +467,6 @@ def test_mmd2_matches_loop(n, m, d):
     rng = np.random.default_rng(n * m + d)
     x = rng.standard_normal((n, d)).astype(np.float32)
     y = (rng.standard_normal((m, d)) + 0.5).astype(np.float32)
-    pooled = np.concatenate([x, y])
     mults = (0.25, 0.5, 1.0, 2.0, 4.0)
     np.testing.assert_allclose(float(mmd2(x, y)), np_mmd2(x, y, mults),
                                rtol=1e-5, atol=1e-5)

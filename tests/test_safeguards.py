@@ -7,16 +7,17 @@ import pytest
 
 from emodna_jax import losses
 from emodna_jax import objective as objective_lib
+from tests.conftest import objective_settings
 
 
 def test_adaptation_ramp_waits_for_the_warm_up_then_ramps_over_the_rest():
-    cfg = objective_lib.ObjectiveConfig(num_classes=2, total_steps=100, adapt_start=0.2)
+    cfg = objective_settings(2, 100, adapt_start=0.2)
     assert float(objective_lib.adaptation_ramp(cfg, 0)) == 0.0
     assert float(objective_lib.adaptation_ramp(cfg, 20)) == 0.0
     # Step 60 is half-way through the remaining 80 steps: r(0.5).
     np.testing.assert_allclose(objective_lib.adaptation_ramp(cfg, 60),
                                2 / (1 + np.exp(-5.0)) - 1, rtol=1e-6)
-    plain = objective_lib.ObjectiveConfig(num_classes=2, total_steps=100)
+    plain = objective_settings(2, 100)
     np.testing.assert_allclose(objective_lib.adaptation_ramp(plain, 30),
                                losses.ramp(0.3), rtol=0)
 
@@ -36,9 +37,9 @@ def test_objective_selects_with_the_safeguards(agreement):
     the floor) and, when asked, the updated prototypes agree on."""
     outputs, labels = _batch(n=8, seed=3)
     n = labels.shape[0]
-    cfg = objective_lib.ObjectiveConfig(num_classes=3, total_steps=10, w_cor=0.0,
-                                        w_cd=0.0, w_mmd=0.0, threshold_momentum=0.5,
-                                        threshold_floor=0.6, pseudo_agreement=agreement)
+    cfg = objective_settings(3, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0,
+                             threshold_momentum=0.5, threshold_floor=0.6,
+                             pseudo_agreement=agreement)
     adapt = objective_lib.AdaptState.create(3, 4)
     _, (new, metrics) = objective_lib.objective(cfg, outputs, labels, adapt, jnp.int32(5))
     probs = np.asarray(jax_softmax(outputs["logits"][n:]))

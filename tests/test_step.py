@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from emodna_jax import objective as objective_lib
+from tests.conftest import objective_settings
 from emodna_jax import step as step_lib
 from emodna_jax.models import EmoDNAModel
 
@@ -29,10 +30,9 @@ def make_model():
 
 
 def objective_config(**weights):
-    base = dict(num_classes=NUM_CLASSES, total_steps=10, w_cor=0.1, w_cd=0.5,
-                w_ca=1.0, w_mmd=1.0, threshold_momentum=0.9)
+    base = dict(w_cor=0.1, w_cd=0.5, w_ca=1.0, w_mmd=1.0, threshold_momentum=0.9)
     base.update(weights)
-    return objective_lib.ObjectiveConfig(**base)
+    return objective_settings(NUM_CLASSES, 10, **base)
 
 
 def make_batches(num_steps, seed=0):

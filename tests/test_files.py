@@ -1,0 +1,29 @@
+"""data_prep.files.atomic_write: all or nothing."""
+
+import os
+
+import pytest
+
+from data_prep import files
+
+
+def test_a_finished_write_replaces_the_file(tmp_path):
+    path = str(tmp_path / "a.txt")
+    with open(path, "w") as f:
+        f.write("old")
+    with files.atomic_write(path) as f:
+        f.write("new")
+    assert open(path).read() == "new"
+    assert os.listdir(tmp_path) == ["a.txt"]
+
+
+def test_an_error_half_way_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = str(tmp_path / "a.txt")
+    with open(path, "w") as f:
+        f.write("old")
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        with files.atomic_write(path) as f:
+            f.write("half")
+            raise RuntimeError("disk on fire")
+    assert open(path).read() == "old"
+    assert os.listdir(tmp_path) == ["a.txt"]
