@@ -47,10 +47,9 @@ import optax  # noqa: E402
 from configs import default as default_config  # noqa: E402
 from emodna_jax import attributes  # noqa: E402
 from emodna_jax import input_pipeline  # noqa: E402
-from emodna_jax import models  # noqa: E402
+from emodna_jax import experiment  # noqa: E402
 from emodna_jax import objective as objective_lib  # noqa: E402
 from emodna_jax import step as step_lib  # noqa: E402
-from emodna_jax import train  # noqa: E402
 
 # Peak dense TFLOP/s by device_kind substring: (bf16 tensor core, f32 without
 # tensor cores).  Vendor figures for SXM parts; H200 is H100 compute.
@@ -358,32 +357,23 @@ def main(argv=None):
         f"batch {B} source + {B} target, {config.data.num_frames} frames, "
         f"data {data_dir}")
 
-    # Data (builds the synthetic shards when missing).
+    # Data (builds the synthetic shards when missing) and the pieces every
+    # entry point builds; the two JAX steps run over all local devices.
     start = time.perf_counter()
-    source, target = input_pipeline.open_task(config)
+    built = experiment.build(config, parallel=step_lib.Parallel("shard_map"))
     results["open_task_s"] = time.perf_counter() - start
-    num_classes = len(config.data.classes)
-    num_bins = source.corpus.feature_config.num_bins
+    source, target, parallel = built.source, built.target, built.parallel
+    model, tx, obj_cfg = built.model, built.optimizer, built.objective
+    specs, heads = built.attribute_specs, attributes.model_heads(built.attribute_specs)
+    num_classes, num_bins = len(built.classes), built.num_bins
 
     pipe = pipeline_rate(source, target, config, B, args.pipeline_batches)
     results["pipeline"] = pipe
     log(f"input pipeline: {pipe['samples_per_s']:.0f} samples/s "
         f"({pipe['batch_s'] * 1e3:.1f} ms per batch), load {loadavg()}")
 
-    # The two JAX steps, each with its own state (the steps donate it).
-    parallel = step_lib.Parallel("shard_map")
-    # As train.train_and_evaluate builds them.
-    specs = attributes.attribute_specs(config, source)
-    heads = attributes.model_heads(specs)
-    model = models.create_model(config.model, num_classes=num_classes,
-                                num_corpora=2, bn_axis_name=step_lib.AXIS,
-                                attribute_heads=heads)
-    tx = train.create_optimizer(config)
-    obj_cfg = train.objective_config(config, num_classes, specs)
-
-    def fresh_state():
-        return parallel.put_replicated(
-            train.init_state(model, tx, config, num_classes, num_bins))
+    def fresh_state():  # each step gets its own (the steps donate it)
+        return parallel.put_replicated(built.init_state())
 
     it = train_iterator(source, target, config, B, config.seed)
     host_batches = [next(it) for _ in range(4)]

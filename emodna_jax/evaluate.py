@@ -24,6 +24,9 @@ import numpy as np
 import tqdm
 
 from data_prep import files
+from emodna_jax import checkpointing
+from emodna_jax import config_validation
+from emodna_jax import experiment
 from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
@@ -203,78 +206,24 @@ def select_step(table: ResultTable, rule: str) -> dict:
             "oracle_step": int(oracle["step"])}
 
 
-def _abstract_state(config, model, parallel, num_classes, num_bins):
-    from emodna_jax import checkpointing, train  # train imports this module
-    tx = train.create_optimizer(config)
-    shapes = jax.eval_shape(
-        lambda: train.init_state(model, tx, config, num_classes, num_bins))
-    return checkpointing.with_sharding(
-        shapes, jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
-
-
-def build_model(config, source):
-    """The model a config trains on ``source`` (with its MSAC attribute heads)."""
-    from emodna_jax import attributes, models
-    return models.create_model(
-        config.model, num_classes=len(config.data.classes), num_corpora=2,
-        bn_axis_name=step_lib.AXIS,
-        attribute_heads=attributes.model_heads(attributes.attribute_specs(config, source)),
-        domain_discriminator=config.loss.w_dann > 0)
-
-
-def restore_trained(config, workdir: str, step: int | None = None, *,
-                    parallel: step_lib.Parallel | None = None, source=None):
-    """``(model, state, step)`` of a checkpoint of ``workdir`` (the latest by
-    default), restored for ``parallel`` (one device unless given).  ``source``:
-    the task's source corpus when the caller has it open already."""
-    from emodna_jax import checkpointing
-    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-    chosen = step if step is not None else checkpointer.latest_step()
-    if chosen is None or chosen not in checkpointer.all_steps():
-        have = checkpointer.all_steps()
-        checkpointer.close()
-        where = checkpointing.checkpoint_dir(workdir)
-        raise FileNotFoundError(
-            f"no checkpoint {step} in {where} (it has {have})" if have else
-            f"no checkpoints in {where}: train first (--mode=train)")
-    parallel = parallel or step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    if source is None:
-        source, _ = input_pipeline.open_task(config)
-    model = build_model(config, source)
-    abstract = _abstract_state(config, model, parallel, len(config.data.classes),
-                               source.corpus.feature_config.num_bins)
-    try:
-        return model, checkpointer.restore_state(chosen, abstract), chosen
-    finally:
-        checkpointer.close()
-
-
 def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                          progress: bool = True) -> dict:
     """Evaluates every checkpoint of ``workdir`` not yet evaluated.
 
     Returns the summary also written to ``WORKDIR/eval/summary.json``.
     """
-    from emodna_jax import checkpointing, config_validation, report
     config_validation.validate_config(config)
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     steps = checkpointer.all_steps()
     if not steps:
         raise FileNotFoundError(
             f"no checkpoints in {checkpointing.checkpoint_dir(workdir)}")
-    source, target = input_pipeline.open_task(config)
-    classes = list(config.data.classes)
-    parallel = step_lib.Parallel(config.parallelism,
-                                 step_lib.data_mesh(config.num_devices))
-    config_validation.validate_batch(config, parallel.num_devices,
-                                     jax.process_count())
-    model = build_model(config, source)
-    evaluator = Evaluator(model, parallel, config)
-    abstract = _abstract_state(config, model, parallel, len(classes),
-                               source.corpus.feature_config.num_bins)
-
-    from emodna_jax import train  # train imports this module
-    objective_cfg = train.objective_config(config, len(classes))
+    built = experiment.build(config)
+    source, target, parallel = built.source, built.target, built.parallel
+    classes = built.classes
+    evaluator = Evaluator(built.model, parallel, config)
+    abstract = built.abstract_state()
+    objective_cfg = built.objective
     out_dir = os.path.join(workdir, EVAL_DIR)
     os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
     metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
@@ -333,6 +282,7 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}
     with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
+    from emodna_jax import report  # matplotlib: only when a report is written
     report.write_report(out_dir, metrics_table, ood_table, summary, config,
                         target_corpus=target.corpus, source_corpus=source.corpus)
     return summary
@@ -371,7 +321,6 @@ def watch(config, workdir: str, *, poll_seconds: float = 10.0,
           timeout_seconds: float | None = None) -> dict:
     """Evaluates checkpoints as they appear; returns once step ``config.steps``
     is evaluated (training finished), or after ``timeout_seconds``."""
-    from emodna_jax import checkpointing
     start = time.time()
     summary = None
     while True:

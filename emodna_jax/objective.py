@@ -28,7 +28,7 @@ UNKNOWN_GENDER = GENDERS.index("unknown")
 class ObjectiveConfig:
     """Static settings of the objective (hashable: part of the compiled step).
 
-    No defaults here: ``train.objective_config`` fills every field from the
+    No defaults here: ``experiment.objective_config`` fills every field from the
     config entry of the same name, so configs/default.py is the one place a
     default lives.  The losses behind each field are defined in
     docs/losses.md; the safeguards (``adapt_start``, ``threshold_floor``,

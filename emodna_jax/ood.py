@@ -19,6 +19,7 @@ import dataclasses
 import math
 
 import numpy as np
+from sklearn import metrics as sklearn_metrics
 
 
 # ----------------------------------------------------------------------------
@@ -194,51 +195,23 @@ def _scores_1d(scores, name: str) -> np.ndarray:
     return scores
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of the ranks they span."""
-    _, inverse, counts = np.unique(values, return_inverse=True,
-                                   return_counts=True)
-    last = np.cumsum(counts)  # rank of the last member of each tie group
-    return (last - (counts - 1) / 2.0)[inverse]
+def _labelled(positive, negative):
+    positive = _scores_1d(positive, "positive")
+    negative = _scores_1d(negative, "negative")
+    return (np.concatenate([np.ones(positive.size), np.zeros(negative.size)]),
+            np.concatenate([positive, negative]))
 
 
 def auroc(positive, negative) -> float:
-    """P(random positive score > random negative score), ties counting 1/2.
-
-    Mann-Whitney U from the rank sum of the positives (average ranks for
-    ties): U = R_pos - n_pos (n_pos + 1) / 2, AUROC = U / (n_pos n_neg).
-    """
-    positive = _scores_1d(positive, "positive")
-    negative = _scores_1d(negative, "negative")
-    ranks = _average_ranks(np.concatenate([positive, negative]))
-    n_pos, n_neg = positive.size, negative.size
-    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    """P(random positive score > random negative score), ties counting 1/2
+    (sklearn's ``roc_auc_score``)."""
+    return float(sklearn_metrics.roc_auc_score(*_labelled(positive, negative)))
 
 
 def average_precision(positive, negative) -> float:
-    """Step-wise AP: sum_k (R_k - R_{k-1}) P_k over the distinct scores.
-
-    Threshold k is the k-th largest distinct score; P_k and R_k are the
-    precision and recall of "score >= threshold_k", R_0 = 0. Equal scores
-    form one threshold, so tied samples enter together (no order bias).
-    Same definition as sklearn's average_precision_score.
-    """
-    positive = _scores_1d(positive, "positive")
-    negative = _scores_1d(negative, "negative")
-    scores = np.concatenate([positive, negative])
-    # Unique over the negated scores = distinct thresholds in descending order.
-    _, group = np.unique(-scores, return_inverse=True)
-    num_groups = group.max() + 1
-    is_pos = np.zeros(scores.size)
-    is_pos[:positive.size] = 1.0
-    true_pos = np.cumsum(np.bincount(group, weights=is_pos,
-                                     minlength=num_groups))
-    selected = np.cumsum(np.bincount(group, minlength=num_groups))
-    precision = true_pos / selected
-    recall = true_pos / positive.size
-    recall_step = np.diff(recall, prepend=0.0)
-    return float(np.sum(recall_step * precision))
+    """Step-wise AP over the distinct scores, tied samples entering together
+    (sklearn's ``average_precision_score``)."""
+    return float(sklearn_metrics.average_precision_score(*_labelled(positive, negative)))
 
 
 def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:

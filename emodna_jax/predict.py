@@ -22,7 +22,7 @@ import numpy as np
 
 from data_prep import audio
 from data_prep.features import FeatureExtractor
-from emodna_jax import input_pipeline
+from emodna_jax import experiment
 from emodna_jax import losses
 from emodna_jax import ood as ood_lib
 from emodna_jax import step as step_lib
@@ -71,19 +71,16 @@ def _ood_threshold(config, workdir: str) -> float | None:
 
 def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
                   ) -> list[Prediction]:
-    from emodna_jax import evaluate
     if config.ood_score == "mahalanobis":
         raise ValueError("config.ood_score: prediction supports msp, max_logit "
                          "and energy (Mahalanobis needs the source features)")
     paths = expand_inputs(inputs)
-    source, target = input_pipeline.open_task(config)
-    feature_config = source.corpus.feature_config
+    built = experiment.build(config, parallel=experiment.single_device())
+    feature_config = built.source.corpus.feature_config
     extractor = FeatureExtractor(feature_config)  # refuses features made elsewhere
-    classes = list(config.data.classes)
-    parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    model, state, _ = evaluate.restore_trained(config, workdir, checkpoint,
-                                               parallel=parallel, source=source)
-    eval_step = parallel.compile_eval(step_lib.make_eval_step(model))
+    _, state, _ = experiment.restore(config, workdir, checkpoint, built=built)
+    target, parallel, classes = built.target, built.parallel, built.classes
+    eval_step = parallel.compile_eval(step_lib.make_eval_step(built.model))
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     threshold = _ood_threshold(config, workdir)
 

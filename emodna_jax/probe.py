@@ -17,8 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from emodna_jax import evaluate
-from emodna_jax import input_pipeline
-from emodna_jax import step as step_lib
+from emodna_jax import experiment
 
 PROBED_ATTRIBUTES = ("speaker", "gender")
 
@@ -48,11 +47,9 @@ def attribute_probe(config, workdir: str, attribute: str = "speaker", *,
     over the utterances of the source training split."""
     if attribute not in PROBED_ATTRIBUTES:
         raise ValueError(f"attribute must be one of {PROBED_ATTRIBUTES}, got {attribute!r}")
-    parallel = step_lib.Parallel("shard_map", step_lib.data_mesh(1))
-    source, _ = input_pipeline.open_task(config)
-    model, state, _ = evaluate.restore_trained(config, workdir, step,
-                                               parallel=parallel, source=source)
-    outputs = evaluate.Evaluator(model, parallel, config).predict(
+    built, state, _ = experiment.restore(config, workdir, step)
+    source = built.source
+    outputs = evaluate.Evaluator(built.model, built.parallel, config).predict(
         state, source, source.train_split)
     split = source.corpus.source(source.train_split)
     labels = np.array([split[int(i)][attribute] for i in outputs["index"]])

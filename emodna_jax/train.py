@@ -8,82 +8,25 @@ current step and returns cleanly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from emodna_jax import attributes
 from emodna_jax import checkpointing
-from emodna_jax import config_validation
 from emodna_jax import evaluate
+from emodna_jax import experiment
 from emodna_jax import input_pipeline
 from emodna_jax import metric_writer
-from emodna_jax import objective as objective_lib
 from emodna_jax import step as step_lib
 from emodna_jax import workdir_lock
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss; the message names the step and loss."""
-
-
-def objective_config(config, num_classes: int,
-                     attribute_specs=()) -> objective_lib.ObjectiveConfig:
-    """The objective's static settings: every ``config.loss`` entry that names
-    a field, plus what the task and model decide."""
-    fields = {f.name for f in dataclasses.fields(objective_lib.ObjectiveConfig)}
-    loss = {key: tuple(value) if isinstance(value, (list, tuple)) else value
-            for key, value in config.loss.items() if key in fields}
-    return objective_lib.ObjectiveConfig(
-        num_classes=num_classes, total_steps=config.steps,
-        classifier=config.model.classifier,
-        attributes=attributes.objective_entries(attribute_specs),
-        grl_max=config.msac.grl_max, **loss)
-
-
-def create_optimizer(config) -> optax.GradientTransformation:
-    """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.optim.learning_rate,
-        warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
-        decay_steps=max(config.steps, 1))
-    tx = optax.chain(
-        optax.clip_by_global_norm(config.optim.grad_clip),
-        optax.adamw(schedule, weight_decay=config.optim.weight_decay))
-    multiplier = config.msac.head_lr_multiplier
-    if multiplier == 1.0:
-        return tx
-    # An adversary must keep up with the features it is reversed into: MSAC
-    # attribute heads may learn faster than the rest (as DANN discriminators do).
-    is_head = lambda params: {k: jax.tree.map(lambda _: k.endswith("_head"), v)  # noqa: E731
-                              for k, v in params.items()}
-    return optax.chain(tx, optax.masked(optax.scale(multiplier), is_head))
-
-
-def init_state(model, tx, config, num_classes: int, num_bins: int,
-               ) -> step_lib.TrainState:
-    """A fresh state on the host (placed on devices by the caller)."""
-    rng = jax.random.key(config.seed)
-    init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-    frames = jnp.zeros((2, config.data.num_frames, num_bins), jnp.float32)
-    mask = jnp.ones((2, config.data.num_frames), bool)
-    variables = model.init({"params": init_rng, "dropout": dropout_rng},
-                           frames, mask, train=False)
-    params = variables["params"]
-    return step_lib.TrainState(
-        step=jnp.zeros((), jnp.int32), params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
-        adapt=objective_lib.AdaptState.create(num_classes,
-                                              config.model.projection_dim),
-        rng=jax.random.key_data(state_rng))
 
 
 class _Preemption:
@@ -194,25 +137,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     Holds the workdir for the whole run: a second run there is refused
     (``workdir_lock.WorkdirInUse``)."""
-    config_validation.validate_config(config)
-    task = input_pipeline.open_task(config)  # a missing corpus: nothing written
+    built = experiment.build(config)  # bad config, missing corpus: nothing written
     with workdir_lock.exclusive(workdir):
-        return _train_and_evaluate(config, workdir, *task)
+        return _train_and_evaluate(built, workdir)
 
 
-def _train_and_evaluate(config, workdir: str, source, target) -> dict:
-    classes = list(config.data.classes)
-    num_classes = len(classes)
-    parallel = step_lib.Parallel(config.parallelism,
-                                 step_lib.data_mesh(config.num_devices))
-    config_validation.validate_batch(config, parallel.num_devices,
-                                     jax.process_count())
-
-    specs = attributes.attribute_specs(config, source)
-    model = evaluate.build_model(config, source)
-    tx = create_optimizer(config)
-    obj_cfg = objective_config(config, num_classes, specs)
-    num_bins = source.corpus.feature_config.num_bins
+def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
+    config, source, target = built.config, built.source, built.target
+    parallel, model = built.parallel, built.model
 
     checkpointer = checkpointing.Checkpointer(
         workdir, keep=config.keep_checkpoints, keep_every=config.keep_every)
@@ -223,10 +155,8 @@ def _train_and_evaluate(config, workdir: str, source, target) -> dict:
         process_count=jax.process_count())
     iterator = iter(train_data)
 
-    host_state = init_state(model, tx, config, num_classes, num_bins)
-    abstract = checkpointing.with_sharding(
-        jax.eval_shape(lambda: host_state),
-        jax.sharding.NamedSharding(parallel.mesh, jax.sharding.PartitionSpec()))
+    host_state = built.init_state()
+    abstract = built.abstract_state()
     config_json = json.loads(config.to_json())
     restored = _restore_newest_readable(checkpointer, abstract, config_json, workdir)
     changes = {}
@@ -240,7 +170,7 @@ def _train_and_evaluate(config, workdir: str, source, target) -> dict:
     start_step = int(host_state.step)
 
     train_step = parallel.compile_train(step_lib.make_train_step(
-        model, tx, obj_cfg, axis_name=step_lib.AXIS,
+        model, built.optimizer, built.objective, axis_name=step_lib.AXIS,
         sum_gradients=parallel.sum_gradients))
     evaluator = evaluate.Evaluator(model, parallel, config)
     if restored is not None:

@@ -126,7 +126,8 @@ def objective_settings(num_classes, total_steps, **overrides):
     ``overrides``."""
     import dataclasses
     from configs import default
-    from emodna_jax import train
+    from emodna_jax import experiment
     config = default.get_config()
     config.steps = total_steps
-    return dataclasses.replace(train.objective_config(config, num_classes), **overrides)
+    return dataclasses.replace(experiment.objective_config(config, num_classes),
+                               **overrides)

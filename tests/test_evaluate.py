@@ -12,10 +12,10 @@ import soundfile as sf
 
 from data_prep.features import FeatureExtractor
 from emodna_jax import evaluate
+from emodna_jax import experiment
 from emodna_jax import input_pipeline
 from emodna_jax import ood as ood_lib
 from emodna_jax import predict
-from emodna_jax import step as step_lib
 from emodna_jax import train
 from tests.conftest import toy_config
 
@@ -170,16 +170,16 @@ def test_speaker_probe_of_a_checkpoint(trained, toy_data_dir):
     workdir, _ = trained
     config = eval_config(toy_data_dir)
     accuracy = probe.attribute_probe(config, workdir, "speaker", folds=4)
-    model, state, step = evaluate.restore_trained(config, workdir)
-    assert step == config.steps
-    source, _ = input_pipeline.open_task(config)
-    outputs = evaluate.Evaluator(model, step_lib.Parallel("shard_map", step_lib.data_mesh(1)),
+    built, state, step = experiment.restore(config, workdir)
+    assert step == config.steps and built.parallel.num_devices == 1
+    source = built.source
+    outputs = evaluate.Evaluator(built.model, built.parallel,
                                  config).predict(state, source, source.train_split)
     split = source.corpus.source(source.train_split)
     speakers = [split[int(i)]["speaker"] for i in outputs["index"]]
     assert accuracy == probe.probe_accuracy(outputs["h"], np.array(speakers), folds=4)
     with pytest.raises(FileNotFoundError, match="no checkpoint 999"):
-        evaluate.restore_trained(config, workdir, 999)
+        experiment.restore(config, workdir, 999)
 
 
 def test_predict_covers_a_long_file_with_windows(trained, toy_data_dir, tmp_path):
@@ -203,7 +203,8 @@ def test_predict_covers_a_long_file_with_windows(trained, toy_data_dir, tmp_path
     starts += [frames.shape[0] - window] if starts[-1] != frames.shape[0] - window else []
     assert [w["start_s"] for w in result.windows] == [s / 100 for s in starts]
     assert result.windows[-1]["end_s"] == frames.shape[0] / 100
-    model, state, _ = evaluate.restore_trained(config, workdir, 6)
+    built, state, _ = experiment.restore(config, workdir, 6)
+    model = built.model
     windows = np.stack([frames[s:s + window] for s in starts])
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                          windows, np.ones(windows.shape[:2], bool), train=False)["logits"]
@@ -226,4 +227,4 @@ def test_predict_names_a_missing_file_and_an_empty_workdir(trained, toy_data_dir
                                       checkpoint=6)
     assert missing.error == "file not found"
     with pytest.raises(FileNotFoundError, match="no checkpoints in .*: train first"):
-        evaluate.restore_trained(config, str(tmp_path / "empty"))
+        experiment.restore(config, str(tmp_path / "empty"))

@@ -146,7 +146,7 @@ def test_probe_rejects_bad_input():
 
 def test_head_learning_rate_multiplier_scales_only_attribute_heads():
     from configs import default
-    from emodna_jax import train
+    from emodna_jax import experiment
     params = {"backbone": {"w": np.ones(3, np.float32)},
               "speaker_head": {"w": np.ones(2, np.float32)}}
     grads = {"backbone": {"w": np.array([0.1, -0.2, 0.3], np.float32)},
@@ -155,7 +155,7 @@ def test_head_learning_rate_multiplier_scales_only_attribute_heads():
     for multiplier in (1.0, 7.0):
         config = default.get_config()
         config.msac.head_lr_multiplier = multiplier
-        tx = train.create_optimizer(config)
+        tx = experiment.create_optimizer(config)
         state = tx.init(params)
         for _ in range(3):  # past the first (zero learning rate) warm-up step
             update, state = tx.update(grads, state, params)

@@ -1,0 +1,150 @@
+"""What a config builds before its first step: ``build(config)``, ``restore(...)``.
+
+Training, evaluation, prediction, the attribute probe and the step benchmark
+all start from the same pieces: the opened source and target corpora, the
+device layout, the model (with its MSAC heads), the optimizer, the
+objective's static settings and the shape of the train state.  They are
+built here, once, so the entry points cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from emodna_jax import attributes
+from emodna_jax import checkpointing
+from emodna_jax import config_validation
+from emodna_jax import input_pipeline
+from emodna_jax import models
+from emodna_jax import objective as objective_lib
+from emodna_jax import step as step_lib
+
+
+@dataclasses.dataclass
+class Experiment:
+    """The built pieces of one config (nothing compiled or restored yet)."""
+    config: object
+    source: input_pipeline.TaskCorpus
+    target: input_pipeline.TaskCorpus
+    parallel: step_lib.Parallel
+    attribute_specs: tuple
+    model: models.EmoDNAModel
+    optimizer: optax.GradientTransformation
+    objective: objective_lib.ObjectiveConfig
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.data.classes)
+
+    @property
+    def num_bins(self) -> int:
+        return self.source.corpus.feature_config.num_bins
+
+    def init_state(self) -> step_lib.TrainState:
+        """A fresh state on the host (the caller places it on devices)."""
+        config = self.config
+        init_rng, dropout_rng, state_rng = jax.random.split(jax.random.key(config.seed), 3)
+        frames = jnp.zeros((2, config.data.num_frames, self.num_bins), jnp.float32)
+        mask = jnp.ones((2, config.data.num_frames), bool)
+        variables = self.model.init({"params": init_rng, "dropout": dropout_rng},
+                                    frames, mask, train=False)
+        params = variables["params"]
+        return step_lib.TrainState(
+            step=jnp.zeros((), jnp.int32), params=params,
+            batch_stats=variables.get("batch_stats", {}),  # none without BatchNorm
+            opt_state=self.optimizer.init(params),
+            adapt=objective_lib.AdaptState.create(len(self.classes),
+                                                  config.model.projection_dim),
+            rng=jax.random.key_data(state_rng))
+
+    def abstract_state(self):
+        """Shapes, dtypes and (replicated) placement of the train state: what
+        a checkpoint restores into, on any number of devices."""
+        return checkpointing.with_sharding(
+            jax.eval_shape(self.init_state),
+            jax.sharding.NamedSharding(self.parallel.mesh, jax.sharding.PartitionSpec()))
+
+
+def create_optimizer(config) -> optax.GradientTransformation:
+    """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.optim.learning_rate,
+        warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
+        decay_steps=max(config.steps, 1))
+    tx = optax.chain(
+        optax.clip_by_global_norm(config.optim.grad_clip),
+        optax.adamw(schedule, weight_decay=config.optim.weight_decay))
+    multiplier = config.msac.head_lr_multiplier
+    if multiplier == 1.0:
+        return tx
+    # An adversary must keep up with the features it is reversed into: MSAC
+    # attribute heads may learn faster than the rest (as DANN discriminators do).
+    is_head = lambda params: {k: jax.tree.map(lambda _: k.endswith("_head"), v)  # noqa: E731
+                              for k, v in params.items()}
+    return optax.chain(tx, optax.masked(optax.scale(multiplier), is_head))
+
+
+def objective_config(config, num_classes: int,
+                     attribute_specs=()) -> objective_lib.ObjectiveConfig:
+    """The objective's static settings: every ``config.loss`` entry that names
+    a field, plus what the task and model decide."""
+    fields = {f.name for f in dataclasses.fields(objective_lib.ObjectiveConfig)}
+    loss = {key: tuple(value) if isinstance(value, (list, tuple)) else value
+            for key, value in config.loss.items() if key in fields}
+    return objective_lib.ObjectiveConfig(
+        num_classes=num_classes, total_steps=config.steps,
+        classifier=config.model.classifier,
+        attributes=attributes.objective_entries(attribute_specs),
+        grl_max=config.msac.grl_max, **loss)
+
+
+def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
+    """Validates ``config``, opens its corpora and builds every piece.
+
+    ``parallel``: the device layout (default: ``config.parallelism`` over
+    ``config.num_devices``).  Bad values and unprepared corpora raise before
+    anything is compiled or written.
+    """
+    config_validation.validate_config(config)
+    source, target = input_pipeline.open_task(config)
+    parallel = parallel or step_lib.Parallel(config.parallelism,
+                                             step_lib.data_mesh(config.num_devices))
+    config_validation.validate_batch(config, parallel.num_devices, jax.process_count())
+    specs = attributes.attribute_specs(config, source)
+    model = models.create_model(
+        config.model, num_classes=len(config.data.classes), num_corpora=2,
+        bn_axis_name=step_lib.AXIS, attribute_heads=attributes.model_heads(specs),
+        domain_discriminator=config.loss.w_dann > 0)
+    return Experiment(config=config, source=source, target=target, parallel=parallel,
+                      attribute_specs=specs, model=model,
+                      optimizer=create_optimizer(config),
+                      objective=objective_config(config, len(config.data.classes), specs))
+
+
+def single_device() -> step_lib.Parallel:
+    """The layout of prediction and probing: one device, whatever the host has."""
+    return step_lib.Parallel("shard_map", step_lib.data_mesh(1))
+
+
+def restore(config, workdir: str, step: int | None = None, *,
+            built: Experiment | None = None):
+    """``(experiment, state, step)``: a checkpoint of ``workdir`` (the latest
+    by default) restored into ``built`` (default: ``config`` built on one
+    device)."""
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    try:
+        have = checkpointer.all_steps()
+        chosen = step if step is not None else checkpointer.latest_step()
+        if chosen is None or chosen not in have:
+            where = checkpointing.checkpoint_dir(workdir)
+            raise FileNotFoundError(
+                f"no checkpoint {step} in {where} (it has {have})" if have else
+                f"no checkpoints in {where}: train first (--mode=train)")
+        built = built or build(config, parallel=single_device())
+        return built, checkpointer.restore_state(chosen, built.abstract_state()), chosen
+    finally:
+        checkpointer.close()
