@@ -184,7 +184,6 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         host = parallel.get_replicated(state)
         checkpointer.save(step, host, iterator.get_state(), config_json)
 
-    pending = None  # (step, metrics) of the previous step, checked one step late
     window_start, window_steps = time.time(), 0
     step = start_step
     try:
@@ -194,28 +193,23 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 state, metrics = train_step(state, batch)
                 step += 1
                 window_steps += 1
-                if pending is not None:
-                    _check_finite(*pending)
-                pending = (step, parallel.get_metrics(metrics))
+                # The one host sync of a step: its metrics, checked at once so
+                # a NaN stops the run before anything logs or saves it.
+                metrics = parallel.get_metrics(metrics)
+                _check_finite(step, metrics)
                 if step % config.log_every == 0 or step == config.steps:
-                    _check_finite(*pending)
                     elapsed = time.time() - window_start
-                    writer.write(step, dict(pending[1],
-                                            steps_per_second=window_steps / elapsed))
+                    writer.write(step, dict(metrics, steps_per_second=window_steps / elapsed))
                     window_start, window_steps = time.time(), 0
                 if config.eval_every and step % config.eval_every == 0:
-                    _check_finite(*pending)
-                    writer.write(step, evaluator.scalars(
-                        state, source, target), prefix="eval")
+                    writer.write(step, evaluator.scalars(state, source, target),
+                                 prefix="eval")
                 if (step % config.checkpoint_every == 0 or step == config.steps
                         or preemption.requested):
-                    _check_finite(*pending)
                     save(step)
                 if preemption.requested:
                     print(f"SIGTERM: saved step {step}, exiting", flush=True)
                     break
-            if pending is not None:
-                _check_finite(*pending)
     finally:
         try:
             checkpointer.wait()   # raises DiskFull if the last save ran out of space

@@ -371,3 +371,35 @@ def test_doc_sections_are_replaced_in_place_and_independently():
                    "<!-- cross_corpus.py: end -->\n\n<!-- cross_corpus.py probe: begin -->"
                    "\ntable B1\n<!-- cross_corpus.py probe: end -->\n\nclosing prose\n")
     assert runner._beside("docs/results.md", "probe", ".csv") == "docs/results_probe.csv"
+
+
+def test_ablation_table_lines_up_rows_from_several_csvs(tmp_path):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from benchmarks import ablation, cross_corpus as runner
+
+    def write(path, rows):
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=runner.COLUMNS)
+            writer.writeheader()
+            for task, method, seed, uar in rows:
+                writer.writerow({c: 0 for c in runner.COLUMNS} | {
+                    "task": task, "method": method, "seed": seed, "uar": uar})
+
+    a, b = str(tmp_path / "a.csv"), str(tmp_path / "b.csv")
+    write(a, [("s:t", "emodna", 0, 0.6), ("s:t", "emodna", 1, 0.8),
+              ("u:v", "emodna", 0, 0.5), ("u:v", "emodna", 1, 0.7),
+              ("s:t", "dan", 0, 0.1), ("s:t", "dan", 1, 0.1)])
+    write(b, [("s:t", "no_ca", 0, 0.4), ("s:t", "no_ca", 1, 0.6),
+              ("w:x", "no_ca", 0, 0.9), ("w:x", "no_ca", 1, 0.9)])
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n")
+    ablation.main(["--doc", str(doc), "--seeds", "0,1",
+                   "--row", f"recipe={a}:emodna", "--row", f"without L_ca={b}:no_ca"])
+    text = doc.read_text()
+    assert text.startswith("# Results\n") and "do not edit by hand" in text
+    # Only s:t is in both rows: 0.7 vs 0.5.
+    assert "| recipe (`a.csv`: emodna) | 0.700 | **0.700** | +0.000 |" in text
+    assert "| without L_ca (`b.csv`: no_ca) | 0.500 | **0.500** | -0.200 |" in text
+    assert "u → v" not in text and "w → x" not in text
+    with pytest.raises(SystemExit):
+        ablation.main(["--doc", str(doc), "--row", "no-equals-sign"])
