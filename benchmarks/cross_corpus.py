@@ -347,6 +347,9 @@ def main(argv=None) -> int:
     parser.add_argument("--doc", default=None,
                         help="Also write the table into this markdown file's "
                              "generated section (e.g. docs/results.md).")
+    parser.add_argument("--tables_only", action="store_true",
+                        help="Write the tables from the runs finished so far; "
+                             "start none.")
     parser.add_argument("--section", default="",
                         help="Name of that section, for several tables in one "
                              "file (its csv and figure take the name too).")
@@ -363,7 +366,8 @@ def main(argv=None) -> int:
     # The command as a reader reruns it: the machine's own folders as names.
     shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
               "--out=OUT" if a.startswith("--out") else a)
-             for a in (argv if argv is not None else sys.argv[1:])]
+             for a in (argv if argv is not None else sys.argv[1:])
+             if a != "--tables_only"]  # the command that makes the runs
     command = "python benchmarks/cross_corpus.py " + " ".join(map(shlex.quote, shown))
 
     anchors = {}
@@ -380,6 +384,8 @@ def main(argv=None) -> int:
     for k, (task, method, seed) in enumerate(plan, 1):
         finished = (task, method, seed) in known or os.path.exists(
             os.path.join(run_dir(out, task, method, seed), "result.json"))
+        if args.tables_only and not finished:
+            continue
         result = known.get((task, method, seed)) or run_one(
             task, method, seed, out=out, data_dir=data_dir, overrides=args.set)
         results.append(result)
