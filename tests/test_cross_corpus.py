@@ -283,6 +283,12 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
         with open(path) as f:
             assert list(csv.DictReader(f)) == rows
     assert doc.read_text().count(runner.BEGIN) == 1
+    # --tables_only with a method never run: tables of what exists, no run.
+    methods = argv.index("--methods") + 1
+    only = argv[:methods] + ["source_only,dann,dan"] + argv[methods + 1:] + ["--tables_only"]
+    assert runner.main(only) == 0
+    assert not os.path.exists(runner.run_dir(out, "toy_src:toy_tgt", "dan", 0))
+    assert "--tables_only" not in doc.read_text()
 
 
 def evaluate_summary(workdir):
