@@ -105,10 +105,13 @@ def test_checkpoints_from_8_devices_evaluate_on_1(trained, toy_data_dir, tmp_pat
     single = str(single)
     summary = evaluate.evaluate_checkpoints(
         eval_config(toy_data_dir, num_devices=1), single, progress=False)
+    assert jax.device_count() == 8 and eval_config(toy_data_dir).num_devices in (0, 8)
     want = read_csv(os.path.join(workdir, "eval", "metrics.csv"))
     got = read_csv(os.path.join(single, "eval", "metrics.csv"))
+    assert len(want) == len(got) == 6  # 3 checkpoints x (target, source_val)
     for a, b in zip(sorted(want, key=lambda r: (r["step"], r["split"])),
                     sorted(got, key=lambda r: (r["step"], r["split"]))):
+        assert (a["step"], a["split"]) == (b["step"], b["split"])
         assert float(a["uar"]) == pytest.approx(float(b["uar"]))
     assert summary["selected"]["step"] in (2, 4, 6)
 
@@ -157,7 +160,9 @@ def test_predict_matches_evaluation_and_reports_bad_files(trained, toy_data_dir,
         np.testing.assert_allclose(list(result.probabilities.values()), probs, atol=1e-4)
         # The OOD score is evaluation's, so evaluation's threshold applies.
         assert result.ood_score == pytest.approx(ood_scores[paths.index(name)], abs=1e-4)
-        assert result.out_of_distribution in (True, False)  # threshold from summary.json
+        # The flag is evaluation's 95%-TPR threshold from summary.json applied.
+        threshold = summary["selected"]["ood"][config.ood_score]["threshold_at_95_tpr"]
+        assert result.out_of_distribution == bool(result.ood_score < threshold)
     text = predict.format_predictions(results, as_json=False)
     assert re.search(r"broken\.wav: ERROR unreadable", text)
     assert json.loads(predict.format_predictions(results, as_json=True))[0]["path"]

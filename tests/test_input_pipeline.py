@@ -92,13 +92,21 @@ def test_iterator_state_resumes_exactly(tasks):
             np.testing.assert_array_equal(got[key], want[key])
 
 
-def test_processes_read_disjoint_shares(tasks):
-    seen = []
-    for index in range(2):
-        it = iter(dataset(tasks, process_index=index, process_count=2))
-        seen.append(next(it))
-    assert seen[0]["src_frames"].shape[0] == 2
-    assert not np.array_equal(seen[0]["src_frames"], seen[1]["src_frames"])
+def test_processes_read_disjoint_shares_that_make_the_global_batch(tasks):
+    """Two processes' first local batches are, between them, exactly the
+    one-process global batch: disjoint utterances, none missing.  Crops
+    longer than every utterance make each row its whole utterance, so rows
+    name utterances."""
+    long = dict(global_batch_size=4, num_frames=2000)
+    whole = next(iter(dataset(tasks, **long)))
+    shares = [next(iter(dataset(tasks, process_index=k, process_count=2, **long)))
+              for k in range(2)]
+    for stream in ("src", "tgt"):
+        rows = lambda batch: [r.tobytes() for r in batch[f"{stream}_frames"]]  # noqa: E731
+        local = [rows(share) for share in shares]
+        assert [len(r) for r in local] == [2, 2]
+        assert not set(local[0]) & set(local[1])
+        assert sorted(local[0] + local[1]) == sorted(rows(whole))
 
 
 def test_eval_batches_visit_every_utterance_once(tasks):

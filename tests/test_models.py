@@ -318,12 +318,14 @@ def test_dropout_follows_the_dropout_rng():
 
 def test_invalid_configurations_are_rejected():
     frames, mask = pad_batch(utterances((5,)), 5)
-    for bad in (dict(backbone="lstm"), dict(classifier="softmax"),
-                dict(num_corpora=1),
-                dict(backbone_kwargs={"features": 8, "dtype": jnp.float16})):
+    for bad, message in ((dict(backbone="lstm"), "backbone must be one of"),
+                         (dict(classifier="softmax"), "classifier must be one of"),
+                         (dict(num_corpora=1), "num_corpora must be >= 2, got 1"),
+                         (dict(backbone_kwargs={"features": 8, "dtype": jnp.float16}),
+                          r"backbone_kwargs may not set \['dtype'\]")):
         fields = dict(num_classes=4, backbone="tim",
                       backbone_kwargs={"features": 8, "num_blocks": 1})
         fields.update(bad)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=message):
             EmoDNAModel(**fields).init(jax.random.key(0), frames, mask,
                                        train=False)
