@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.adapt_start = 0.0
     config.loss.threshold_floor = 0.0
     config.loss.pseudo_agreement = False
+    # Select on target posteriors rescaled by 1 / (running mean posterior),
+    # so a rarely predicted class still gets pseudo-labels (section 4).
+    config.loss.distribution_alignment = False
 
     # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
     # 'keep' (auxiliary classifier on the backbone embedding) or 'suppress'

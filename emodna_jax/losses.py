@@ -263,6 +263,16 @@ def confidence_mask(probs: Array, tau_g: Array, p_tilde: Array, *,
     return mask, pseudo_labels
 
 
+def align_distribution(probs: Array, p_tilde: Array, eps: float = 1e-6) -> Array:
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch): ``probs``
+    [B, C] times uniform / ``p_tilde`` (the running mean target posterior),
+    renormalised per row.  A class the model rarely predicts on the target is
+    boosted instead of starved of pseudo-labels; a uniform target prior
+    suits UAR, which weighs every class the same."""
+    aligned = _f32(probs) / jnp.maximum(_f32(p_tilde), eps)
+    return aligned / jnp.sum(aligned, axis=-1, keepdims=True)
+
+
 def prototype_agreement(features: Array, prototypes: Array,
                         pseudo_labels: Array) -> Array:
     """[B] bool: the nearest prototype (cosine) of each row of ``features``

@@ -54,6 +54,7 @@ class ObjectiveConfig:
     adapt_start: float
     threshold_floor: float
     pseudo_agreement: bool
+    distribution_alignment: bool
     # MSAC: (name, control, weight) per controlled attribute, control one of
     # models.emodna.ATTRIBUTE_CONTROLS, and the largest suppression
     # coefficient (reached by the ramp).
@@ -105,10 +106,13 @@ def adaptation_ramp(cfg: ObjectiveConfig, step) -> jax.Array:
 def select_pseudo_labels(cfg: ObjectiveConfig, probs: jax.Array,
                          z_target: jax.Array, adapt: "AdaptState"):
     """(confident [B], pseudo-labels [B]) of target rows: the adaptive
-    class-wise thresholds of ``adapt`` (floored at ``threshold_floor``), and,
-    with ``pseudo_agreement``, the nearest source prototype of ``z_target``
-    must name the same class.  Training and evaluation's diagnostics both
-    select with this."""
+    class-wise thresholds of ``adapt`` (floored at ``threshold_floor``) on
+    ``probs`` (distribution-aligned first with ``distribution_alignment``),
+    and, with ``pseudo_agreement``, the nearest source prototype of
+    ``z_target`` must name the same class.  Training and evaluation's
+    diagnostics both select with this."""
+    if cfg.distribution_alignment:
+        probs = losses.align_distribution(probs, adapt.p_tilde)
     confident, pseudo = losses.confidence_mask(probs, adapt.tau_g, adapt.p_tilde,
                                                floor=cfg.threshold_floor)
     if cfg.pseudo_agreement:

@@ -60,3 +60,26 @@ def jax_softmax(x):
     x = np.asarray(x, np.float64)
     e = np.exp(x - x.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
+
+
+def test_distribution_alignment_gives_a_starved_class_its_pseudo_labels():
+    """Hand-worked: the running target posterior p~ = (0.6, 0.3, 0.1) says
+    class 2 is rarely predicted; dividing by it and renormalising turns a
+    row that leans to class 0 into a class-2 pseudo-label."""
+    probs = np.array([[0.5, 0.2, 0.3], [0.9, 0.05, 0.05]], np.float32)
+    p_tilde = np.array([0.6, 0.3, 0.1], np.float32)
+    # Row 0: (0.5/0.6, 0.2/0.3, 0.3/0.1) = (0.833, 0.667, 3.0) / 4.5.
+    want = np.array([[0.833333 / 4.5, 0.666667 / 4.5, 3.0 / 4.5],
+                     [1.5, 1 / 6, 0.5]], np.float64)
+    want[1] /= want[1].sum()
+    np.testing.assert_allclose(losses.align_distribution(probs, p_tilde), want, rtol=1e-5)
+    adapt = objective_lib.AdaptState(jnp.float32(0.5), jnp.asarray(p_tilde),
+                                     jnp.zeros((3, 2)))
+    z = jnp.ones((2, 2))
+    plain = objective_lib.select_pseudo_labels(objective_settings(3, 10), probs, z, adapt)
+    aligned = objective_lib.select_pseudo_labels(
+        objective_settings(3, 10, distribution_alignment=True), probs, z, adapt)
+    assert np.asarray(plain[1]).tolist() == [0, 0]
+    assert np.asarray(aligned[1]).tolist() == [2, 0]
+    # Thresholds 0.5 * p~ / max p~ = (0.5, 0.25, 0.083): both rows pass.
+    assert np.asarray(aligned[0]).tolist() == [True, True]
