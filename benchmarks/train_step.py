@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
-from emodna_jax import attributes  # noqa: E402
+from emodna_jax import msac  # noqa: E402
 from emodna_jax import input_pipeline  # noqa: E402
 from emodna_jax import experiment  # noqa: E402
 from emodna_jax import objective as objective_lib  # noqa: E402
@@ -364,7 +364,7 @@ def main(argv=None):
     results["open_task_s"] = time.perf_counter() - start
     source, target, parallel = built.source, built.target, built.parallel
     model, tx, obj_cfg = built.model, built.optimizer, built.objective
-    specs, heads = built.attribute_specs, attributes.model_heads(built.attribute_specs)
+    specs, heads = built.attribute_specs, msac.model_heads(built.attribute_specs)
     num_classes, num_bins = len(built.classes), built.num_bins
 
     pipe = pipeline_rate(source, target, config, B, args.pipeline_batches)

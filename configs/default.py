@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.channels = 32            # tim: channels per block
     config.model.num_blocks = 5
     config.model.cnn_channels = (16, 32, 64, 64)
+    config.model.attention_dim = 64       # cnn: attentive pooling's scoring MLP
     config.model.projection_dim = 64
     config.model.classifier = "linear"    # or 'am' (additive margin)
     config.model.dropout_rate = 0.1

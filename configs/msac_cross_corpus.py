@@ -17,7 +17,8 @@ from emodna_jax import config_variants
 def get_config():
     # No adaptation losses: MSAC-SERNet alone (its own attribute control).
     config = config_variants.source_only(config_variants.real_speech(default.get_config()))
-    config.model.backbone = "msac"
+    config.model.backbone = "cnn"         # MSAC-SERNet's CNN: attentive statistics pooling
+    config.model.attention_dim = 128
     config.model.cnn_channels = (16, 32, 48, 64)
     config.model.classifier = "am"
     config.msac.speaker = "suppress"

@@ -22,7 +22,8 @@ def get_config():
     config.data.fold = -1                  # -1: every fold in turn
     config.data.source = "synth_studio"
     config.data.classes = ("neutral", "angry", "happy", "sad")
-    config.model.backbone = "msac"
+    config.model.backbone = "cnn"         # MSAC-SERNet's CNN: attentive statistics pooling
+    config.model.attention_dim = 128
     config.model.cnn_channels = (16, 32, 48, 64)
     config.model.classifier = "am"
     config.loss.am_scale = 30.0

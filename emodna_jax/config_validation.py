@@ -80,8 +80,8 @@ def validate_config(config):
         _fail("loss.label_smoothing", f"must be < 1, got {loss.label_smoothing}")
     if not loss.mmd_multipliers or min(loss.mmd_multipliers) <= 0:
         _fail("loss.mmd_multipliers", f"must be positive, got {loss.mmd_multipliers}")
-    from emodna_jax import attributes
-    attributes.validate_modes(config.msac)
+    from emodna_jax import msac
+    msac.validate_modes(config.msac)
     if config.data.protocol not in ("cross_corpus", "single_corpus"):
         _fail("data.protocol", "must be 'cross_corpus' or 'single_corpus', "
               f"got {config.data.protocol!r}")

@@ -15,11 +15,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from emodna_jax import attributes
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
 from emodna_jax import input_pipeline
 from emodna_jax import models
+from emodna_jax import msac
 from emodna_jax import objective as objective_lib
 from emodna_jax import step as step_lib
 
@@ -78,14 +78,7 @@ def create_optimizer(config) -> optax.GradientTransformation:
     tx = optax.chain(
         optax.clip_by_global_norm(config.optim.grad_clip),
         optax.adamw(schedule, weight_decay=config.optim.weight_decay))
-    multiplier = config.msac.head_lr_multiplier
-    if multiplier == 1.0:
-        return tx
-    # An adversary must keep up with the features it is reversed into: MSAC
-    # attribute heads may learn faster than the rest (as DANN discriminators do).
-    is_head = lambda params: {k: jax.tree.map(lambda _: k.endswith("_head"), v)  # noqa: E731
-                              for k, v in params.items()}
-    return optax.chain(tx, optax.masked(optax.scale(multiplier), is_head))
+    return msac.scale_head_updates(tx, config.msac.head_lr_multiplier)
 
 
 def objective_config(config, num_classes: int,
@@ -98,7 +91,7 @@ def objective_config(config, num_classes: int,
     return objective_lib.ObjectiveConfig(
         num_classes=num_classes, total_steps=config.steps,
         classifier=config.model.classifier,
-        attributes=attributes.objective_entries(attribute_specs),
+        attributes=msac.objective_entries(attribute_specs),
         grl_max=config.msac.grl_max, **loss)
 
 
@@ -114,10 +107,10 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
     parallel = parallel or step_lib.Parallel(config.parallelism,
                                              step_lib.data_mesh(config.num_devices))
     config_validation.validate_batch(config, parallel.num_devices, jax.process_count())
-    specs = attributes.attribute_specs(config, source)
+    specs = msac.attribute_specs(config, source)
     model = models.create_model(
         config.model, num_classes=len(config.data.classes), num_corpora=2,
-        bn_axis_name=step_lib.AXIS, attribute_heads=attributes.model_heads(specs),
+        bn_axis_name=step_lib.AXIS, attribute_heads=msac.model_heads(specs),
         domain_discriminator=config.loss.w_dann > 0)
     return Experiment(config=config, source=source, target=target, parallel=parallel,
                       attribute_specs=specs, model=model,

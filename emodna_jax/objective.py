@@ -18,10 +18,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from data_prep.labels import GENDERS
 from emodna_jax import losses
-
-UNKNOWN_GENDER = GENDERS.index("unknown")
+from emodna_jax import msac
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +54,7 @@ class ObjectiveConfig:
     pseudo_agreement: bool
     distribution_alignment: bool
     # MSAC: (name, control, weight) per controlled attribute, control one of
-    # models.emodna.ATTRIBUTE_CONTROLS, and the largest suppression
+    # msac.CONTROLS, and the largest suppression
     # coefficient (reached by the ramp).
     attributes: tuple
     grl_max: float
@@ -149,41 +147,6 @@ def _training_logits(cfg: ObjectiveConfig, logits: jax.Array,
     return logits
 
 
-def _attribute_losses(cfg: ObjectiveConfig, outputs: dict, n: int,
-                      attribute_labels: dict, step, metrics: dict) -> jax.Array:
-    """MSAC: the weighted losses of every controlled attribute head.
-
-    Speaker and gender are source attributes (rows of unknown gender are
-    masked out); 'corpus' is predicted on every row.  Every head learns its
-    attribute by cross-entropy; under 'keep' and 'reverse' the model decides
-    whether the features keep or shed it, under 'align' the head only
-    monitors and the features are trained by the centroid alignment, scaled
-    by the scheduled coefficient (docs/losses.md, section 9).
-    """
-    total = jnp.float32(0.0)
-    for name, control, weight in cfg.attributes:
-        if name == "corpus":
-            labels = jnp.concatenate([jnp.zeros(n, jnp.int32), jnp.ones(n, jnp.int32)])
-            mask, rows = None, slice(None)
-        else:
-            labels = attribute_labels[name]
-            mask = labels != UNKNOWN_GENDER if name == "gender" else None
-            rows = slice(0, n)
-        logits = outputs[f"attr_{name}"][rows]
-        loss = losses.cross_entropy(logits, labels, mask=mask)
-        total += weight * loss
-        metrics[f"loss_attr_{name}"] = loss
-        metrics[f"{name}_accuracy"] = losses.masked_mean(
-            (jnp.argmax(logits, -1) == labels).astype(jnp.float32), mask)
-        if control == "align":
-            features = outputs[f"attr_{name}_features"][rows]
-            alignment = losses.centroid_alignment(
-                features, labels, logits.shape[-1], mask=mask)
-            total += weight * grl_coefficient(cfg, step) * alignment
-            metrics[f"loss_align_{name}"] = alignment
-    return total
-
-
 def _prediction_histogram(cfg: ObjectiveConfig, target_logits: jax.Array) -> dict:
     """Share of the target batch predicted as each class, and the entropy of
     that histogram (ln C when balanced, 0 when one class takes everything):
@@ -225,8 +188,9 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
     metrics = {"loss_cls": l_cls, "source_accuracy": accuracy}
     total = l_cls
     if cfg.attributes:
-        total += _attribute_losses(cfg, outputs, n, attribute_labels or {},
-                                   step, metrics)
+        total += msac.attribute_losses(cfg.attributes, outputs, n,
+                                       attribute_labels or {},
+                                       grl_coefficient(cfg, step), metrics)
     new_adapt = adapt
     if not cfg.uses_target:
         metrics["loss"] = total

@@ -16,7 +16,6 @@ NUM_FEATURES = 16
 SMALL_BACKBONES = {
     "tim": {"features": 8, "num_blocks": 3},
     "cnn": {"channels": (4, 8, 8), "attention_dim": 8},
-    "msac": {"channels": (4, 8, 8), "attention_dim": 8},
 }
 # One utterance fills SHORT_T exactly, and SHORT_T and the other lengths are
 # odd, so the CNN's pooling meets partial windows at the end of an utterance
@@ -194,7 +193,7 @@ def test_output_shapes_dtypes_and_norms(backbone, classifier):
     frames, mask = pad_batch(utterances(LENGTHS), SHORT_T)
     variables = random_variables(model, frames, mask)
     out = apply_eval(model, variables, frames, mask)
-    h_dim = {"tim": 8, "cnn": 16, "msac": 16}[backbone]
+    h_dim = {"tim": 8, "cnn": 16}[backbone]
     want = {"h": (4, h_dim), "e": (4, 16), "z_e": (4, 16), "z_c": (4, 16),
             "logits": (4, 4), "corpus_logits": (4, 3)}
     assert {k: v.shape for k, v in out.items()} == want

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from emodna_jax import attributes
+from emodna_jax import msac
 from emodna_jax import input_pipeline
 from emodna_jax import models
 from tests.conftest import toy_config
@@ -17,25 +17,25 @@ def test_attribute_the_corpus_lacks_is_a_config_error(toy_data_dir):
                                                 source.corpus.metadata["speakers"]}
     config.msac.gender = "keep"
     with pytest.raises(ValueError, match="config.msac.gender: toy_src records no"):
-        attributes.attribute_specs(config, source)
+        msac.attribute_specs(config, source)
     config.msac.gender = "off"
     config.msac.speaker = "forget"
     with pytest.raises(ValueError, match="config.msac.speaker: must be one of"):
-        attributes.attribute_specs(config, source)
+        msac.attribute_specs(config, source)
     config.msac.speaker = "suppress"
     config.msac.suppress_by = "forgetting"
     with pytest.raises(ValueError, match="config.msac.suppress_by: must be one of"):
-        attributes.attribute_specs(config, source)
+        msac.attribute_specs(config, source)
     config.msac.suppress_by = "alignment"
     config.msac.speaker = "off"
     config.msac.head_lr_multiplier = 0.0
     with pytest.raises(ValueError, match="config.msac.head_lr_multiplier: must be > 0"):
-        attributes.attribute_specs(config, source)
+        msac.attribute_specs(config, source)
     config.msac.head_lr_multiplier = 1.0
     config.msac.corpus = "keep"
     config.data.protocol = "single_corpus"
     with pytest.raises(ValueError, match="config.msac.corpus: corpus control needs"):
-        attributes.attribute_specs(config, source)
+        msac.attribute_specs(config, source)
 
 
 def test_folds_are_speaker_disjoint(toy_data_dir):

@@ -7,10 +7,9 @@ encoder takes ``(frames [B, T, F], mask [B, T], *, train)`` and returns
 
 from emodna_jax.models.cnn import CNN
 from emodna_jax.models.emodna import BACKBONES, EmoDNAModel
-from emodna_jax.models.msac import MSACSERNet
 from emodna_jax.models.tim import TIMNet
 
-__all__ = ["BACKBONES", "CNN", "EmoDNAModel", "MSACSERNet", "TIMNet",
+__all__ = ["BACKBONES", "CNN", "EmoDNAModel", "TIMNet",
            "create_model"]
 
 
@@ -26,8 +25,9 @@ def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
     if model_config.backbone == "tim":
         backbone_kwargs = {"features": model_config.channels,
                            "num_blocks": model_config.num_blocks}
-    else:  # 'cnn' and 'msac' share the CNN's fields
-        backbone_kwargs = {"channels": tuple(model_config.cnn_channels)}
+    else:
+        backbone_kwargs = {"channels": tuple(model_config.cnn_channels),
+                           "attention_dim": model_config.attention_dim}
     return EmoDNAModel(
         num_classes=num_classes, num_corpora=num_corpora,
         backbone=model_config.backbone, backbone_kwargs=backbone_kwargs,

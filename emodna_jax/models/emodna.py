@@ -21,35 +21,16 @@ import jax
 import jax.numpy as jnp
 from flax.core import FrozenDict
 
+from emodna_jax import msac
 from emodna_jax.losses import gradient_reversal, l2_normalize
 from emodna_jax.models.cnn import CNN
-from emodna_jax.models.layers import BatchNorm, CosineClassifier, Dtype
-from emodna_jax.models.msac import MSACSERNet
+from emodna_jax.models.layers import CosineClassifier, Dtype, ProjectionMLP
 from emodna_jax.models.tim import TIMNet
 
-BACKBONES = {"tim": TIMNet, "cnn": CNN, "msac": MSACSERNet}
-# What the model does with an MSAC attribute (docs/losses.md, section 9):
-# learn it as an auxiliary task, or suppress it by gradient reversal or by
-# aligning its per-value centroids of h.
-ATTRIBUTE_CONTROLS = ("keep", "reverse", "align")
+BACKBONES = {"tim": TIMNet, "cnn": CNN}
 CLASSIFIERS = ("linear", "am")
 # Set by EmoDNAModel itself so that the whole model agrees on them.
 _RESERVED_BACKBONE_KWARGS = ("dtype", "param_dtype", "bn_axis_name")
-
-
-class ProjectionMLP(nn.Module):
-    """Dense -> ReLU -> Dense: [B, D] -> [B, out_dim]."""
-    hidden_dim: int
-    out_dim: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.hidden_dim, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="hidden")(x)
-        return nn.Dense(self.out_dim, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="out")(nn.relu(x))
 
 
 class EmoDNAModel(nn.Module):
@@ -175,30 +156,8 @@ class EmoDNAModel(nn.Module):
         # branch is built on (docs/losses.md, section 9).
         for name, (num_values, control) in sorted(
                 (self.attribute_heads or {}).items()):
-            outputs.update(self._attribute_outputs(
-                name, num_values, control, h, train, grl_coefficient))
-        return outputs
-
-    def _attribute_outputs(self, name, num_values, control, h, train,
-                           grl_coefficient) -> dict:
-        """``attr_<name>`` logits; for 'align' in training also
-        ``attr_<name>_features``, the standardised h the objective aligns."""
-        if control not in ATTRIBUTE_CONTROLS:
-            raise ValueError(f"attribute control of {name!r} must be one of "
-                             f"{ATTRIBUTE_CONTROLS}, got {control!r}")
-        # Standardised per feature over the batch: the head then learns at the
-        # pace of a linear probe whatever the scale of h, and the alignment
-        # cannot be met by shrinking h.
-        x = BatchNorm(axis_name=self.bn_axis_name, use_scale_bias=False,
-                      name=f"{name}_input_norm")(
-            h.astype(jnp.float32)[:, None], train=train)[:, 0]
-        head = ProjectionMLP(self.hidden_dim, num_values, name=f"{name}_head")
-        if control == "keep":
-            return {f"attr_{name}": head(x)}
-        if control == "reverse":
-            return {f"attr_{name}": head(gradient_reversal(x, grl_coefficient))}
-        # 'align': the head only monitors what is left (detached input).
-        outputs = {f"attr_{name}": head(jax.lax.stop_gradient(x))}
-        if train:
-            outputs[f"attr_{name}_features"] = x
+            outputs.update(msac.attribute_outputs(
+                name, num_values, control, h, hidden_dim=self.hidden_dim,
+                bn_axis_name=self.bn_axis_name, train=train,
+                grl_coefficient=grl_coefficient))
         return outputs

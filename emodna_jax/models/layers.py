@@ -91,6 +91,21 @@ def conv_norm_act(x: jax.Array, mask: jax.Array, conv: nn.Module, norm: nn.Modul
     return dropout(nn.relu(x), deterministic=not train)
 
 
+class ProjectionMLP(nn.Module):
+    """Dense -> ReLU -> Dense: [B, D] -> [B, out_dim]."""
+    hidden_dim: int
+    out_dim: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.hidden_dim, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="hidden")(x)
+        return nn.Dense(self.out_dim, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="out")(nn.relu(x))
+
+
 class AttentiveStatisticsPooling(nn.Module):
     """Attention-weighted mean and std over valid frames: [B, T, C] -> [B, 2C].
 
