@@ -26,6 +26,7 @@ import tqdm
 from data_prep import files
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
+from emodna_jax import distributed
 from emodna_jax import experiment
 from emodna_jax import input_pipeline
 from emodna_jax import losses
@@ -61,13 +62,17 @@ class Evaluator:
         chunks = []
         for batch in input_pipeline.eval_batches(
                 task, split, batch_size=self.batch_size,
-                num_frames=self.num_frames, include_excluded=include_excluded):
+                num_frames=self.num_frames, include_excluded=include_excluded,
+                process_index=jax.process_index(), process_count=jax.process_count()):
             outputs = self.parallel.get_outputs(self._eval_step(
                 variables, self.parallel.put_batch(
                     {"frames": batch["frames"], "mask": batch["mask"]})))
-            keep = batch["weight"] > 0
+            # Every process's rows, in the order of the gathered outputs.
+            rows = distributed.gather_rows(
+                {k: batch[k] for k in ("label", "emotion", "index", "weight")})
+            keep = rows["weight"] > 0
             chunks.append({**{k: v[keep] for k, v in outputs.items()},
-                           **{k: batch[k][keep] for k in ("label", "emotion", "index")}})
+                           **{k: rows[k][keep] for k in ("label", "emotion", "index")}})
         return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
 
     def report(self, state, task) -> dict:
@@ -264,6 +269,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         for score, values in study.items():
             ood_table.put(step, score, values)
         predictions["target"].update({f"score_{k}": v for k, v in scores.items()})
+        if not distributed.is_primary():  # every process computes, one writes
+            continue
         np.savez_compressed(
             os.path.join(out_dir, "predictions", f"step_{step}.npz"),
             **{f"{split}/{k}": v for split, out in predictions.items()
@@ -280,6 +287,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                          + "; ".join(f"{k}: {v}" for k, v in unreadable.items()))
     summary = summarize(metrics_table, ood_table, config, pseudo_table)
     summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}
+    if not distributed.is_primary():
+        return summary
     with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
     from emodna_jax import report  # matplotlib: only when a report is written

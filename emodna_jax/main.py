@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from emodna_jax import checkpointing
+from emodna_jax import distributed
 from emodna_jax import runs
 from emodna_jax import workdir_lock
 
@@ -25,6 +26,12 @@ _INPUTS = flags.DEFINE_list("inputs", [], "predict: audio files or directories."
 _CHECKPOINT = flags.DEFINE_integer("checkpoint", None,
                                    "predict: checkpoint step (default: latest).")
 _JSON = flags.DEFINE_bool("json", False, "predict: print JSON.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Several processes (one per host): the "
+    "host:port of process 0; with --num_processes and --process_id.  Without "
+    "them a SLURM job or a multi-host TPU slice is detected by itself.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -36,6 +43,8 @@ def main(argv):
     # error reaches us as an exception anyway: we print results and one line.
     logging.set_verbosity(logging.ERROR if verbose else logging.FATAL)
     try:
+        # Before anything touches a device.
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
         return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
                         force=_FORCE.value, inputs=_INPUTS.value,
                         checkpoint=_CHECKPOINT.value, as_json=_JSON.value)

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from emodna_jax import distributed
 from emodna_jax import objective as objective_lib
 
 AXIS = "batch"
@@ -233,7 +234,7 @@ class Parallel:
 
     def get_outputs(self, outputs):
         """Per-example outputs of the eval step as host arrays [B, ...]."""
-        outputs = jax.device_get(outputs)
+        outputs = distributed.gather_rows(outputs)
         if self.mode == "pmap":
             return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), outputs)
         return outputs

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from emodna_jax import checkpointing
+from emodna_jax import distributed
 from emodna_jax import evaluate
 from emodna_jax import experiment
 from emodna_jax import input_pipeline
@@ -132,13 +133,35 @@ def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir:
     return None
 
 
+def _iterator_states(iterator):
+    """What a checkpoint stores of the input position: this process's
+    iterator state, or with several processes every process's (each reads
+    its own share of the data, and orbax writes JSON from process 0 only)."""
+    if jax.process_count() == 1:
+        return iterator.get_state()
+    return {"per_process": distributed.gather_json(iterator.get_state())}
+
+
+def _own_iterator_state(stored, workdir: str):
+    if "per_process" not in stored:
+        if jax.process_count() > 1:
+            raise ValueError(f"{workdir}: the checkpoint was written by one process; "
+                             f"resume it with one, not {jax.process_count()}")
+        return stored
+    states = stored["per_process"]
+    if len(states) != jax.process_count():
+        raise ValueError(f"{workdir}: the checkpoint was written by {len(states)} "
+                         f"processes; resume it with as many, not {jax.process_count()}")
+    return states[jax.process_index()]
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir``; returns the final target metrics.
 
     Holds the workdir for the whole run: a second run there is refused
     (``workdir_lock.WorkdirInUse``)."""
     built = experiment.build(config)  # bad config, missing corpus: nothing written
-    with workdir_lock.exclusive(workdir):
+    with workdir_lock.exclusive(workdir, process=jax.process_index()):
         return _train_and_evaluate(built, workdir)
 
 
@@ -163,7 +186,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
     if restored is not None:
         latest, state_restored, iterator_state, changes = restored
         host_state = jax.device_get(state_restored)
-        iterator.set_state(iterator_state)
+        iterator.set_state(_own_iterator_state(iterator_state, workdir))
         print(f"resumed from step {latest} in {checkpointing.checkpoint_dir(workdir)}",
               flush=True)
     state = parallel.put_replicated(host_state)
@@ -182,7 +205,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
 
     def save(step):
         host = parallel.get_replicated(state)
-        checkpointer.save(step, host, iterator.get_state(), config_json)
+        checkpointer.save(step, host, _iterator_states(iterator), config_json)
 
     window_start, window_steps = time.time(), 0
     step = start_step
@@ -204,10 +227,10 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 if config.eval_every and step % config.eval_every == 0:
                     writer.write(step, evaluator.scalars(state, source, target),
                                  prefix="eval")
-                if (step % config.checkpoint_every == 0 or step == config.steps
-                        or preemption.requested):
+                stop = distributed.any_process(preemption.requested)  # one host's SIGTERM
+                if step % config.checkpoint_every == 0 or step == config.steps or stop:
                     save(step)
-                if preemption.requested:
+                if stop:
                     print(f"SIGTERM: saved step {step}, exiting", flush=True)
                     break
     finally:

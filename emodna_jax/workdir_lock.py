@@ -20,11 +20,14 @@ class WorkdirInUse(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive(workdir: str):
+def exclusive(workdir: str, process: int = 0):
     """Holds ``workdir`` for the duration of the block, or raises
-    WorkdirInUse naming the pid that holds it."""
+    WorkdirInUse naming the pid that holds it.  ``process``: the index of
+    this process in a multi-process run; each takes its own lock, so a
+    second run is refused on every host."""
     os.makedirs(workdir, exist_ok=True)
-    handle = open(os.path.join(workdir, LOCK_FILE), "a+")
+    name = LOCK_FILE if process == 0 else f"{LOCK_FILE}.{process}"
+    handle = open(os.path.join(workdir, name), "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,118 @@
+"""Several processes, one run: 2 processes x 4 CPU devices against 1 x 8."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from emodna_jax import distributed
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Each process trains the toy task and process 0 saves the parameters.
+# Crops longer than every toy utterance and no dropout: every row of the
+# global batch is then the same whichever process reads it.
+TRAIN = """
+import sys, numpy as np, jax
+from emodna_jax import distributed, train
+from tests.conftest import toy_config
+data_dir, workdir, out, address, count, index, mode = sys.argv[1:8]
+if address != "-":
+    distributed.initialize(address, int(count), int(index))
+config = toy_config(data_dir, steps=3, checkpoint_every=3, log_every=1,
+                    **{"data.num_frames": 120, "model.dropout_rate": 0.0,
+                       "data.classes": ("neutral", "angry", "happy", "sad")})
+if mode == "evaluate":
+    from emodna_jax import evaluate
+    evaluate.evaluate_checkpoints(config, workdir, progress=False)
+    print("evaluated", jax.process_index(), flush=True)
+    sys.exit(0)
+train.train_and_evaluate(config, workdir)
+from emodna_jax import experiment
+built, state, step = experiment.restore(config, workdir, built=experiment.build(config))
+if jax.process_index() == 0:
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.params))[0]
+    np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+print("done", jax.process_index(), jax.process_count(), jax.device_count(), step, flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(args, devices: int):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, "-c", TRAIN, *map(str, args)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _finish(process, timeout=600):
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-3000:]
+    return out
+
+
+def _run(toy_data_dir, tmp_path, mode, shared, single):
+    """The 2-process and the 1-process run of ``mode``, side by side."""
+    port = _free_port()
+    pair = [_launch([toy_data_dir, shared, tmp_path / "two.npz", f"127.0.0.1:{port}",
+                     2, k, mode], devices=4) for k in range(2)]
+    one = _launch([toy_data_dir, single, tmp_path / "one.npz", "-", 1, 0, mode],
+                  devices=8)
+    return [_finish(p) for p in pair] + [_finish(one)]
+
+
+def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
+        toy_data_dir, tmp_path):
+    shared, single = str(tmp_path / "two"), str(tmp_path / "one")
+    outputs = _run(toy_data_dir, tmp_path, "train", shared, single)
+    assert "done 0 2 8 3" in outputs[0] and "done 1 2 8 3" in outputs[1]
+    assert "done 0 1 8 3" in outputs[2]
+    # Each process held its own workdir lock; process 0 alone wrote the logs.
+    assert {".lock", ".lock.1"} <= set(os.listdir(shared))
+    with open(os.path.join(shared, "metrics.jsonl")) as f:
+        steps = [line for line in f if '"split": "train"' in line]
+    assert len(steps) == 3
+    params = [np.load(tmp_path / name) for name in ("two.npz", "one.npz")]
+    assert sorted(params[0].files) == sorted(params[1].files) and len(params[0].files) > 10
+    for key in params[1].files:
+        np.testing.assert_allclose(params[0][key], params[1][key], atol=1e-5, rtol=1e-5,
+                                   err_msg=key)
+    # Batch evaluation: every process computes, process 0 writes; the table
+    # equals the one-process table of the same checkpoints.
+    outputs = _run(toy_data_dir, tmp_path, "evaluate", shared, single)
+    assert "evaluated 1" in outputs[1]
+    tables = []
+    for workdir in (shared, single):
+        with open(os.path.join(workdir, "eval", "metrics.csv")) as f:
+            tables.append({(r["step"], r["split"]): r for r in csv.DictReader(f)})
+    assert sorted(tables[0]) == sorted(tables[1]) == [("3", "source_val"), ("3", "target")]
+    for key, row in tables[0].items():
+        for metric in ("uar", "war", "macro_f1"):
+            assert float(row[metric]) == pytest.approx(float(tables[1][key][metric]),
+                                                       abs=1e-6), (key, metric)
+
+
+def test_partial_process_flags_are_refused():
+    with pytest.raises(ValueError, match="go together"):
+        distributed.initialize("127.0.0.1:1234", None, 0)
+    with pytest.raises(ValueError, match=r"--process_id=2: must lie in \[0, 2\)"):
+        distributed.initialize("127.0.0.1:1234", 2, 2)
+
+
+def test_one_process_needs_no_runtime(monkeypatch):
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("TPU_WORKER_HOSTNAMES", raising=False)
+    assert not distributed.on_cluster()
+    distributed.initialize()  # nothing to join: returns without a runtime
+    assert distributed.any_process(True) and not distributed.any_process(False)
+    assert distributed.gather_json({"a": 1}) == [{"a": 1}]
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert distributed.on_cluster()
