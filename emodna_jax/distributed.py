@@ -55,6 +55,12 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
+def barrier(name: str) -> None:
+    """Every process waits here until all have arrived."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def any_process(flag: bool) -> bool:
     """True on every process when ``flag`` is True on any (e.g. a SIGTERM
     that reached one host): all stop at the same step."""

@@ -27,6 +27,7 @@ from data_prep import prepare
 from data_prep import stats as stats_lib
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig
+from emodna_jax import distributed
 
 EXCLUDED = -1  # task label of an utterance whose emotion the task leaves out
 
@@ -279,9 +280,11 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
     """
     data = config.data
     if data.build_synthetic:
-        prepare.prepare_corpus(prepare.SYNTHETIC,
-                               data_dir=data.data_dir or prepare.default_data_dir(),
-                               feature_config=feature_config(data), workers=1)
+        if distributed.is_primary():  # one builder; the others wait for it
+            prepare.prepare_corpus(prepare.SYNTHETIC,
+                                   data_dir=data.data_dir or prepare.default_data_dir(),
+                                   feature_config=feature_config(data), workers=1)
+        distributed.barrier("synthetic corpora built")
     classes = list(data.classes)
 
     def find(role: str) -> PreparedCorpus:

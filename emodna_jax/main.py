@@ -5,6 +5,7 @@ r"""Entry point.
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=predict --inputs=clips/
 """
 
+import os
 import sys
 
 from absl import app
@@ -45,6 +46,8 @@ def main(argv):
     try:
         # Before anything touches a device.
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        if not distributed.is_primary():  # one process prints; errors still show
+            sys.stdout = open(os.devnull, "w")
         return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
                         force=_FORCE.value, inputs=_INPUTS.value,
                         checkpoint=_CHECKPOINT.value, as_json=_JSON.value)
