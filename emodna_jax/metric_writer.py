@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 
 from data_prep import files
+from emodna_jax import distributed
 
 
 def reconcile(workdir: str, step: int, *, finished: bool):
@@ -24,7 +24,7 @@ def reconcile(workdir: str, step: int, *, finished: bool):
     crash here leaves the old file whole.
     """
     path = os.path.join(workdir, "metrics.jsonl")
-    if jax.process_index() != 0 or not os.path.exists(path):
+    if not distributed.is_primary() or not os.path.exists(path):
         return
     with open(path) as f:
         records = [json.loads(line) for line in f if line.strip()]
@@ -39,7 +39,7 @@ def reconcile(workdir: str, step: int, *, finished: bool):
 class MetricWriter:
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
-        self.enabled = jax.process_index() == 0
+        self.enabled = distributed.is_primary()
         self._jsonl = None
         self._tb = None
         if not self.enabled:
