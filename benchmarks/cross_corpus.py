@@ -88,6 +88,40 @@ def run_one(task: str, method: str, seed: int, *, out: str, data_dir: str,
                                + " ".join(shlex.quote(c) for c in command))
     with open(os.path.join(workdir, "eval", "summary.json")) as f:
         summary = json.load(f)
+    return _write_result(summary, task, method, seed, workdir,
+                         seconds=round(time.time() - start, 1))
+
+
+def rescore_one(task: str, method: str, seed: int, *, out: str, data_dir: str,
+                overrides=()) -> dict:
+    """A finished run's result recomputed from its stored predictions
+    (``evaluate.rescore``): the current metrics and selection rule, no
+    training, no checkpoint."""
+    import ast
+    from configs import cross_corpus
+    from emodna_jax import config_variants
+    from emodna_jax import evaluate
+    workdir = run_dir(out, task, method, seed)
+    source, target = task.split(":")
+    config = cross_corpus.get_config(f"{source},{target},{method}")
+    config.seed, config.data.data_dir = seed, data_dir
+    for override in overrides:
+        key, value = override.split("=", 1)
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # a plain string
+        config.update_from_flattened_dict({key: value})
+    summary = evaluate.rescore(config_variants.with_task_classes(config), workdir)
+    with open(os.path.join(workdir, "result.json")) as f:
+        seconds = json.load(f)["seconds"]
+    return _write_result(summary, task, method, seed, workdir, seconds=seconds)
+
+
+def _write_result(summary: dict, task: str, method: str, seed: int,
+                  workdir: str, *, seconds: float) -> dict:
+    """The run's row of the tables, from its evaluation summary, also written
+    to ``WORKDIR/result.json``."""
     selected, last = summary["selected"], summary["last"]
     pseudo = selected.get("pseudo_labels", {})
     result = {"task": task, "method": method, "seed": seed,
@@ -97,8 +131,8 @@ def run_one(task: str, method: str, seed: int, *, out: str, data_dir: str,
               "selected_step": selected["step"],
               "pseudo_passed_fraction": pseudo.get("passed_fraction", float("nan")),
               "pseudo_passed_accuracy": pseudo.get("passed_accuracy", float("nan")),
-              "seconds": round(time.time() - start, 1)}
-    with files.atomic_write(done) as f:
+              "seconds": seconds}
+    with files.atomic_write(os.path.join(workdir, "result.json")) as f:
         json.dump(result, f, indent=2)
     return result
 
@@ -350,6 +384,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tables_only", action="store_true",
                         help="Write the tables from the runs finished so far; "
                              "start none.")
+    parser.add_argument("--rescore", action="store_true",
+                        help="Recompute every finished run found in OUT from "
+                             "its stored predictions (a new metric or "
+                             "selection rule); start none.")
     parser.add_argument("--section", default="",
                         help="Name of that section, for several tables in one "
                              "file (its csv and figure take the name too).")
@@ -367,7 +405,7 @@ def main(argv=None) -> int:
     shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
               "--out=OUT" if a.startswith("--out") else a)
              for a in (argv if argv is not None else sys.argv[1:])
-             if a != "--tables_only"]  # the command that makes the runs
+             if a not in ("--tables_only", "--rescore")]  # makes the runs
     command = "python benchmarks/cross_corpus.py " + " ".join(map(shlex.quote, shown))
 
     anchors = {}
@@ -384,10 +422,16 @@ def main(argv=None) -> int:
     for k, (task, method, seed) in enumerate(plan, 1):
         finished = (task, method, seed) in known or os.path.exists(
             os.path.join(run_dir(out, task, method, seed), "result.json"))
-        if args.tables_only and not finished:
+        local = os.path.exists(os.path.join(run_dir(out, task, method, seed),
+                                            "result.json"))
+        if (args.tables_only or args.rescore) and not finished:
             continue
-        result = known.get((task, method, seed)) or run_one(
-            task, method, seed, out=out, data_dir=data_dir, overrides=args.set)
+        if args.rescore and local:
+            result = rescore_one(task, method, seed, out=out, data_dir=data_dir,
+                                 overrides=args.set)
+        else:
+            result = known.get((task, method, seed)) or run_one(
+                task, method, seed, out=out, data_dir=data_dir, overrides=args.set)
         results.append(result)
         if not finished:
             fresh += 1
@@ -399,8 +443,9 @@ def main(argv=None) -> int:
                   f"{result['seconds']:.0f} s; about {remaining * rate / 60:.0f} min "
                   "left", flush=True)
         else:
-            print(f"[{k}/{len(plan)}] {task} {method} seed {seed}: done before, "
-                  "skipped", flush=True)
+            print(f"[{k}/{len(plan)}] {task} {method} seed {seed}: "
+                  + ("rescored" if args.rescore and local else
+                     "done before, skipped"), flush=True)
         write_outputs(results, tasks, methods, anchors, out, command, args.doc,
                       args.section)
     print(f"tables: {os.path.join(out, 'results.md')}", flush=True)

@@ -61,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.w_cor = 0.1
     config.loss.w_cd = 0.3
     config.loss.w_ca = 0.5
+    # Share of L_ca that is self-training (pseudo-label cross-entropy on the
+    # classifier) next to prototype alignment: L_ca = L_proto + w_pseudo L_pseudo.
+    config.loss.w_pseudo = 1.0
     config.loss.w_mmd = 1.0
     # DANN (Ganin et al. 2016): a corpus discriminator on e behind a gradient
     # reversal; a baseline, not part of Emo-DNA (docs/losses.md, section 10).

@@ -65,8 +65,8 @@ def validate_config(config):
         _fail("data.target", f"must differ from data.source ({config.data.source!r})")
 
     loss = config.loss
-    for key in ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "label_smoothing",
-                "am_margin"):
+    for key in ("w_cor", "w_cd", "w_ca", "w_pseudo", "w_mmd", "w_dann",
+                "label_smoothing", "am_margin"):
         if loss.get(key, 0.0) < 0:
             _fail(f"loss.{key}", f"must be >= 0, got {loss[key]}")
     for key in ("temperature_cd", "temperature_ca", "am_scale"):

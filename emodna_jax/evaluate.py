@@ -88,12 +88,19 @@ class Evaluator:
                 "source_val_uar": src["uar"], "source_val_war": src["war"]}
 
 
-def classification(predictions: dict, num_classes: int) -> dict:
-    """Metrics over the in-task utterances of a prediction dict."""
+def classification(predictions: dict, num_classes: int,
+                   posterior_logits: np.ndarray | None = None) -> dict:
+    """Metrics over the in-task utterances of a prediction dict; with
+    ``posterior_logits`` (logits whose softmax is the class posterior) also
+    ``nll``, the mean negative log-likelihood of the true class."""
     keep = predictions["label"] != input_pipeline.EXCLUDED
-    return metrics_lib.classification_report(
+    report = metrics_lib.classification_report(
         predictions["label"][keep], np.argmax(predictions["logits"][keep], -1),
         num_classes)
+    if posterior_logits is not None:
+        report["nll"] = metrics_lib.negative_log_likelihood(
+            predictions["label"][keep], np.asarray(posterior_logits)[keep])
+    return report
 
 
 def pseudo_label_report(passed: np.ndarray, pseudo: np.ndarray,
@@ -183,7 +190,7 @@ def _number(text: str):
 
 
 def _metric_row(report: dict, classes) -> dict:
-    row = {k: report[k] for k in ("uar", "war", "macro_f1", "count")}
+    row = {k: report[k] for k in ("uar", "war", "macro_f1", "nll", "count")}
     row.update({f"recall_{c}": r for c, r in zip(classes, report["per_class_recall"])})
     return row
 
@@ -191,9 +198,12 @@ def _metric_row(report: dict, classes) -> dict:
 def select_step(table: ResultTable, rule: str) -> dict:
     """The step a rule picks, plus the last step and the target oracle.
 
-    ``rule``: 'last', or '<split>_<metric>' such as 'source_val_uar' (ties go
-    to the later step).  Picking by a target metric is refused: target labels
-    must not choose the model, so that figure is reported only as an oracle.
+    ``rule``: 'last', or '<split>_<metric>' such as 'source_val_uar'.  Ties
+    go to the lower negative log-likelihood on the same split, then to the
+    later step: a 40-utterance validation split has few distinct UARs, and
+    the likelihood is the finer, proper score of the same predictions.
+    Picking by a target metric is refused: target labels must not choose the
+    model, so that figure is reported only as an oracle.
     """
     steps = table.steps()
     if rule == "last":
@@ -204,7 +214,8 @@ def select_step(table: ResultTable, rule: str) -> dict:
             raise ValueError(f"config.select_by={rule!r}: use 'last' or a "
                              "source-validation metric such as 'source_val_uar'")
         rows = table.select(split)
-        chosen = max(rows, key=lambda r: (r[metric], r["step"]))["step"]
+        chosen = max(rows, key=lambda r: (r[metric], -r.get("nll", 0.0),
+                                          r["step"]))["step"]
     target_rows = table.select("target")
     oracle = max(target_rows, key=lambda r: (r["uar"], r["step"]))
     return {"rule": rule, "selected_step": int(chosen), "last_step": steps[-1],
@@ -254,11 +265,9 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         }
         source_train = evaluator.predict(state, source, source.train_split)
         for split, outputs in predictions.items():
-            metrics_table.put(step, split, _metric_row(
-                classification(outputs, len(classes)), classes))
-        posterior = losses.posterior_logits(predictions["target"]["logits"],
-                                            config.model.classifier,
-                                            config.loss.am_scale)
+            metrics_table.put(step, split, _metric_row(classification(
+                outputs, len(classes), _posterior(config, outputs)), classes))
+        posterior = _posterior(config, predictions["target"])
         passed, pseudo = objective_lib.select_pseudo_labels(
             objective_cfg, jax.nn.softmax(posterior, -1),
             predictions["target"]["z_e"], jax.device_get(state.adapt))
@@ -294,6 +303,39 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     from emodna_jax import report  # matplotlib: only when a report is written
     report.write_report(out_dir, metrics_table, ood_table, summary, config,
                         target_corpus=target.corpus, source_corpus=source.corpus)
+    return summary
+
+
+def _posterior(config, outputs: dict) -> np.ndarray:
+    """Logits whose softmax is the model's class posterior."""
+    return np.asarray(losses.posterior_logits(
+        outputs["logits"], config.model.classifier, config.loss.am_scale))
+
+
+def rescore(config, workdir: str) -> dict:
+    """Recomputes the metric rows and the summary of an evaluated workdir from
+    its stored predictions alone (no checkpoint, no data): how a workdir
+    evaluated by an older version takes up a new metric or selection rule."""
+    out_dir = os.path.join(workdir, EVAL_DIR)
+    classes = tuple(config.data.classes)
+    metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
+    for step in metrics_table.steps():
+        path = os.path.join(out_dir, "predictions", f"step_{step}.npz")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: missing; rescoring needs the "
+                                    "predictions of every evaluated step")
+        with np.load(path) as stored:
+            for split in SPLITS:
+                outputs = {k.split("/", 1)[1]: stored[k] for k in stored.files
+                           if k.startswith(split + "/")}
+                metrics_table.put(step, split, _metric_row(classification(
+                    outputs, len(classes), _posterior(config, outputs)), classes))
+    metrics_table.save()
+    summary = summarize(
+        metrics_table, ResultTable(os.path.join(out_dir, "ood.csv"), "score"),
+        config, ResultTable(os.path.join(out_dir, "pseudo_labels.csv"), "split"))
+    with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
+        json.dump(summary, f, indent=2)
     return summary
 
 

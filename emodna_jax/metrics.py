@@ -9,6 +9,7 @@ module fixes the conventions: classes absent from the labels do not count.
 from __future__ import annotations
 
 import numpy as np
+from scipy import special
 from sklearn import metrics as sklearn_metrics
 
 
@@ -55,3 +56,16 @@ def classification_report(labels, predictions, num_classes: int,
     return {"uar": uar, "war": war, "macro_f1": f1,
             "per_class_recall": np.asarray(recall, np.float64).tolist(),
             "confusion": confusion.tolist(), "count": float(confusion.sum())}
+
+
+def negative_log_likelihood(labels, posterior_logits) -> float:
+    """Mean -log p(true class) under softmax(``posterior_logits``) [N, C];
+    NaN with no labels.  A proper score: unlike UAR it moves with every
+    change of confidence, so it separates checkpoints of equal UAR."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return float("nan")
+    logits = np.asarray(posterior_logits, np.float64)
+    return float(sklearn_metrics.log_loss(
+        labels, special.softmax(logits, axis=-1),
+        labels=np.arange(logits.shape[-1])))

@@ -41,6 +41,7 @@ class ObjectiveConfig:
     w_cor: float
     w_cd: float
     w_ca: float
+    w_pseudo: float
     w_mmd: float
     w_dann: float
     temperature_cd: float
@@ -246,10 +247,14 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         l_proto = losses.class_alignment_loss(
             outputs["z_e"][n:], pseudo, confident, prototypes,
             temperature=cfg.temperature_ca)
-        l_pseudo = losses.cross_entropy(
-            _training_logits(cfg, outputs["logits"][n:], pseudo), pseudo,
-            mask=confident)
-        l_ca = l_proto + l_pseudo
+        l_ca = l_proto
+        if cfg.w_pseudo > 0:
+            l_pseudo = losses.cross_entropy(
+                _training_logits(cfg, outputs["logits"][n:], pseudo), pseudo,
+                mask=confident)
+            l_ca += cfg.w_pseudo * l_pseudo
+        else:
+            l_pseudo = jnp.float32(0.0)
         adaptation += cfg.w_ca * l_ca
         metrics.update(loss_ca=l_ca, loss_proto=l_proto, loss_pseudo=l_pseudo)
 

@@ -52,7 +52,48 @@ def test_one_row_per_checkpoint_and_split(trained):
     assert summary["last"]["step"] == 6
     by_step = {int(r["step"]): float(r["uar"]) for r in rows if r["split"] == "source_val"}
     best = max(by_step.values())
-    assert summary["selected"]["step"] == max(s for s, u in by_step.items() if u == best)
+    tied = [s for s, u in by_step.items() if u == best]
+    # Ties go to the lower source-validation NLL, computed here from the
+    # stored logits (linear classifier: the logits are the posterior's).
+    nll = {s: _numpy_nll(workdir, s, "source_val") for s in tied}
+    assert summary["selected"]["step"] == min(tied, key=lambda s: (nll[s], -s))
+
+
+def _numpy_nll(workdir, step, split):
+    with np.load(os.path.join(workdir, "eval", "predictions", f"step_{step}.npz")) as data:
+        labels, logits = data[f"{split}/label"], data[f"{split}/logits"].astype(np.float64)
+    keep = labels >= 0
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.mean(log_p[keep][np.arange(keep.sum()), labels[keep]])
+
+
+def test_nll_column_and_rescoring_from_predictions_alone(trained, toy_data_dir, tmp_path):
+    workdir, summary = trained
+    rows = read_csv(os.path.join(workdir, "eval", "metrics.csv"))
+    for row in rows:
+        assert float(row["nll"]) == pytest.approx(
+            _numpy_nll(workdir, int(row["step"]), row["split"]), rel=1e-5)
+    # An evaluated workdir without checkpoints and without the nll column
+    # (an older version's) is rescored to the same metrics and summary.
+    copy = str(tmp_path / "old")
+    os.makedirs(os.path.join(copy, "eval"))
+    import shutil
+    shutil.copytree(os.path.join(workdir, "eval", "predictions"),
+                    os.path.join(copy, "eval", "predictions"))
+    for name in ("ood.csv", "pseudo_labels.csv"):
+        shutil.copy(os.path.join(workdir, "eval", name), os.path.join(copy, "eval"))
+    with open(os.path.join(copy, "eval", "metrics.csv"), "w", newline="") as f:
+        columns = [c for c in rows[0] if c != "nll"]
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    rescored = evaluate.rescore(eval_config(toy_data_dir), copy)
+    assert rescored["selected"]["step"] == summary["selected"]["step"]
+    for split in ("target", "source_val"):
+        assert rescored["selected"][split] == pytest.approx(summary["selected"][split])
+    os.remove(os.path.join(copy, "eval", "predictions", "step_4.npz"))
+    with pytest.raises(FileNotFoundError, match="step_4.npz: missing"):
+        evaluate.rescore(eval_config(toy_data_dir), copy)
 
 
 def test_metrics_match_the_saved_predictions(trained):
