@@ -10,6 +10,7 @@ import collections
 from typing import Sequence
 
 import numpy as np
+from sklearn import model_selection
 
 from data_prep.records import Record
 
@@ -33,25 +34,21 @@ def validation_speakers(speakers: Sequence[str], fraction: float,
 
 def speaker_folds(utterances_per_speaker: dict[str, int],
                   num_folds: int) -> list[list[str]]:
-    """Splits speakers into ``num_folds`` groups of similar utterance counts.
-
-    Greedy: the speaker with most utterances goes to the lightest fold.  The
-    result depends only on the counts and names, so it is reproducible.
-    """
+    """Splits speakers into ``num_folds`` groups of similar utterance counts:
+    sklearn's ``GroupKFold`` (the speaker with most utterances goes to the
+    lightest fold; ties by name), so the folds depend only on the counts and
+    names and are reproducible."""
     if num_folds < 2:
         raise ValueError(f"speaker folds need at least 2 folds, got {num_folds}")
     if num_folds > len(utterances_per_speaker):
         raise ValueError(
             f"{num_folds} folds need at least {num_folds} speakers, the corpus "
             f"has {len(utterances_per_speaker)}")
-    folds = [[] for _ in range(num_folds)]
-    loads = [0] * num_folds
-    for speaker, count in sorted(utterances_per_speaker.items(),
-                                 key=lambda item: (-item[1], item[0])):
-        lightest = loads.index(min(loads))
-        folds[lightest].append(speaker)
-        loads[lightest] += count
-    return [sorted(fold) for fold in folds]
+    speakers = np.array(sorted(utterances_per_speaker))
+    groups = np.repeat(speakers, [utterances_per_speaker[s] for s in speakers])
+    splitter = model_selection.GroupKFold(n_splits=num_folds)
+    return [sorted(map(str, set(groups[held_out]))) for _, held_out in
+            splitter.split(np.zeros(len(groups)), groups=groups)]
 
 
 def plan_splits(records: Sequence[Record], *, num_folds: int,

@@ -84,6 +84,10 @@ def plot_confusion(confusion: np.ndarray, classes, path: str, title: str):
     plt.close(fig)
 
 
+# Outside tab10 (the emotions' colours), so no corpus shares an emotion's colour.
+_CORPUS_COLOURS = ("black", "#e6ab02")
+
+
 def plot_embeddings(predictions: dict, source_corpus, target_corpus, path: str):
     """Emotion and corpus features, coloured by emotion and by corpus.
 
@@ -106,9 +110,11 @@ def plot_embeddings(predictions: dict, source_corpus, target_corpus, path: str):
         for col, (colour_by, values) in enumerate((("emotion", emotions[keep]),
                                                    ("corpus", corpora[keep]))):
             ax = axes[row, col]
-            for value in sorted(set(values)):
+            palette = _CORPUS_COLOURS if colour_by == "corpus" else plt.cm.tab10.colors
+            for k, value in enumerate(sorted(set(values))):
                 chosen = values == value
-                ax.scatter(points[chosen, 0], points[chosen, 1], s=6, label=value)
+                ax.scatter(points[chosen, 0], points[chosen, 1], s=6, label=value,
+                           color=palette[k % len(palette)])
             ax.set_title(f"{title} ({method}), by {colour_by}", fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])

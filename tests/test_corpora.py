@@ -605,3 +605,15 @@ def test_parse_corpus_errors(tmp_path):
         parse_corpus("csv", raw_dir=tmp_path)
     with pytest.raises(TypeError, match="merge_excited"):
         parse_corpus("emodb", raw_dir=tmp_path, merge_excited=False)
+
+
+def test_speaker_folds_balance_utterances_greedily():
+    from data_prep import splits
+    # Hand-worked: a(5) -> fold 1, b(4) -> fold 2, c(3) -> fold 2 (7),
+    # d(2) -> fold 1 (7), e(1) -> either lightest (8 / 7).
+    folds = splits.speaker_folds({"a": 5, "b": 4, "c": 3, "d": 2, "e": 1}, 2)
+    assert sorted(map(tuple, folds)) in ([("a", "d", "e"), ("b", "c")],
+                                         [("a", "d"), ("b", "c", "e")])
+    assert all(isinstance(s, str) for fold in folds for s in fold)
+    with pytest.raises(ValueError, match="3 folds need at least 3 speakers"):
+        splits.speaker_folds({"a": 1, "b": 1}, 3)
