@@ -19,10 +19,10 @@ TRAIN = """
 import sys, numpy as np, jax
 from emodna_jax import distributed, train
 from tests.conftest import toy_config
-data_dir, workdir, out, address, count, index, mode = sys.argv[1:8]
+data_dir, workdir, out, address, count, index, mode, steps = sys.argv[1:9]
 if address != "-":
     distributed.initialize(address, int(count), int(index))
-config = toy_config(data_dir, steps=3, checkpoint_every=3, log_every=1,
+config = toy_config(data_dir, steps=int(steps), checkpoint_every=3, log_every=1,
                     **{"data.num_frames": 120, "model.dropout_rate": 0.0,
                        "data.classes": ("neutral", "angry", "happy", "sad")})
 if mode == "evaluate":
@@ -30,7 +30,21 @@ if mode == "evaluate":
     evaluate.evaluate_checkpoints(config, workdir, progress=False)
     print("evaluated", jax.process_index(), flush=True)
     sys.exit(0)
-train.train_and_evaluate(config, workdir)
+if mode == "preempt" and jax.process_index() == 1:
+    # A real SIGTERM reaches process 1 alone, during its second step.
+    import signal
+    from emodna_jax import step as step_lib
+    put_batch, calls = step_lib.Parallel.put_batch, []
+    def put_batch_then_preempt(self, batch):
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return put_batch(self, batch)
+    step_lib.Parallel.put_batch = put_batch_then_preempt
+result = train.train_and_evaluate(config, workdir)
+if result.get("preempted"):
+    print("preempted", jax.process_index(), result["step"], flush=True)
+    sys.exit(0)
 from emodna_jax import experiment
 built, state, step = experiment.restore(config, workdir, built=experiment.build(config))
 if jax.process_index() == 0:
@@ -59,45 +73,79 @@ def _finish(process, timeout=600):
     return out
 
 
-def _run(toy_data_dir, tmp_path, mode, shared, single):
-    """The 2-process and the 1-process run of ``mode``, side by side."""
+def _pair(toy_data_dir, workdir, out, mode, steps):
+    """Two processes of 4 devices running ``mode`` in ``workdir``."""
     port = _free_port()
-    pair = [_launch([toy_data_dir, shared, tmp_path / "two.npz", f"127.0.0.1:{port}",
-                     2, k, mode], devices=4) for k in range(2)]
-    one = _launch([toy_data_dir, single, tmp_path / "one.npz", "-", 1, 0, mode],
+    return [_launch([toy_data_dir, workdir, out, f"127.0.0.1:{port}", 2, k, mode,
+                     steps], devices=4) for k in range(2)]
+
+
+STEPS = 6  # two checkpoints (3 and 6): resume and evaluation see both
+
+
+@pytest.fixture(scope="module")
+def trained_both_ways(toy_data_dir, tmp_path_factory):
+    """The same run in 2 processes x 4 devices and in 1 x 8, side by side."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    shared, single = str(tmp / "two"), str(tmp / "one")
+    pair = _pair(toy_data_dir, shared, tmp / "two.npz", "train", STEPS)
+    one = _launch([toy_data_dir, single, tmp / "one.npz", "-", 1, 0, "train", STEPS],
                   devices=8)
-    return [_finish(p) for p in pair] + [_finish(one)]
+    outputs = [_finish(p) for p in pair] + [_finish(one)]
+    return tmp, shared, single, outputs
 
 
 def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
-        toy_data_dir, tmp_path):
-    shared, single = str(tmp_path / "two"), str(tmp_path / "one")
-    outputs = _run(toy_data_dir, tmp_path, "train", shared, single)
-    assert "done 0 2 8 3" in outputs[0] and "done 1 2 8 3" in outputs[1]
-    assert "done 0 1 8 3" in outputs[2]
+        toy_data_dir, trained_both_ways):
+    tmp, shared, single, outputs = trained_both_ways
+    assert f"done 0 2 8 {STEPS}" in outputs[0] and f"done 1 2 8 {STEPS}" in outputs[1]
+    assert f"done 0 1 8 {STEPS}" in outputs[2]
     # Each process held its own workdir lock; process 0 alone wrote the logs.
     assert {".lock", ".lock.1"} <= set(os.listdir(shared))
     with open(os.path.join(shared, "metrics.jsonl")) as f:
         steps = [line for line in f if '"split": "train"' in line]
-    assert len(steps) == 3
-    params = [np.load(tmp_path / name) for name in ("two.npz", "one.npz")]
+    assert len(steps) == STEPS
+    params = [np.load(tmp / name) for name in ("two.npz", "one.npz")]
     assert sorted(params[0].files) == sorted(params[1].files) and len(params[0].files) > 10
     for key in params[1].files:
         np.testing.assert_allclose(params[0][key], params[1][key], atol=1e-5, rtol=1e-5,
                                    err_msg=key)
     # Batch evaluation: every process computes, process 0 writes; the table
     # equals the one-process table of the same checkpoints.
-    outputs = _run(toy_data_dir, tmp_path, "evaluate", shared, single)
+    pair = _pair(toy_data_dir, shared, tmp / "unused.npz", "evaluate", STEPS)
+    one = _launch([toy_data_dir, single, tmp / "unused.npz", "-", 1, 0, "evaluate",
+                   STEPS], devices=8)
+    outputs = [_finish(p) for p in pair] + [_finish(one)]
     assert "evaluated 1" in outputs[1]
     tables = []
     for workdir in (shared, single):
         with open(os.path.join(workdir, "eval", "metrics.csv")) as f:
             tables.append({(r["step"], r["split"]): r for r in csv.DictReader(f)})
-    assert sorted(tables[0]) == sorted(tables[1]) == [("3", "source_val"), ("3", "target")]
+    assert sorted(tables[0]) == sorted(tables[1]) == [
+        (str(s), split) for s in (3, 6) for split in ("source_val", "target")]
     for key, row in tables[0].items():
-        for metric in ("uar", "war", "macro_f1"):
+        for metric in ("uar", "war", "macro_f1", "nll"):
             assert float(row[metric]) == pytest.approx(float(tables[1][key][metric]),
                                                        abs=1e-6), (key, metric)
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_bit_exactly(
+        toy_data_dir, trained_both_ways, tmp_path):
+    straight = trained_both_ways[0] / "two.npz"
+    workdir = str(tmp_path / "stopped")
+    outputs = [_finish(p) for p in _pair(toy_data_dir, workdir, tmp_path / "unused.npz",
+                                         "preempt", STEPS)]
+    # Both processes stop at the step where process 1 was signalled, with one
+    # checkpoint of it (before the scheduled one at step 3).
+    assert "preempted 0 2" in outputs[0] and "preempted 1 2" in outputs[1], outputs
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+    for process in _pair(toy_data_dir, workdir, tmp_path / "resumed.npz", "train",
+                         STEPS):
+        _finish(process)
+    want, got = np.load(straight), np.load(tmp_path / "resumed.npz")
+    assert sorted(want.files) == sorted(got.files) and len(want.files) > 10
+    for key in want.files:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
 def test_partial_process_flags_are_refused():
