@@ -119,8 +119,10 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
 
 
 def single_device() -> step_lib.Parallel:
-    """The layout of prediction and probing: one device, whatever the host has."""
-    return step_lib.Parallel("shard_map", step_lib.data_mesh(1))
+    """The layout of prediction and probing: one device of this process
+    (with several processes, global device 0 belongs to process 0 alone)."""
+    return step_lib.Parallel("shard_map", jax.make_mesh(
+        (1,), (step_lib.AXIS,), devices=jax.local_devices()[:1]))
 
 
 def restore(config, workdir: str, step: int | None = None, *,

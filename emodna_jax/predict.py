@@ -22,6 +22,7 @@ import numpy as np
 
 from data_prep import audio
 from data_prep.features import FeatureExtractor
+from emodna_jax import distributed
 from emodna_jax import experiment
 from emodna_jax import losses
 from emodna_jax import ood as ood_lib
@@ -84,16 +85,14 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     threshold = _ood_threshold(config, workdir)
 
-    results = []
-    for path in paths:
+    def score(path: str) -> Prediction:
+        """One file's verdict, or its error."""
         if not os.path.isfile(path):
-            results.append(Prediction(path, error="file not found"))
-            continue
+            return Prediction(path, error="file not found")
         try:
             loaded = audio.load_audio(path, feature_config.sample_rate)
         except (audio.AudioProblem, OSError) as problem:
-            results.append(Prediction(path, error=str(problem)))
-            continue
+            return Prediction(path, error=str(problem))
         frames = target.normalize({"features": extractor(loaded.waveform)})
         starts = window_starts(frames.shape[0], config.data.eval_num_frames)
         logits = np.concatenate([np.asarray(jax.device_get(eval_step(
@@ -106,20 +105,30 @@ def predict_files(config, workdir: str, inputs, *, checkpoint: int | None = None
         scores = np.asarray(ood_lib.SCORES[config.ood_score](logits))
         # The file's verdict: the mean posterior and the mean score of its
         # windows (each window covers the same number of frames).
-        combined, score = probs.mean(0), float(scores.mean())
+        combined, ood_score = probs.mean(0), float(scores.mean())
         seconds = feature_config.hop_ms / 1000
         windows = [{"start_s": round(start * seconds, 3),
                     "end_s": round(min(start + config.data.eval_num_frames,
                                        frames.shape[0]) * seconds, 3),
                     "probabilities": {c: float(p) for c, p in zip(classes, row)}}
                    for start, row in zip(starts, probs)]
-        results.append(Prediction(
+        return Prediction(
             path, emotion=classes[int(np.argmax(combined))],
             probabilities={c: float(p) for c, p in zip(classes, combined)},
-            ood_score=score,
-            out_of_distribution=None if threshold is None else score < threshold,
-            windows=windows))
-    return results
+            ood_score=ood_score,
+            out_of_distribution=(None if threshold is None
+                                 else bool(ood_score < threshold)),
+            windows=windows)
+
+    # Several processes: each scores every process_count-th file on its own
+    # device, and every process returns all results, in input order.
+    shares = distributed.gather_json(
+        [dataclasses.asdict(score(path))
+         for path in paths[jax.process_index()::jax.process_count()]])
+    ordered = [None] * len(paths)
+    for k, share in enumerate(shares):
+        ordered[k::len(shares)] = [Prediction(**row) for row in share]
+    return ordered
 
 
 def window_starts(num_frames: int, window: int) -> list[int]:

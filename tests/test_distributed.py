@@ -1,6 +1,7 @@
 """Several processes, one run: 2 processes x 4 CPU devices against 1 x 8."""
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -29,6 +30,16 @@ if mode == "evaluate":
     from emodna_jax import evaluate
     evaluate.evaluate_checkpoints(config, workdir, progress=False)
     print("evaluated", jax.process_index(), flush=True)
+    sys.exit(0)
+if mode == "predict":  # every toy target file, with out as the JSON written
+    import dataclasses, json, os
+    from emodna_jax import predict
+    raw = os.path.join(os.path.dirname(data_dir), "raw", "toy_tgt")
+    results = predict.predict_files(config, workdir, [raw], checkpoint=int(steps))
+    if jax.process_index() == 0:
+        with open(out, "w") as f:
+            json.dump([dataclasses.asdict(r) for r in results], f)
+    print("predicted", jax.process_index(), len(results), flush=True)
     sys.exit(0)
 if mode == "preempt" and jax.process_index() == 1:
     # A real SIGTERM reaches process 1 alone, during its second step.
@@ -127,6 +138,22 @@ def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
         for metric in ("uar", "war", "macro_f1", "nll"):
             assert float(row[metric]) == pytest.approx(float(tables[1][key][metric]),
                                                        abs=1e-6), (key, metric)
+
+
+def test_prediction_in_two_processes_equals_one(toy_data_dir, trained_both_ways):
+    tmp, shared, _, _ = trained_both_ways
+    pair = _pair(toy_data_dir, shared, tmp / "two.json", "predict", STEPS)
+    one = _launch([toy_data_dir, shared, tmp / "one.json", "-", 1, 0, "predict",
+                   STEPS], devices=8)
+    outputs = [_finish(p) for p in pair] + [_finish(one)]
+    count = int(outputs[2].split("predicted 0 ")[1].split()[0])
+    assert f"predicted 1 {count}" in outputs[1] and count > 10
+    with open(tmp / "two.json") as f, open(tmp / "one.json") as g:
+        two, one = json.load(f), json.load(g)
+    assert [r["path"] for r in two] == [r["path"] for r in one]
+    assert [r["emotion"] for r in two] == [r["emotion"] for r in one]
+    for a, b in zip(two, one):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_bit_exactly(
