@@ -160,7 +160,8 @@ class ResultTable:
             with open(path, newline="") as f:
                 for row in csv.DictReader(f):
                     row = {k: _number(v) for k, v in row.items()}
-                    self.rows[(int(row["step"]), row[key])] = row
+                    row["step"] = int(row["step"])  # written back as it was
+                    self.rows[(row["step"], row[key])] = row
 
     def steps(self) -> list[int]:
         return sorted({step for step, _ in self.rows})
@@ -222,9 +223,18 @@ def select_step(table: ResultTable, rule: str) -> dict:
             "oracle_step": int(oracle["step"])}
 
 
+def evaluation_setup(config) -> tuple:
+    """``(experiment, evaluator)``: the opened corpora, the model and its
+    compiled eval step, built once and reused by every poll of ``watch``."""
+    config_validation.validate_config(config)
+    built = experiment.build(config)
+    return built, Evaluator(built.model, built.parallel, config)
+
+
 def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
-                         progress: bool = True) -> dict:
-    """Evaluates every checkpoint of ``workdir`` not yet evaluated.
+                         progress: bool = True, setup: tuple | None = None) -> dict:
+    """Evaluates every checkpoint of ``workdir`` not yet evaluated, with
+    ``setup`` (``evaluation_setup(config)``, built here when None).
 
     Returns the summary also written to ``WORKDIR/eval/summary.json``.
     """
@@ -234,10 +244,9 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     if not steps:
         raise FileNotFoundError(
             f"no checkpoints in {checkpointing.checkpoint_dir(workdir)}")
-    built = experiment.build(config)
+    built, evaluator = setup if setup is not None else evaluation_setup(config)
     source, target, parallel = built.source, built.target, built.parallel
     classes = built.classes
-    evaluator = Evaluator(built.model, parallel, config)
     abstract = built.abstract_state()
     objective_cfg = built.objective
     out_dir = os.path.join(workdir, EVAL_DIR)
@@ -373,11 +382,13 @@ def watch(config, workdir: str, *, poll_seconds: float = 10.0,
     """Evaluates checkpoints as they appear; returns once step ``config.steps``
     is evaluated (training finished), or after ``timeout_seconds``."""
     start = time.time()
-    summary = None
+    summary = setup = None
     while True:
         steps = checkpointing.Checkpointer(workdir, read_only=True).all_steps()
         if steps:
-            summary = evaluate_checkpoints(config, workdir, progress=False)
+            setup = setup or evaluation_setup(config)  # compiled once
+            summary = evaluate_checkpoints(config, workdir, progress=False,
+                                           setup=setup)
             print(f"evaluated up to step {steps[-1]}", flush=True)
             if steps[-1] >= config.steps:
                 return summary
