@@ -1,0 +1,112 @@
+r"""MSAC-SERNet on held-out speakers of each corpus, beside eGeMAPS.
+
+  python benchmarks/msac_folds.py --data_dir=D --out=OUT --corpora=it_festival,en_flite \
+      --doc=docs/results.md --section=msac_folds
+
+Each corpus is what a user types: ``python -m emodna_jax.main
+--config=configs/msac_single_corpus.py --config.data.source=NAME
+--config.data.build_synthetic=False``, every speaker fold in turn, in
+``OUT/NAME``; its ``folds.json`` holds the per-fold UAR.  Beside it, the
+classical figure a user would compare with: openSMILE eGeMAPSv02 + logistic
+regression, one speaker left out at a time (benchmarks/egemaps.py).  A corpus
+with a ``folds.json`` is finished and skipped, so the runner resumes.  The
+table is written by this program: never edit it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks import cross_corpus  # noqa: E402  (after the path above)
+from benchmarks import egemaps  # noqa: E402
+from data_prep import files  # noqa: E402
+
+CLASSES = ("neutral", "angry", "happy", "sad")
+
+
+def run_folds(name: str, *, out: str, data_dir: str, overrides=()) -> dict:
+    """Every fold of corpus ``name`` (or its finished ``folds.json``)."""
+    workdir = os.path.join(out, name)
+    done = os.path.join(workdir, "folds.json")
+    if not os.path.exists(done):
+        os.makedirs(workdir, exist_ok=True)
+        command = [sys.executable, "-m", "emodna_jax.main",
+                   "--config=configs/msac_single_corpus.py", f"--workdir={workdir}",
+                   f"--config.data.source={name}", "--config.data.build_synthetic=False",
+                   f"--config.data.data_dir={data_dir}"] + [
+                       f"--config.{o}" for o in overrides]
+        with open(os.path.join(workdir, "train.log"), "a") as log:
+            code = subprocess.call(command, cwd=REPO, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        if code or not os.path.exists(done):
+            raise RuntimeError(f"{name}: exited {code}; see {workdir}/train.log\n  "
+                               + " ".join(shlex.quote(c) for c in command))
+    with open(done) as f:
+        return json.load(f)
+
+
+def table(rows: dict, command: str) -> str:
+    """The markdown section: per corpus, the fold UARs, their mean and the
+    eGeMAPS leave-one-speaker-out UAR."""
+    lines = [f"Reproduce: `{command}`", "",
+             "| corpus | MSAC-SERNet UAR per fold | mean ± std | eGeMAPS + LR, "
+             "leave one speaker out | MSAC-SERNet ≥ eGeMAPS |",
+             "|---|---|---|---|---|"]
+    for name, row in rows.items():
+        folds = ", ".join(f"{f['uar']:.3f}" for f in row["folds"]["folds"])
+        mean, std = row["folds"]["uar"]["mean"], row["folds"]["uar"]["std"]
+        lines.append(f"| {name} | {folds} | {mean:.3f} ± {std:.3f} | "
+                     f"{row['egemaps']:.3f} | {'yes' if mean >= row['egemaps'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True, help="Prepared corpora.")
+    parser.add_argument("--out", required=True, help="Runs and the table go here.")
+    parser.add_argument("--corpora", required=True, help="Comma-separated names.")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="A config override for every run.")
+    parser.add_argument("--doc", default=None,
+                        help="Also write the table into this markdown file's "
+                             "generated section.")
+    parser.add_argument("--section", default="msac_folds")
+    args = parser.parse_args(argv)
+    data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
+    out = os.path.abspath(args.out)
+    shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
+              "--out=OUT" if a.startswith("--out") else a)
+             for a in (argv if argv is not None else sys.argv[1:])]
+    command = "python benchmarks/msac_folds.py " + " ".join(map(shlex.quote, shown))
+    rows = {}
+    for name in [c.strip() for c in args.corpora.split(",") if c.strip()]:
+        functionals = egemaps.corpus_functionals(
+            cross_corpus._prepared(data_dir, name), os.path.join(out, "egemaps"))
+        classes = [c for c in CLASSES if c in set(functionals["emotion"])]
+        rows[name] = {"folds": run_folds(name, out=out, data_dir=data_dir,
+                                         overrides=args.set),
+                      "egemaps": egemaps.in_corpus_uar(functionals, classes)}
+        text = table(rows, command)
+        print(text, flush=True)
+        with files.atomic_write(os.path.join(out, "results.md")) as f:
+            f.write(text)
+        if args.doc:
+            document = open(args.doc).read()
+            begin, end = cross_corpus.markers(args.section)
+            text = (f"<!-- Written by benchmarks/msac_folds.py; do not edit by "
+                    f"hand. -->\n\n{text}")
+            with files.atomic_write(args.doc) as f:
+                f.write(cross_corpus._replace_section(document, text, args.section))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
