@@ -1,6 +1,7 @@
 """Several processes, one run: 2 processes x 4 CPU devices against 1 x 8."""
 
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ from tests.conftest import toy_config
 data_dir, workdir, out, address, count, index, mode, steps = sys.argv[1:9]
 if address != "-":
     distributed.initialize(address, int(count), int(index))
-config = toy_config(data_dir, steps=int(steps), checkpoint_every=3, log_every=1,
+config = toy_config(data_dir, steps=int(steps), checkpoint_every=int(steps), log_every=1,
                     **{"data.num_frames": 120, "model.dropout_rate": 0.0,
                        "data.classes": ("neutral", "angry", "happy", "sad")})
 if mode == "evaluate":
@@ -91,7 +92,7 @@ def _pair(toy_data_dir, workdir, out, mode, steps):
                      steps], devices=4) for k in range(2)]
 
 
-STEPS = 6  # two checkpoints (3 and 6): resume and evaluation see both
+STEPS = 6  # one scheduled checkpoint, at the end
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,7 @@ def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
         with open(os.path.join(workdir, "eval", "metrics.csv")) as f:
             tables.append({(r["step"], r["split"]): r for r in csv.DictReader(f)})
     assert sorted(tables[0]) == sorted(tables[1]) == [
-        (str(s), split) for s in (3, 6) for split in ("source_val", "target")]
+        (str(STEPS), split) for split in ("source_val", "target")]
     for key, row in tables[0].items():
         for metric in ("uar", "war", "macro_f1", "nll"):
             assert float(row[metric]) == pytest.approx(float(tables[1][key][metric]),
@@ -141,15 +142,21 @@ def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
 
 
 def test_prediction_in_two_processes_equals_one(toy_data_dir, trained_both_ways):
+    from emodna_jax import predict
+    from tests.conftest import toy_config
     tmp, shared, _, _ = trained_both_ways
-    pair = _pair(toy_data_dir, shared, tmp / "two.json", "predict", STEPS)
-    one = _launch([toy_data_dir, shared, tmp / "one.json", "-", 1, 0, "predict",
-                   STEPS], devices=8)
-    outputs = [_finish(p) for p in pair] + [_finish(one)]
-    count = int(outputs[2].split("predicted 0 ")[1].split()[0])
-    assert f"predicted 1 {count}" in outputs[1] and count > 10
-    with open(tmp / "two.json") as f, open(tmp / "one.json") as g:
-        two, one = json.load(f), json.load(g)
+    outputs = [_finish(p) for p in _pair(toy_data_dir, shared, tmp / "two.json",
+                                         "predict", STEPS)]
+    # The same prediction in this one process (the script's config).
+    config = toy_config(toy_data_dir, steps=STEPS, checkpoint_every=STEPS, log_every=1,
+                        **{"data.num_frames": 120, "model.dropout_rate": 0.0,
+                           "data.classes": ("neutral", "angry", "happy", "sad")})
+    raw = os.path.join(os.path.dirname(toy_data_dir), "raw", "toy_tgt")
+    one = [dataclasses.asdict(r) for r in
+           predict.predict_files(config, shared, [raw], checkpoint=STEPS)]
+    assert f"predicted 1 {len(one)}" in outputs[1] and len(one) > 10
+    with open(tmp / "two.json") as f:
+        two = json.load(f)
     assert [r["path"] for r in two] == [r["path"] for r in one]
     assert [r["emotion"] for r in two] == [r["emotion"] for r in one]
     for a, b in zip(two, one):
@@ -163,7 +170,7 @@ def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_bit_exactly(
     outputs = [_finish(p) for p in _pair(toy_data_dir, workdir, tmp_path / "unused.npz",
                                          "preempt", STEPS)]
     # Both processes stop at the step where process 1 was signalled, with one
-    # checkpoint of it (before the scheduled one at step 3).
+    # checkpoint of it.
     assert "preempted 0 2" in outputs[0] and "preempted 1 2" in outputs[1], outputs
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
     for process in _pair(toy_data_dir, workdir, tmp_path / "resumed.npz", "train",

@@ -168,7 +168,7 @@ TRAIN_IN_BACKGROUND = """
 import sys
 from emodna_jax import train
 from tests.test_evaluate import eval_config
-train.train_and_evaluate(eval_config(sys.argv[1], steps=30, checkpoint_every=3,
+train.train_and_evaluate(eval_config(sys.argv[1], steps=12, checkpoint_every=3,
                                      keep_checkpoints=100),
                          sys.argv[2])
 """
@@ -186,7 +186,7 @@ def test_watch_evaluates_while_training_and_builds_once(toy_data_dir, tmp_path,
     build = experiment.build
     monkeypatch.setattr(evaluate.experiment, "build",
                         lambda *a, **k: builds.append(1) or build(*a, **k))
-    config = eval_config(toy_data_dir, steps=30, checkpoint_every=3,
+    config = eval_config(toy_data_dir, steps=12, checkpoint_every=3,
                          keep_checkpoints=100)
     try:
         summary = evaluate.watch(config, workdir, poll_seconds=0.2,
@@ -197,12 +197,12 @@ def test_watch_evaluates_while_training_and_builds_once(toy_data_dir, tmp_path,
                                          capsys.readouterr().out)]
     # It returned at the last step, had evaluated earlier ones while training
     # ran, and built the experiment (and compiled its step) once.
-    assert summary["last"]["step"] == 30 and polled[-1] == 30
+    assert summary["last"]["step"] == 12 and polled[-1] == 12
     assert len(set(polled)) >= 2 and polled == sorted(polled)
     assert len(builds) == 1
     rows = read_csv(os.path.join(workdir, "eval", "metrics.csv"))
     assert sorted({r["step"] for r in rows}, key=int) == [
-        str(s) for s in range(3, 31, 3)]  # integers, also after a rewrite
+        str(s) for s in range(3, 13, 3)]  # integers, also after a rewrite
 
 
 def test_predict_matches_evaluation_and_reports_bad_files(trained, toy_data_dir, tmp_path):
