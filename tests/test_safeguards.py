@@ -83,3 +83,24 @@ def test_distribution_alignment_gives_a_starved_class_its_pseudo_labels():
     assert np.asarray(aligned[1]).tolist() == [2, 0]
     # Thresholds 0.5 * p~ / max p~ = (0.5, 0.25, 0.083): both rows pass.
     assert np.asarray(aligned[0]).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("w_pseudo", [0.0, 0.4])
+def test_class_alignment_weighs_its_self_training_term(w_pseudo):
+    """L_ca = L_proto + w_pseudo L_pseudo, with L_pseudo the cross-entropy of
+    the confident target rows against their pseudo-labels (numpy here)."""
+    outputs, labels = _batch(n=8, seed=3)
+    n = labels.shape[0]
+    cfg = objective_settings(3, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0, w_ca=1.0,
+                             w_pseudo=w_pseudo, threshold_momentum=0.5,
+                             threshold_floor=0.6, use_ramp=False)
+    adapt = objective_lib.AdaptState.create(3, 4)
+    total, (_, metrics) = objective_lib.objective(cfg, outputs, labels, adapt,
+                                                  jnp.int32(5))
+    probs = jax_softmax(outputs["logits"][n:])
+    confident = probs.max(1) >= 0.6  # this batch: the floor decides (above)
+    pseudo = probs.argmax(1)
+    l_pseudo = -np.mean(np.log(probs[confident, pseudo[confident]]))
+    want = float(metrics["loss_proto"]) + w_pseudo * l_pseudo
+    assert float(metrics["loss_ca"]) == pytest.approx(want, rel=1e-5)
+    assert float(total) == pytest.approx(float(metrics["loss_cls"]) + want, rel=1e-5)
