@@ -17,6 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from emodna_jax import distributed
+
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -153,14 +155,18 @@ class Checkpointer:
     def set_aside(self, step: int) -> str:
         """Renames an unreadable step's directory out of orbax's sight (kept
         for inspection, never deleted), so it cannot shadow later saves;
-        returns the new path."""
+        returns the new path.  With several processes, every process names
+        the same path and process 0 alone renames."""
         directory = os.path.join(str(self.manager.directory), str(step))
         aside = f"{directory}.unreadable"
         suffix = 1
         while os.path.exists(aside):
             suffix += 1
             aside = f"{directory}.unreadable{suffix}"
-        os.rename(directory, aside)
+        distributed.barrier(f"set_aside_{step}_named")
+        if distributed.is_primary():
+            os.rename(directory, aside)
+        distributed.barrier(f"set_aside_{step}_renamed")
         self.manager.reload()
         return aside
 
