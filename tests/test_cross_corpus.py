@@ -273,6 +273,19 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
     def no_subprocess(*args, **kwargs):
         raise AssertionError("a finished run was started again")
     monkeypatch.setattr(runner.subprocess, "call", no_subprocess)
+    # --rescore: the same rows from the stored predictions alone, nothing
+    # run, and a run evaluated by this version is rewritten unchanged.
+    workdir = runner.run_dir(out, "toy_src:toy_tgt", "dann", 0)
+    metrics_csv = os.path.join(workdir, "eval", "metrics.csv")
+    with open(metrics_csv) as f:
+        kept = f.read()
+    assert runner.main(argv + ["--rescore"]) == 0
+    with open(os.path.join(out, "results.csv")) as f:
+        rescored = list(csv.DictReader(f))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rescored] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    with open(metrics_csv) as f:
+        assert f.read() == kept
     os.remove(os.path.join(out, "results.csv"))
     os.remove(tmp_path / "results.csv")
     assert runner.main(argv) == 0
