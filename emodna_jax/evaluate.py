@@ -215,7 +215,10 @@ def select_step(table: ResultTable, rule: str) -> dict:
             raise ValueError(f"config.select_by={rule!r}: use 'last' or a "
                              "source-validation metric such as 'source_val_uar'")
         rows = table.select(split)
-        chosen = max(rows, key=lambda r: (r[metric], -r.get("nll", 0.0),
+        # A table begun by an older version has rows without nll (blank in
+        # the csv): then ties go to the later step alone.
+        by_nll = all(isinstance(r.get("nll"), float) for r in rows)
+        chosen = max(rows, key=lambda r: (r[metric], -r["nll"] if by_nll else 0.0,
                                           r["step"]))["step"]
     target_rows = table.select("target")
     oracle = max(target_rows, key=lambda r: (r["uar"], r["step"]))

@@ -308,3 +308,19 @@ def test_predict_names_a_missing_file_and_an_empty_workdir(trained, toy_data_dir
     assert missing.error == "file not found"
     with pytest.raises(FileNotFoundError, match="no checkpoints in .*: train first"):
         experiment.restore(config, str(tmp_path / "empty"))
+
+
+def test_selection_breaks_ties_by_nll_and_reads_older_tables(tmp_path):
+    path = str(tmp_path / "metrics.csv")
+    table = evaluate.ResultTable(path, "split")
+    for step, uar, nll in ((1, 0.5, 0.9), (2, 0.8, 0.7), (3, 0.8, 0.6), (4, 0.8, 0.65)):
+        table.put(step, "source_val", {"uar": uar, "nll": nll})
+        table.put(step, "target", {"uar": 0.1 * step})
+    assert evaluate.select_step(table, "source_val_uar")["selected_step"] == 3
+    # Without nll on every row (an older version's rows): the later step.
+    table.put(5, "source_val", {"uar": 0.8})
+    table.put(5, "target", {"uar": 0.0})
+    table.save()
+    reread = evaluate.ResultTable(path, "split")
+    assert reread.steps() == [1, 2, 3, 4, 5]
+    assert evaluate.select_step(reread, "source_val_uar")["selected_step"] == 5
