@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 import numpy as np
@@ -25,7 +24,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import cross_corpus  # noqa: E402  (after the path above)
-from data_prep import files  # noqa: E402
 
 
 def parse_row(text: str) -> tuple[str, str, str]:
@@ -82,12 +80,9 @@ def main(argv=None) -> int:
         parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",")]
     means = [row_means(path, method, seeds) for _, path, method in rows]
-    shown = argv if argv is not None else sys.argv[1:]
-    command = "python benchmarks/ablation.py " + " ".join(map(shlex.quote, shown))
+    command = cross_corpus.reproduce_command("ablation.py", argv)
     text = markdown(rows, means, seeds, command)
-    document = open(args.doc).read() if os.path.exists(args.doc) else ""
-    with files.atomic_write(args.doc) as f:
-        f.write(cross_corpus._replace_section(document, text, args.section))
+    cross_corpus.write_section(args.doc, text, args.section)
     print(text)
     return 0
 

@@ -366,6 +366,23 @@ def _replace_section(document: str, table: str, section: str = "") -> str:
     return document.rstrip("\n") + "\n\n" + generated + "\n"
 
 
+def write_section(doc: str, text: str, section: str = "") -> None:
+    """Writes ``text`` into ``doc``'s generated section ``section`` (the file
+    is created if missing; prose and other sections survive)."""
+    document = open(doc).read() if os.path.exists(doc) else ""
+    with files.atomic_write(doc) as f:
+        f.write(_replace_section(document, text, section))
+
+
+def reproduce_command(script: str, argv, *, drop=()) -> str:
+    """The command a reader reruns: this machine's folders shown as DATA and
+    OUT, without the flags in ``drop`` (those only rewrite tables)."""
+    shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
+              "--out=OUT" if a.startswith("--out") else a)
+             for a in (argv if argv is not None else sys.argv[1:]) if a not in drop]
+    return f"python benchmarks/{script} " + " ".join(map(shlex.quote, shown))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True, help="Prepared corpora.")
@@ -401,12 +418,8 @@ def main(argv=None) -> int:
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    # The command as a reader reruns it: the machine's own folders as names.
-    shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
-              "--out=OUT" if a.startswith("--out") else a)
-             for a in (argv if argv is not None else sys.argv[1:])
-             if a not in ("--tables_only", "--rescore")]  # makes the runs
-    command = "python benchmarks/cross_corpus.py " + " ".join(map(shlex.quote, shown))
+    command = reproduce_command("cross_corpus.py", argv,
+                                drop=("--tables_only", "--rescore"))
 
     anchors = {}
     if not args.no_anchor:
@@ -420,10 +433,9 @@ def main(argv=None) -> int:
     results, start = [], time.time()
     fresh = 0
     for k, (task, method, seed) in enumerate(plan, 1):
-        finished = (task, method, seed) in known or os.path.exists(
-            os.path.join(run_dir(out, task, method, seed), "result.json"))
         local = os.path.exists(os.path.join(run_dir(out, task, method, seed),
                                             "result.json"))
+        finished = (task, method, seed) in known or local
         if (args.tables_only or args.rescore) and not finished:
             continue
         if args.rescore and local:

@@ -82,10 +82,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     out = os.path.abspath(args.out)
-    shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
-              "--out=OUT" if a.startswith("--out") else a)
-             for a in (argv if argv is not None else sys.argv[1:])]
-    command = "python benchmarks/msac_folds.py " + " ".join(map(shlex.quote, shown))
+    command = cross_corpus.reproduce_command("msac_folds.py", argv)
     rows = {}
     for name in [c.strip() for c in args.corpora.split(",") if c.strip()]:
         functionals = egemaps.corpus_functionals(
@@ -99,12 +96,9 @@ def main(argv=None) -> int:
         with files.atomic_write(os.path.join(out, "results.md")) as f:
             f.write(text)
         if args.doc:
-            document = open(args.doc).read()
-            begin, end = cross_corpus.markers(args.section)
-            text = (f"<!-- Written by benchmarks/msac_folds.py; do not edit by "
-                    f"hand. -->\n\n{text}")
-            with files.atomic_write(args.doc) as f:
-                f.write(cross_corpus._replace_section(document, text, args.section))
+            cross_corpus.write_section(
+                args.doc, "<!-- Written by benchmarks/msac_folds.py; do not edit "
+                f"by hand. -->\n\n{text}", args.section)
     return 0
 
 
