@@ -190,7 +190,9 @@ def _number(text: str):
         return text
 
 
-def _metric_row(report: dict, classes) -> dict:
+def _metric_row(config, outputs: dict, classes) -> dict:
+    """One split's row of metrics.csv, from its predictions."""
+    report = classification(outputs, len(classes), _posterior(config, outputs))
     row = {k: report[k] for k in ("uar", "war", "macro_f1", "nll", "count")}
     row.update({f"recall_{c}": r for c, r in zip(classes, report["per_class_recall"])})
     return row
@@ -277,8 +279,7 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         }
         source_train = evaluator.predict(state, source, source.train_split)
         for split, outputs in predictions.items():
-            metrics_table.put(step, split, _metric_row(classification(
-                outputs, len(classes), _posterior(config, outputs)), classes))
+            metrics_table.put(step, split, _metric_row(config, outputs, classes))
         posterior = _posterior(config, predictions["target"])
         passed, pseudo = objective_lib.select_pseudo_labels(
             objective_cfg, jax.nn.softmax(posterior, -1),
@@ -340,8 +341,7 @@ def rescore(config, workdir: str) -> dict:
             for split in SPLITS:
                 outputs = {k.split("/", 1)[1]: stored[k] for k in stored.files
                            if k.startswith(split + "/")}
-                metrics_table.put(step, split, _metric_row(classification(
-                    outputs, len(classes), _posterior(config, outputs)), classes))
+                metrics_table.put(step, split, _metric_row(config, outputs, classes))
     metrics_table.save()
     summary = summarize(
         metrics_table, ResultTable(os.path.join(out_dir, "ood.csv"), "score"),
