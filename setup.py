@@ -39,7 +39,8 @@ setuptools.setup(
     extras_require={
         # openSMILE's eGeMAPS: the classical anchor of benchmarks/cross_corpus.py
         # (tested too, so the test extra installs it).
-        "bench": ["opensmile>=2.5"],
+        # torch: the eager PyTorch twin of benchmarks/train_step.py.
+        "bench": ["opensmile>=2.5", "torch==2.13.0"],
         "test": ["pytest>=8.0", "opensmile>=2.5"],
     },
 )

@@ -4,10 +4,14 @@ Same compute as ``emodna_jax`` (TIM-Net backbone with masked BatchNorm, gated
 causal dilated blocks, both directions with within-length reversal and
 multi-scale fusion; emotion/corpus projectors and classifiers; the four
 Emo-DNA losses; AdamW after global-norm clipping, warm-up + cosine), so that
-``benchmarks/train_step.py`` can put a number on what JAX buys.  It is not a
-port for training: initialisations and numerics are not matched, only shapes
-and the work done per step.  Plain eager ``nn.Module``; ``torch.compile`` is
-optional (``--compile``).
+``benchmarks/train_step.py`` can put a number on what JAX buys.  Given the
+JAX model's variables (``load_jax_variables``) it computes the same outputs
+and losses on a batch (tests/test_torch_twin.py checks them to 1e-4), so the
+comparison times the same arithmetic.  It covers the Emo-DNA configs the
+benchmark times (configs/default.py): ``unsupported`` names any setting it
+does not implement (MSAC heads, DANN, the real-speech safeguards).
+Initialisations are not matched.  Plain eager ``nn.Module``;
+``torch.compile`` is optional (``--compile``).
 
 Standalone (random batches of the default shapes; prints one JSON line):
 
@@ -145,30 +149,14 @@ class CosineClassifier(nn.Module):
         return l2_normalize(x) @ l2_normalize(self.kernel, dim=0)
 
 
-class _GradientReversal(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, coefficient):
-        ctx.coefficient = coefficient
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return -ctx.coefficient * g, None
-
-
 class EmoDNATwin(nn.Module):
-    """Backbone + emotion and corpus branches (emodna_jax.models.EmoDNAModel),
-    plus MSAC attribute heads on e when the config switches them on."""
+    """Backbone + emotion and corpus branches (emodna_jax.models.EmoDNAModel)."""
 
     def __init__(self, *, num_bins: int, num_classes: int, num_corpora: int,
                  channels: int, num_blocks: int, kernel_size: int,
                  projection_dim: int, hidden_dim: int, classifier: str,
-                 dropout: float, attribute_heads: dict | None = None):
+                 dropout: float):
         super().__init__()
-        self.attribute_heads = dict(sorted((attribute_heads or {}).items()))
-        self.heads = nn.ModuleDict({
-            name: Projection(projection_dim, hidden_dim, num_values)
-            for name, (num_values, _) in self.attribute_heads.items()})
         self.backbone = TIMNet(num_bins, channels, num_blocks, kernel_size,
                                dropout)
         self.dropout = nn.Dropout(dropout)
@@ -179,21 +167,78 @@ class EmoDNATwin(nn.Module):
                            else nn.Linear(projection_dim, num_classes))
         self.corpus_classifier = nn.Linear(projection_dim, num_corpora)
 
-    def forward(self, frames, mask, grl_coefficient=1.0):
-        h = self.dropout(self.backbone(frames, mask))
-        e = self.emotion_projector(h)
-        z_c = l2_normalize(self.corpus_projector(h))
-        out = {"e": e, "z_e": l2_normalize(e), "z_c": z_c,
-               "logits": self.classifier(e),
-               "corpus_logits": self.corpus_classifier(z_c)}
-        for name, (_, suppress) in self.attribute_heads.items():
-            x = _GradientReversal.apply(e, grl_coefficient) if suppress else e
-            out[f"attr_{name}"] = self.heads[name](x)
-        return out
+    def forward(self, frames, mask):
+        h = self.backbone(frames, mask)
+        dropped = self.dropout(h)
+        e = self.emotion_projector(dropped)
+        z_c = l2_normalize(self.corpus_projector(dropped))
+        return {"h": h, "e": e, "z_e": l2_normalize(e), "z_c": z_c,
+                "logits": self.classifier(e),
+                "corpus_logits": self.corpus_classifier(z_c)}
 
 
 def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def unsupported(config) -> list[str]:
+    """The settings of ``config`` the twin does not implement (empty: it
+    computes what emodna_jax computes)."""
+    loss, defaults = config.loss, {"adapt_start": 0.0, "threshold_floor": 0.0,
+                                   "pseudo_agreement": False, "w_dann": 0.0,
+                                   "distribution_alignment": False, "w_pseudo": 1.0}
+    names = [f"loss.{k}" for k, v in defaults.items() if loss[k] != v]
+    names += [f"msac.{a}" for a in ("speaker", "gender", "corpus")
+              if config.msac[a] != "off"]
+    if config.model.backbone != "tim":
+        names.append("model.backbone")
+    return names
+
+
+@torch.no_grad()
+def load_jax_variables(model: EmoDNATwin, variables) -> None:
+    """Copies the JAX model's ``params`` and ``batch_stats`` into ``model``
+    (flax kernels are [..., in, out]; torch's conv weights [out, in, k] and
+    linear weights [out, in])."""
+    params, stats = variables["params"], variables.get("batch_stats", {})
+
+    def put(tensor, value, transpose=None):
+        value = np.array(value, np.float32)   # a writable copy
+        value = value.transpose(transpose) if transpose else value
+        if tuple(tensor.shape) != value.shape:
+            raise ValueError(f"twin {tuple(tensor.shape)} != jax {value.shape}")
+        tensor.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+    def linear(layer, p):
+        put(layer.weight, p["kernel"], (1, 0))
+        put(layer.bias, p["bias"])
+
+    def projection(seq, p):
+        linear(seq[0], p["hidden"])
+        linear(seq[2], p["out"])
+
+    backbone = params["backbone"]
+    for d, direction in enumerate(("forward", "backward")):
+        inputs = backbone[f"{direction}_input"]
+        put(model.backbone.inputs[d].weight, inputs["kernel"], (2, 1, 0))
+        put(model.backbone.inputs[d].bias, inputs["bias"])
+        for k, block in enumerate(model.backbone.blocks[d]):
+            name = f"{direction}_block{k}"
+            for i in range(2):
+                put(block.convs[i].weight, backbone[name][f"conv{i}"]["kernel"], (2, 1, 0))
+                put(block.bns[i].weight, backbone[name][f"bn{i}"]["scale"])
+                put(block.bns[i].bias, backbone[name][f"bn{i}"]["bias"])
+                bn_stats = stats["backbone"][name][f"bn{i}"]
+                put(block.bns[i].running_mean, bn_stats["mean"])
+                put(block.bns[i].running_var, bn_stats["var"])
+    put(model.backbone.fusion_logits, backbone["fusion_logits"])
+    projection(model.emotion_projector, params["emotion_projector"])
+    projection(model.corpus_projector, params["corpus_projector"])
+    if isinstance(model.classifier, CosineClassifier):
+        put(model.classifier.kernel, params["classifier"]["kernel"])
+    else:
+        linear(model.classifier, params["classifier"])
+    linear(model.corpus_classifier, params["corpus_classifier"])
 
 
 # ----------------------------------------------------------------------------
@@ -235,12 +280,15 @@ def mmd2(x, y, multipliers):
     """Multi-kernel Gaussian MMD^2, median bandwidth of the pooled sample."""
     n, m = x.shape[0], y.shape[0]
     pooled = torch.cat([x, y])
+    pooled = pooled - pooled.mean(dim=0).detach()   # against cancellation
     sq_norms = pooled.square().sum(dim=1)
     sq = torch.clamp(sq_norms[:, None] + sq_norms[None, :]
                      - 2.0 * pooled @ pooled.T, min=0.0)
     sq = sq * (1.0 - torch.eye(n + m, device=x.device))
     rows, cols = torch.triu_indices(n + m, n + m, offset=1, device=x.device)
-    gamma = torch.clamp(sq[rows, cols].detach().median(), min=1e-6)
+    # The mean of the two middle values for an even count, as np.median
+    # (torch.median would take the lower one).
+    gamma = torch.clamp(torch.quantile(sq[rows, cols].detach(), 0.5), min=1e-6)
     widths = torch.tensor(multipliers, device=x.device) * gamma
     kernel = torch.exp(-sq[None] / widths[:, None, None]).mean(dim=0)
     s = torch.cat([torch.full((n,), 1.0 / n, device=x.device),
@@ -254,7 +302,10 @@ def ramp(progress: float) -> float:
 
 
 class Objective:
-    """The Emo-DNA objective with its thresholds and prototypes (objective.py)."""
+    """The Emo-DNA objective with its thresholds and prototypes (objective.py).
+
+    ``__call__`` returns the total and its terms under the names of the JAX
+    objective's metrics (``loss_cls``, ``loss_cd`` ...)."""
 
     def __init__(self, cfg: dict, feature_dim: int, device):
         self.cfg = cfg
@@ -270,25 +321,17 @@ class Objective:
         onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
         return cfg["am_scale"] * (logits - cfg["am_margin"] * onehot)
 
-    def __call__(self, out: dict, labels: torch.Tensor, step: int,
-                 attribute_labels: dict):
+    def __call__(self, out: dict, labels: torch.Tensor, step: int):
         cfg = self.cfg
         n = labels.shape[0]
-        logits_s = out["logits"][:n]
-        total = cross_entropy(self._train_logits(logits_s, labels), labels,
-                              label_smoothing=cfg["label_smoothing"])
+        terms = {"loss_cls": cross_entropy(self._train_logits(out["logits"][:n], labels),
+                                           labels, label_smoothing=cfg["label_smoothing"])}
+        total = terms["loss_cls"]
         corpus = torch.cat([torch.zeros(n, dtype=torch.long, device=labels.device),
                             torch.ones(n, dtype=torch.long, device=labels.device)])
-        for name, weight in cfg["attributes"].items():  # MSAC heads
-            if name == "corpus":
-                total = total + weight * cross_entropy(out["attr_corpus"], corpus)
-            else:
-                a = attribute_labels[name]
-                mask = a != cfg["unknown_gender"] if name == "gender" else None
-                total = total + weight * cross_entropy(out[f"attr_{name}"][:n],
-                                                       a, mask=mask)
         if cfg["w_cor"] > 0:
-            total = total + cfg["w_cor"] * cross_entropy(out["corpus_logits"], corpus)
+            terms["loss_cor"] = cross_entropy(out["corpus_logits"], corpus)
+            total = total + cfg["w_cor"] * terms["loss_cor"]
         r = ramp(step / max(cfg["total_steps"], 1)) if cfg["use_ramp"] else 1.0
         adaptation = 0.0
         if cfg["w_cd"] > 0 or cfg["w_ca"] > 0:
@@ -311,8 +354,9 @@ class Objective:
                                confident,
                                torch.ones(2 * n, dtype=torch.bool,
                                           device=labels.device)])
-            adaptation = adaptation + cfg["w_cd"] * supervised_contrastive(
+            terms["loss_cd"] = supervised_contrastive(
                 features, groups, valid, temperature=cfg["temperature_cd"])
+            adaptation = adaptation + cfg["w_cd"] * terms["loss_cd"]
         if cfg["w_ca"] > 0:
             with torch.no_grad():
                 c = cfg["num_classes"]
@@ -326,15 +370,17 @@ class Objective:
                 self.prototypes = l2_normalize(
                     torch.where((counts > 0)[:, None], ema, self.prototypes))
             cosines = l2_normalize(out["z_e"][n:]) @ self.prototypes.T
-            l_proto = cross_entropy(cosines / cfg["temperature_ca"], pseudo,
-                                    mask=confident)
-            l_pseudo = cross_entropy(self._train_logits(out["logits"][n:], pseudo),
-                                     pseudo, mask=confident)
-            adaptation = adaptation + cfg["w_ca"] * (l_proto + l_pseudo)
+            terms["loss_proto"] = cross_entropy(cosines / cfg["temperature_ca"],
+                                                pseudo, mask=confident)
+            terms["loss_pseudo"] = cross_entropy(
+                self._train_logits(out["logits"][n:], pseudo), pseudo, mask=confident)
+            terms["loss_ca"] = terms["loss_proto"] + terms["loss_pseudo"]
+            adaptation = adaptation + cfg["w_ca"] * terms["loss_ca"]
         if cfg["w_mmd"] > 0:
-            adaptation = adaptation + cfg["w_mmd"] * mmd2(
-                out["e"][:n], out["e"][n:], cfg["mmd_multipliers"])
-        return total + r * adaptation
+            terms["loss_mmd"] = mmd2(out["e"][:n], out["e"][n:], cfg["mmd_multipliers"])
+            adaptation = adaptation + cfg["w_mmd"] * terms["loss_mmd"]
+        terms["loss"] = total + r * adaptation
+        return terms["loss"], terms
 
 
 # ----------------------------------------------------------------------------
@@ -359,12 +405,11 @@ class TwinTrainer:
     """
 
     def __init__(self, config, *, num_classes: int, num_bins: int,
-                 device: str = "cpu", compile_model: bool = False,
-                 attribute_heads: dict | None = None,
-                 attribute_weights: dict | None = None,
-                 unknown_gender: int = 2):
-        """``attribute_heads``: MSAC name -> (number of values, suppress), as
-        for EmoDNAModel; ``attribute_weights``: name -> loss weight."""
+                 device: str = "cpu", compile_model: bool = False):
+        missing = unsupported(config)
+        if missing:
+            raise ValueError(f"the PyTorch twin does not implement {', '.join(missing)} "
+                             "(set them to configs/default.py's values)")
         m, loss, optim = config.model, config.loss, config.optim
         self.device = torch.device(device)
         self.model = EmoDNATwin(
@@ -372,8 +417,7 @@ class TwinTrainer:
             channels=m.channels, num_blocks=m.num_blocks, kernel_size=2,
             projection_dim=m.projection_dim,
             hidden_dim=m.get("hidden_dim", 2 * m.projection_dim),
-            classifier=m.classifier, dropout=m.dropout_rate,
-            attribute_heads=attribute_heads).to(self.device)
+            classifier=m.classifier, dropout=m.dropout_rate).to(self.device)
         self.model.train()
         self.forward = (torch.compile(self.model) if compile_model
                         else self.model)
@@ -387,10 +431,7 @@ class TwinTrainer:
             threshold_momentum=loss.threshold_momentum,
             prototype_momentum=loss.prototype_momentum,
             mmd_multipliers=tuple(loss.mmd_multipliers),
-            use_ramp=loss.use_ramp,
-            attributes=dict(sorted((attribute_weights or {}).items())),
-            unknown_gender=unknown_gender), m.projection_dim, self.device)
-        self.grl_max = config.msac.grl_max if "msac" in config else 1.0
+            use_ramp=loss.use_ramp), m.projection_dim, self.device)
         self.total_steps = config.steps
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=optim.learning_rate,
@@ -414,15 +455,8 @@ class TwinTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule(self.step_count)
         self.optimizer.zero_grad(set_to_none=True)
-        # A tensor, so that torch.compile does not specialise on its value.
-        grl = torch.tensor(self.grl_max * ramp(self.step_count
-                                               / max(self.total_steps, 1)),
-                           device=self.device)
-        out = self.forward(frames, mask, grl)
-        attribute_labels = {k[4:]: v for k, v in batch.items()
-                            if k in ("src_speaker", "src_gender")}
-        loss = self.objective(out, batch["src_label"], self.step_count,
-                              attribute_labels)
+        out = self.forward(frames, mask)
+        loss, _ = self.objective(out, batch["src_label"], self.step_count)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                               self.grad_clip)

@@ -45,10 +45,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
-from emodna_jax import msac  # noqa: E402
 from emodna_jax import input_pipeline  # noqa: E402
 from emodna_jax import experiment  # noqa: E402
-from emodna_jax import objective as objective_lib  # noqa: E402
 from emodna_jax import step as step_lib  # noqa: E402
 
 # Peak dense TFLOP/s by device_kind substring: (bf16 tensor core, f32 without
@@ -364,7 +362,6 @@ def main(argv=None):
     results["open_task_s"] = time.perf_counter() - start
     source, target, parallel = built.source, built.target, built.parallel
     model, tx, obj_cfg = built.model, built.optimizer, built.objective
-    specs, heads = built.attribute_specs, msac.model_heads(built.attribute_specs)
     num_classes, num_bins = len(built.classes), built.num_bins
 
     pipe = pipeline_rate(source, target, config, B, args.pipeline_batches)
@@ -410,10 +407,7 @@ def main(argv=None):
         device = "cuda" if (jax.default_backend() == "gpu"
                             and torch.cuda.is_available()) else "cpu"
         trainer = torch_twin.TwinTrainer(
-            config, num_classes=num_classes, num_bins=num_bins, device=device,
-            attribute_heads=heads,
-            attribute_weights={s.name: s.weight for s in specs},
-            unknown_gender=objective_lib.UNKNOWN_GENDER)
+            config, num_classes=num_classes, num_bins=num_bins, device=device)
         torch_params = torch_twin.num_params(trainer.model)
         results["torch"] = {"version": torch.__version__, "device": device,
                             "mode": "eager nn.Module (no torch.compile)",
