@@ -2,8 +2,11 @@
 
 Restores the latest checkpoint of ``workdir`` if there is one (state, input
 position, thresholds and prototypes), so a preempted run continues exactly
-where it stopped.  SIGTERM (TPU VM preemption) saves a checkpoint at the
-current step and returns cleanly.
+where it stopped.  A preemption saves a checkpoint at the current step and
+returns cleanly; every host must stop at the same step, so the loop asks
+orbax (the JAX coordination service's preemption sync point, where a
+multi-host run has one) and a SIGTERM flag agreed over every process (which
+also covers one process, where orbax's sync point does not exist).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from emodna_jax import checkpointing
 from emodna_jax import distributed
@@ -227,11 +231,12 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 if config.eval_every and step % config.eval_every == 0:
                     writer.write(step, evaluator.scalars(state, source, target),
                                  prefix="eval")
-                stop = distributed.any_process(preemption.requested)  # one host's SIGTERM
+                stop = (ocp.multihost.reached_preemption(step)
+                        or distributed.any_process(preemption.requested))
                 if step % config.checkpoint_every == 0 or step == config.steps or stop:
                     save(step)
                 if stop:
-                    print(f"SIGTERM: saved step {step}, exiting", flush=True)
+                    print(f"preempted: saved step {step}, exiting", flush=True)
                     break
     finally:
         try:

@@ -78,7 +78,7 @@ def test_sigterm_during_the_source_only_comparison_exits_cleanly(
     monkeypatch.setattr(train, "train_and_evaluate", run_and_watch)
     monkeypatch.setattr(step_lib.Parallel, "put_batch", preempt_in_the_comparison)
     assert runs.run("train", config, str(tmp_path / "w")) == 0
-    assert "SIGTERM: saved step 2" in capsys.readouterr().out
+    assert "preempted: saved step 2" in capsys.readouterr().out
     armed.update({"first run": False, "source-only steps": None})  # the rerun finishes
     assert runs.run("train", config, str(tmp_path / "w")) == 0
     out = capsys.readouterr().out

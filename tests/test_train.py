@@ -60,6 +60,25 @@ def test_resume_after_sigterm_equals_a_straight_run(toy_data_dir, tmp_path, monk
     assert resumed["target_uar"] == straight["target_uar"]
 
 
+def test_an_orbax_preemption_sync_point_stops_every_host_at_its_step(
+        toy_data_dir, tmp_path, monkeypatch, capsys):
+    """On a multi-host TPU VM the coordination service picks the step at
+    which every host saves (orbax's reached_preemption); the loop obeys it."""
+    import orbax.checkpoint as ocp
+    asked = []
+
+    def sync_point_at_4(step):
+        asked.append(step)
+        return step == 4
+
+    monkeypatch.setattr(ocp.multihost, "reached_preemption", sync_point_at_4)
+    workdir = str(tmp_path / "w")
+    stopped = train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+    assert stopped == {"step": 4, "preempted": True} and asked == [1, 2, 3, 4]
+    assert checkpointing.Checkpointer(workdir, read_only=True).latest_step() == 4
+    assert "preempted: saved step 4, exiting" in capsys.readouterr().out
+
+
 def test_target_labels_never_influence_training(toy_data_dir, tmp_path):
     permuted_dir = build_toy_task(str(tmp_path / "data"), str(tmp_path / "raw"),
                                   permute_target_labels=True)
