@@ -89,6 +89,13 @@ class FeatureConfig:
                 "npy": self.npy_dim}[self.kind]
 
     @property
+    def num_tracks(self) -> int:
+        """Values at the end of each frame that are per-frame tracks (pitch,
+        voicing, energy), not spectral bins: an image model must not convolve
+        them across the band axis as if they were neighbouring bands."""
+        return len(PITCH_COLUMNS) if self.kind == "logmel_pitch" else 0
+
+    @property
     def name(self) -> str:
         """A short tag for directory names, e.g. 'logmel64-16k' or 'mfcc39-16k'."""
         if self.kind == "npy":  # computed elsewhere: no rate of ours

@@ -111,7 +111,8 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
     model = models.create_model(
         config.model, num_classes=len(config.data.classes), num_corpora=2,
         bn_axis_name=step_lib.AXIS, attribute_heads=msac.model_heads(specs),
-        domain_discriminator=config.loss.w_dann > 0)
+        domain_discriminator=config.loss.w_dann > 0,
+        num_tracks=source.corpus.feature_config.num_tracks)
     return Experiment(config=config, source=source, target=target, parallel=parallel,
                       attribute_specs=specs, model=model,
                       optimizer=create_optimizer(config),

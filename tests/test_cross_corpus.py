@@ -92,6 +92,19 @@ def test_explicit_classes_are_kept(emotion_sets):
     assert config_variants.with_task_classes(config).data.classes == ("sad", "happy")
 
 
+def test_a_cnn_on_pitch_frames_keeps_the_tracks_out_of_its_convolutions(emotion_sets):
+    """The experiment tells the CNN how many of each frame's values are
+    tracks, from the source corpus's own feature settings."""
+    from emodna_jax import experiment
+    config = config_variants.with_task_classes(_task_config(emotion_sets, "four,three"))
+    config.model.backbone = "cnn"
+    built = experiment.build(config)
+    assert built.model.backbone_kwargs["num_tracks"] == RECIPE_FEATURES.num_tracks == 3
+    pooling = built.abstract_state().params["backbone"]["pooling"]
+    # The pooling reads the last map's channels and the three tracks.
+    assert pooling["score_hidden"]["kernel"].shape[0] == config.model.cnn_channels[-1] + 3
+
+
 def test_unknown_corpus_and_too_few_shared_emotions_are_clear_errors(emotion_sets):
     with pytest.raises(FileNotFoundError, match="config.data.target='nope': no complete"):
         config_variants.with_task_classes(_task_config(emotion_sets, "four,nope"))

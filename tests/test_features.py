@@ -74,6 +74,9 @@ def test_logmel_pitch_is_logmel_then_yin_f0_voicing_and_energy():
     config = FeatureConfig(kind="logmel_pitch")
     got = FeatureExtractor(config)(wave)
     assert got.shape == (1 + wave.size // 160, 64 + 3) and config.num_bins == 67
+    # The last num_tracks values are the tracks, which the CNN keeps out of
+    # its convolutions; a pure spectrogram has none.
+    assert config.num_tracks == 3 and FeatureConfig().num_tracks == 0
     np.testing.assert_array_equal(got[:, :64], FeatureExtractor(FeatureConfig())(wave))
     log_f0, nccf, log_energy = got[:, 64:].T
     np.testing.assert_array_equal(got[:, 64:], pitch_features(wave, config))

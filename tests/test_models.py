@@ -10,7 +10,7 @@ import pytest
 from emodna_jax.models import BACKBONES, EmoDNAModel
 from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm,
                                       downsample_mask, masked_mean,
-                                      reverse_within_length)
+                                      masked_window_mean, reverse_within_length)
 
 NUM_FEATURES = 16
 SMALL_BACKBONES = {
@@ -118,6 +118,18 @@ def test_downsample_mask_keeps_partial_windows():
                                         [1, 0, 0, 0], [1, 0, 0, 0]])
 
 
+def test_masked_window_mean_matches_a_loop():
+    utts = utterances((7, 5, 1, 16), num_features=3)
+    frames, mask = pad_batch(utts, 16, fill=100.0)
+    got = np.asarray(masked_window_mean(frames, mask, 4))
+    assert got.shape == (4, 4, 3)
+    for i, u in enumerate(utts):
+        for w in range(4):
+            window = u[4 * w:4 * w + 4]      # the valid frames of window w
+            want = window.mean(0) if len(window) else np.zeros(3)
+            np.testing.assert_allclose(got[i, w], want, atol=1e-5)
+
+
 def test_masked_mean_uses_valid_frames_only():
     utts = utterances((5, 2, 9), num_features=3)
     frames, mask = pad_batch(utts, 9, fill=100.0)
@@ -223,6 +235,29 @@ def test_eval_outputs_do_not_depend_on_padding(backbone):
     for steps in (SHORT_T, LONG_T):
         garbage = pad_batch(utts, steps, fill=10.0)
         assert_trees_close(apply_eval(model, variables, *garbage), want)
+
+
+def test_cnn_tracks_bypass_the_convolutions():
+    """Per-frame tracks (pitch, energy) reach h as their own pooled level and
+    range: a track constant over an utterance comes out as exactly that
+    constant (the attention weights sum to 1) with zero spread, and the
+    tracks are as padding-proof as the bands."""
+    num_tracks, channels = 3, SMALL_BACKBONES["cnn"]["channels"]
+    model = small_model("cnn", backbone_kwargs=dict(SMALL_BACKBONES["cnn"],
+                                                    num_tracks=num_tracks))
+    utts = utterances(LENGTHS)
+    levels = np.random.default_rng(3).normal(size=(len(utts), num_tracks))
+    for u, level in zip(utts, levels):
+        u[:, -num_tracks:] = level
+    frames, mask = pad_batch(utts, SHORT_T)
+    variables = random_variables(model, frames, mask)
+    out = apply_eval(model, variables, frames, mask)
+    width = channels[-1] + num_tracks
+    assert out["h"].shape == (len(utts), 2 * width)
+    np.testing.assert_allclose(out["h"][:, channels[-1]:width], levels, atol=1e-5)
+    np.testing.assert_allclose(out["h"][:, width + channels[-1]:], 0, atol=1e-2)
+    assert_trees_close(apply_eval(model, variables,
+                                  *pad_batch(utts, LONG_T, fill=10.0)), out)
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))

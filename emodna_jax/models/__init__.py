@@ -16,10 +16,14 @@ __all__ = ["BACKBONES", "CNN", "EmoDNAModel", "TIMNet",
 def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
                  bn_axis_name: str | None = None,
                  attribute_heads: dict | None = None,
-                 domain_discriminator: bool = False) -> EmoDNAModel:
+                 domain_discriminator: bool = False,
+                 num_tracks: int = 0) -> EmoDNAModel:
     """The model a config's ``model`` section describes.
 
     ``attribute_heads``: MSAC heads, name -> (number of values, suppress).
+    ``num_tracks``: per-frame tracks after the bands of each frame
+    (``FeatureConfig.num_tracks``); the CNN keeps them out of its
+    convolutions, TIM-Net reads every value of a frame alike.
     """
     import jax.numpy as jnp
     if model_config.backbone == "tim":
@@ -27,7 +31,8 @@ def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
                            "num_blocks": model_config.num_blocks}
     else:
         backbone_kwargs = {"channels": tuple(model_config.cnn_channels),
-                           "attention_dim": model_config.attention_dim}
+                           "attention_dim": model_config.attention_dim,
+                          "num_tracks": num_tracks}
     return EmoDNAModel(
         num_classes=num_classes, num_corpora=num_corpora,
         backbone=model_config.backbone, backbone_kwargs=backbone_kwargs,

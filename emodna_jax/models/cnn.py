@@ -4,6 +4,13 @@ The backbone of MSAC-SERNet-style models: conv3x3-BN-ReLU-maxpool blocks see
 local time-frequency patterns (harmonics, formant movements); the frequency
 axis is then averaged away and attentive statistics pooling summarises time.
 
+Per-frame tracks (log F0, voicing, log energy of feature kind
+'logmel_pitch') are not bands: convolving them with the spectrum and then
+averaging over frequency would all but erase pitch level and loudness, the
+cues acted emotion lives in.  They bypass the convolutions, are averaged to
+the last map's frame rate and join its channels, so the pooling's weighted
+mean and std over time are their level and range.
+
 Padding: a 3x3 convolution mixes neighbouring frames, so padded frames are
 zeroed after every block (and the input is zeroed first); pooling pads time up
 to an even length with zeros (ceil mode), so an utterance's last frame is kept
@@ -19,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm, Dtype,
-                                      conv_norm_act, downsample_mask, zero_padding)
+                                      conv_norm_act, downsample_mask,
+                                      masked_window_mean, zero_padding)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -41,12 +49,16 @@ class CNN(nn.Module):
 
     Each block is conv3x3 -> BN -> ReLU -> channel dropout -> maxpool 2x2, so
     ``len(channels)`` blocks shrink T and F by 2^len(channels).  h is the
-    attentive mean and std over time of the frequency-averaged last map.
+    attentive mean and std over time of the frequency-averaged last map
+    (with the ``num_tracks`` per-frame tracks beside its channels):
+    [B, 2 * (channels[-1] + num_tracks)].
 
     Attributes:
       channels: output channels of each block (their number is the number of
         blocks).
       kernel_size: square convolution kernel.
+      num_tracks: the last values of each frame that are per-frame tracks,
+        not bands (``FeatureConfig.num_tracks``); 0 for a pure spectrogram.
       attention_dim: hidden width of the attentive pooling's scoring MLP.
       dropout_rate: channel dropout after each block (shared over time and
         frequency, so its mask does not depend on T).
@@ -55,6 +67,7 @@ class CNN(nn.Module):
     """
     channels: Sequence[int] = (32, 64, 128, 128)
     kernel_size: int = 3
+    num_tracks: int = 0
     attention_dim: int = 64
     dropout_rate: float = 0.1
     bn_axis_name: str | None = None
@@ -64,7 +77,10 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *,
                  train: bool) -> jax.Array:
-        x = zero_padding(frames.astype(self.dtype), mask)[..., None]
+        frames = zero_padding(frames.astype(self.dtype), mask)
+        bands = frames[..., :frames.shape[-1] - self.num_tracks]
+        tracks = frames[..., bands.shape[-1]:]
+        frame_mask, x = mask, bands[..., None]
         for i, features in enumerate(self.channels):
             x = conv_norm_act(
                 x, mask,
@@ -77,6 +93,9 @@ class CNN(nn.Module):
             x = max_pool_2x2(zero_padding(x, mask))
             mask = downsample_mask(mask, 2)
         x = jnp.mean(x, axis=2)                                  # [B, T', C]
+        if self.num_tracks:
+            x = jnp.concatenate([x, masked_window_mean(
+                tracks, frame_mask, 2 ** len(self.channels))], axis=-1)
         return AttentiveStatisticsPooling(
             self.attention_dim, dtype=self.dtype,
             param_dtype=self.param_dtype, name="pooling")(x, mask)

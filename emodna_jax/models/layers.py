@@ -106,6 +106,20 @@ class ProjectionMLP(nn.Module):
                         param_dtype=self.param_dtype, name="out")(nn.relu(x))
 
 
+def masked_window_mean(x: jax.Array, mask: jax.Array, factor: int) -> jax.Array:
+    """Mean of the valid frames in each window of ``factor`` frames (ceil
+    mode, like ``downsample_mask``): [B, T, C] -> [B, ceil(T/f), C].  A
+    window without valid frames gives 0; padded frames never count, so a
+    window's mean does not depend on how much padding follows it."""
+    batch, steps, channels = x.shape
+    pad = -steps % factor
+    weights = jnp.pad(mask, ((0, 0), (0, pad))).astype(x.dtype)[..., None]
+    x = jnp.pad(x, ((0, 0), (0, pad), (0, 0))) * weights
+    total = x.reshape(batch, -1, factor, channels).sum(axis=2)
+    count = weights.reshape(batch, -1, factor, 1).sum(axis=2)
+    return total / jnp.maximum(count, 1)
+
+
 class AttentiveStatisticsPooling(nn.Module):
     """Attention-weighted mean and std over valid frames: [B, T, C] -> [B, 2C].
 
