@@ -101,8 +101,10 @@ def test_a_cnn_on_pitch_frames_keeps_the_tracks_out_of_its_convolutions(emotion_
     built = experiment.build(config)
     assert built.model.backbone_kwargs["num_tracks"] == RECIPE_FEATURES.num_tracks == 3
     pooling = built.abstract_state().params["backbone"]["pooling"]
-    # The pooling reads the last map's channels and the three tracks.
-    assert pooling["score_hidden"]["kernel"].shape[0] == config.model.cnn_channels[-1] + 3
+    # The pooling reads the last map (16 bins pooled 4 times: 1 band of 64
+    # channels) and the three tracks.
+    assert config.model.cnn_channels[-1] == 64 and len(config.model.cnn_channels) == 4
+    assert pooling["score_hidden"]["kernel"].shape[0] == 64 + 3
 
 
 def test_unknown_corpus_and_too_few_shared_emotions_are_clear_errors(emotion_sets):

@@ -205,7 +205,8 @@ def test_output_shapes_dtypes_and_norms(backbone, classifier):
     frames, mask = pad_batch(utterances(LENGTHS), SHORT_T)
     variables = random_variables(model, frames, mask)
     out = apply_eval(model, variables, frames, mask)
-    h_dim = {"tim": 8, "cnn": 16}[backbone]
+    # cnn: mean and std of 8 channels x 2 bands (16 bins pooled 3 times).
+    h_dim = {"tim": 8, "cnn": 2 * 8 * 2}[backbone]
     want = {"h": (4, h_dim), "e": (4, 16), "z_e": (4, 16), "z_c": (4, 16),
             "logits": (4, 4), "corpus_logits": (4, 3)}
     assert {k: v.shape for k, v in out.items()} == want
@@ -252,10 +253,12 @@ def test_cnn_tracks_bypass_the_convolutions():
     frames, mask = pad_batch(utts, SHORT_T)
     variables = random_variables(model, frames, mask)
     out = apply_eval(model, variables, frames, mask)
-    width = channels[-1] + num_tracks
+    # 13 bands pooled 3 times leave 2: the map gives 2 x 8 features a frame.
+    maps = -(-(NUM_FEATURES - num_tracks) // 2 ** len(channels)) * channels[-1]
+    width = maps + num_tracks
     assert out["h"].shape == (len(utts), 2 * width)
-    np.testing.assert_allclose(out["h"][:, channels[-1]:width], levels, atol=1e-5)
-    np.testing.assert_allclose(out["h"][:, width + channels[-1]:], 0, atol=1e-2)
+    np.testing.assert_allclose(out["h"][:, maps:width], levels, atol=1e-5)
+    np.testing.assert_allclose(out["h"][:, width + maps:], 0, atol=1e-2)
     assert_trees_close(apply_eval(model, variables,
                                   *pad_batch(utts, LONG_T, fill=10.0)), out)
 

@@ -1,15 +1,20 @@
 """Compact 2-D CNN backbone over log-mel "images", with attentive pooling.
 
 The backbone of MSAC-SERNet-style models: conv3x3-BN-ReLU-maxpool blocks see
-local time-frequency patterns (harmonics, formant movements); the frequency
-axis is then averaged away and attentive statistics pooling summarises time.
+local time-frequency patterns (harmonics, formant movements); each frame of
+the last map is then flattened over frequency and attentive statistics
+pooling summarises time.  Flattened, not averaged: convolutions are blind to
+where in frequency a pattern sits, and averaging the band axis would throw
+the position away too, while emotion shows in where the energy is (spectral
+tilt, formant positions).  On real speech the averaged version could not
+fit its own training speakers (docs/data.md).
 
 Per-frame tracks (log F0, voicing, log energy of feature kind
-'logmel_pitch') are not bands: convolving them with the spectrum and then
-averaging over frequency would all but erase pitch level and loudness, the
-cues acted emotion lives in.  They bypass the convolutions, are averaged to
-the last map's frame rate and join its channels, so the pooling's weighted
-mean and std over time are their level and range.
+'logmel_pitch') are not bands: convolved with the spectrum they would be
+smeared into the neighbouring mel bands, and pitch level and loudness are
+the cues acted emotion lives in.  They bypass the convolutions, are
+averaged to the last map's frame rate and join its features, so the
+pooling's weighted mean and std over time are their level and range.
 
 Padding: a 3x3 convolution mixes neighbouring frames, so padded frames are
 zeroed after every block (and the input is zeroed first); pooling pads time up
@@ -49,9 +54,9 @@ class CNN(nn.Module):
 
     Each block is conv3x3 -> BN -> ReLU -> channel dropout -> maxpool 2x2, so
     ``len(channels)`` blocks shrink T and F by 2^len(channels).  h is the
-    attentive mean and std over time of the frequency-averaged last map
-    (with the ``num_tracks`` per-frame tracks beside its channels):
-    [B, 2 * (channels[-1] + num_tracks)].
+    attentive mean and std over time of the last map, flattened over its
+    F' = ceil(F / 2^len(channels)) bands (with the ``num_tracks`` per-frame
+    tracks beside them): [B, 2 * (F' * channels[-1] + num_tracks)].
 
     Attributes:
       channels: output channels of each block (their number is the number of
@@ -92,7 +97,7 @@ class CNN(nn.Module):
                 nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2)), train=train)
             x = max_pool_2x2(zero_padding(x, mask))
             mask = downsample_mask(mask, 2)
-        x = jnp.mean(x, axis=2)                                  # [B, T', C]
+        x = x.reshape(x.shape[0], x.shape[1], -1)                # [B, T', F' C]
         if self.num_tracks:
             x = jnp.concatenate([x, masked_window_mean(
                 tracks, frame_mask, 2 ** len(self.channels))], axis=-1)
