@@ -241,18 +241,22 @@ def pipeline_rate(source, target, config, batch_size: int, num_batches: int,
 def fed_step_time(parallel, runner, source, target, config, batch_size: int,
                   steps: int) -> dict:
     """The fused step fed from a live iterator, as train.py's loop does it
-    (put_batch(next(it)) and a metrics fetch every step): what the pipeline
-    and the step sharing the cores actually give."""
+    (the next batch read and put on the devices while a step runs, then the
+    step's metrics fetched): what the pipeline and the step sharing the
+    cores actually give."""
     it = train_iterator(source, target, config, batch_size, config.seed + 7)
-    for _ in range(3):  # let the prefetch threads start
-        runner.state, m = runner.compiled(runner.state,
-                                          parallel.put_batch(next(it)))
-        parallel.get_metrics(m)
+    batch = parallel.put_batch(next(it))
+
+    def run(n):
+        nonlocal batch
+        for _ in range(n):
+            runner.state, m = runner.compiled(runner.state, batch)
+            batch = parallel.put_batch(next(it))
+            parallel.get_metrics(m)
+
+    run(3)  # let the prefetch threads start
     start = time.perf_counter()
-    for _ in range(steps):
-        runner.state, m = runner.compiled(runner.state,
-                                          parallel.put_batch(next(it)))
-        parallel.get_metrics(m)
+    run(steps)
     step_s = (time.perf_counter() - start) / steps
     return {"step_s": step_s, "samples_per_s": 2 * batch_size / step_s,
             "steps": steps}

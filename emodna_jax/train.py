@@ -137,13 +137,13 @@ def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir:
     return None
 
 
-def _iterator_states(iterator):
+def _iterator_states(own_state):
     """What a checkpoint stores of the input position: this process's
     iterator state, or with several processes every process's (each reads
     its own share of the data, and orbax writes JSON from process 0 only)."""
     if jax.process_count() == 1:
-        return iterator.get_state()
-    return {"per_process": distributed.gather_json(iterator.get_state())}
+        return own_state
+    return {"per_process": distributed.gather_json(own_state)}
 
 
 def _own_iterator_state(stored, workdir: str):
@@ -209,17 +209,23 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
 
     def save(step):
         host = parallel.get_replicated(state)
-        checkpointer.save(step, host, _iterator_states(iterator), config_json)
+        checkpointer.save(step, host, _iterator_states(position), config_json)
 
     window_start, window_steps = time.time(), 0
     step = start_step
     try:
         with _Preemption() as preemption:
+            batch = parallel.put_batch(next(iterator)) if step < config.steps else None
             while step < config.steps:
-                batch = parallel.put_batch(next(iterator))
-                state, metrics = train_step(state, batch)
+                # The input position after this step's batch: what a
+                # checkpoint of this step stores, before the next is read.
+                position = iterator.get_state()
+                state, metrics = train_step(state, batch)   # dispatched, not awaited
                 step += 1
                 window_steps += 1
+                # The next batch is read, cropped and put on the devices
+                # while they run this step.
+                batch = parallel.put_batch(next(iterator)) if step < config.steps else None
                 # The one host sync of a step: its metrics, checked at once so
                 # a NaN stops the run before anything logs or saves it.
                 metrics = parallel.get_metrics(metrics)

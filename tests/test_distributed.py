@@ -43,13 +43,14 @@ if mode == "predict":  # every toy target file, with out as the JSON written
     print("predicted", jax.process_index(), len(results), flush=True)
     sys.exit(0)
 if mode == "preempt" and jax.process_index() == 1:
-    # A real SIGTERM reaches process 1 alone, during its second step.
+    # A real SIGTERM reaches process 1 alone, during its second step (as
+    # it reads its third batch ahead).
     import signal
     from emodna_jax import step as step_lib
     put_batch, calls = step_lib.Parallel.put_batch, []
     def put_batch_then_preempt(self, batch):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             signal.raise_signal(signal.SIGTERM)
         return put_batch(self, batch)
     step_lib.Parallel.put_batch = put_batch_then_preempt

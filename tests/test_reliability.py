@@ -71,7 +71,7 @@ def test_sigterm_during_the_source_only_comparison_exits_cleanly(
     def preempt_in_the_comparison(self, batch):
         if armed["source-only steps"] is not None and "src_frames" in batch:
             armed["source-only steps"] += 1
-            if armed["source-only steps"] == 2:  # during its step 2
+            if armed["source-only steps"] == 3:  # during its step 2 (batch 3 read ahead)
                 signal.raise_signal(signal.SIGTERM)
         return put_batch(self, batch)
 

@@ -41,7 +41,8 @@ def test_resume_after_sigterm_equals_a_straight_run(toy_data_dir, tmp_path, monk
 
     def put_batch_then_preempt(self, batch):
         calls.append(1)
-        if len(calls) == 3:  # a real SIGTERM arrives during step 3
+        # A real SIGTERM arrives during step 3, as batch 4 is read ahead.
+        if len(calls) == 4:
             signal.raise_signal(signal.SIGTERM)
         return put_batch(self, batch)
 
