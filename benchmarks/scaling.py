@@ -1,0 +1,127 @@
+r"""How the fused Emo-DNA step scales with the batch and the crop length.
+
+  python benchmarks/scaling.py --batches=32,64,128,256 --frames=160,300,800 \
+      --doc=README.md --section=scaling
+
+For every global batch B (per stream: B source + B target utterances) and
+training crop T, on configs/default.py otherwise: the fused step's time
+(median of interleaved windows, as benchmarks/train_step.py), the same for
+a plain cross-entropy step over the same 2B rows, and XLA's memory plan of
+the fused step (arguments + temporaries + outputs; exact for the compiled
+program, unlike a process's RSS).  fused / plain is what the Emo-DNA losses
+add: the O(B^2) contrastive and MMD terms show where that ratio grows with B.
+Last, evaluation throughput (utterances/s over the target split, whole
+utterances up to ``data.eval_num_frames``).  The table is written by this
+program: never edit it by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+
+import jax  # noqa: E402
+
+from benchmarks import cross_corpus  # noqa: E402
+from benchmarks import train_step as bench  # noqa: E402
+from configs import default as default_config  # noqa: E402
+from emodna_jax import evaluate  # noqa: E402
+from emodna_jax import experiment  # noqa: E402
+from emodna_jax import step as step_lib  # noqa: E402
+
+
+def plan_bytes(compiled) -> int:
+    """Bytes XLA's buffer plan holds at once for one call (arguments,
+    temporaries and outputs, less the outputs aliased onto donated inputs)."""
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.temp_size_in_bytes
+               + m.output_size_in_bytes - m.alias_size_in_bytes)
+
+
+def measure(config, batch_size: int, num_frames: int, steps: int, windows: int) -> dict:
+    config.batch_size, config.data.num_frames = batch_size, num_frames
+    built = experiment.build(config, parallel=step_lib.Parallel("shard_map"))
+    parallel = built.parallel
+    it = bench.train_iterator(built.source, built.target, config, batch_size, config.seed)
+    batch = next(it)
+    batch["tgt_label"] = batch["src_label"]      # the plain step's labels
+    fused = bench.JaxRunner("fused", parallel, step_lib.make_train_step(
+        built.model, built.optimizer, built.objective, axis_name=step_lib.AXIS,
+        sum_gradients=parallel.sum_gradients),
+        parallel.put_replicated(built.init_state()),
+        [parallel.put_batch({k: v for k, v in batch.items() if k != "tgt_label"})])
+    plain = bench.JaxRunner("plain", parallel, bench.make_plain_step(
+        built.model, built.optimizer, parallel.num_devices),
+        parallel.put_replicated(built.init_state()), [parallel.put_batch(batch)])
+    timing = bench.timed_windows([fused, plain], steps, windows, warmup=1)
+    return {"batch": batch_size, "frames": num_frames,
+            "fused_s": timing["fused"]["median_s"], "plain_s": timing["plain"]["median_s"],
+            "compile_s": fused.compile_s, "plan_gib": plan_bytes(fused.compiled) / 2**30,
+            "gflop": fused.flops / 1e9}
+
+
+def eval_throughput(config) -> float:
+    """Utterances/s of batch evaluation over the target split (one pass
+    after a compiling one)."""
+    built = experiment.build(config, parallel=step_lib.Parallel("shard_map"))
+    evaluator = evaluate.Evaluator(built.model, built.parallel, config)
+    state = built.parallel.put_replicated(built.init_state())
+    evaluator.predict(state, built.target, built.target.eval_split)   # compiles
+    start = time.perf_counter()
+    n = len(evaluator.predict(state, built.target, built.target.eval_split)["label"])
+    return n / (time.perf_counter() - start)
+
+
+def table(rows, eval_rate: float, command: str, load: float) -> str:
+    device = jax.devices()[0]
+    lines = [f"Reproduce: `{command}`", "",
+             f"{jax.device_count()} x {device.device_kind} ({jax.default_backend()}), "
+             f"load average at the start {load:.2f} on {os.cpu_count()} CPUs.",
+             "", "| global batch (per stream) | crop (frames) | fused step (ms) | "
+             "plain CE step (ms) | fused / plain | samples/s | XLA memory plan (GiB) | "
+             "GFLOP/step | compile (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {r['frames']} | {1e3 * r['fused_s']:.0f} | "
+            f"{1e3 * r['plain_s']:.0f} | {r['fused_s'] / r['plain_s']:.2f} | "
+            f"{2 * r['batch'] / r['fused_s']:.0f} | {r['plan_gib']:.2f} | "
+            f"{r['gflop']:.1f} | {r['compile_s']:.1f} |")
+    lines += ["", f"Evaluation: {eval_rate:.0f} utterances/s (target split, "
+                  "whole utterances up to the evaluation crop)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="32,64,128,256")
+    parser.add_argument("--frames", default="160,300,800")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per step kind")
+    parser.add_argument("--windows", type=int, default=3)
+    parser.add_argument("--doc", default=None)
+    parser.add_argument("--section", default="scaling")
+    args = parser.parse_args(argv)
+    config = default_config.get_config()
+    load, rows = bench.loadavg()[0], []
+    for frames in map(int, args.frames.split(",")):
+        for batch in map(int, args.batches.split(",")):
+            rows.append(measure(default_config.get_config(), batch, frames,
+                                args.steps, args.windows))
+            r = rows[-1]
+            print(f"B={batch} T={frames}: fused {1e3 * r['fused_s']:.0f} ms, plain "
+                  f"{1e3 * r['plain_s']:.0f} ms, plan {r['plan_gib']:.2f} GiB", flush=True)
+    text = table(rows, eval_throughput(config),
+                 cross_corpus.reproduce_command("scaling.py", argv), load)
+    print(text)
+    if args.doc:
+        cross_corpus.write_section(args.doc, text, args.section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
