@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from emodna_jax import augment as augment_lib
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
 from emodna_jax import input_pipeline
@@ -35,6 +36,7 @@ class Experiment:
     model: models.EmoDNAModel
     optimizer: optax.GradientTransformation
     objective: objective_lib.ObjectiveConfig
+    augment: augment_lib.SpecAugment
 
     @property
     def classes(self) -> list[str]:
@@ -108,15 +110,17 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
                                              step_lib.data_mesh(config.num_devices))
     config_validation.validate_batch(config, parallel.num_devices, jax.process_count())
     specs = msac.attribute_specs(config, source)
+    num_tracks = source.corpus.feature_config.num_tracks
     model = models.create_model(
         config.model, num_classes=len(config.data.classes), num_corpora=2,
         bn_axis_name=step_lib.AXIS, attribute_heads=msac.model_heads(specs),
         domain_discriminator=config.loss.w_dann > 0,
-        num_tracks=source.corpus.feature_config.num_tracks)
+        num_tracks=num_tracks)
     return Experiment(config=config, source=source, target=target, parallel=parallel,
                       attribute_specs=specs, model=model,
                       optimizer=create_optimizer(config),
-                      objective=objective_config(config, len(config.data.classes), specs))
+                      objective=objective_config(config, len(config.data.classes), specs),
+                      augment=augment_lib.from_config(config, num_tracks))
 
 
 def single_device() -> step_lib.Parallel:

@@ -28,10 +28,14 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from emodna_jax import augment as augment_lib
 from emodna_jax import distributed
 from emodna_jax import objective as objective_lib
 
 AXIS = "batch"
+# Folded into a step's random key for the augmentation masks, so that they
+# draw from their own stream and the dropout stream stays what it was.
+AUGMENT_STREAM = 0x5bec
 OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
 
 
@@ -66,7 +70,8 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train_step(model, tx: optax.GradientTransformation,
                     cfg: objective_lib.ObjectiveConfig, *,
-                    axis_name: str | None, sum_gradients: bool) -> Callable:
+                    axis_name: str | None, sum_gradients: bool,
+                    augment: augment_lib.SpecAugment | None = None) -> Callable:
     """The per-device step ``(state, batch) -> (state, metrics)``.
 
     Args:
@@ -77,6 +82,9 @@ def make_train_step(model, tx: optax.GradientTransformation,
       sum_gradients: psum the gradients explicitly (pmap); shard_map's
         autodiff already sums them, and summing again would scale them by the
         device count.
+      augment: SpecAugment masks for the labelled (source) rows, or None.
+        Target rows are left whole: they feed pseudo-labels and the corpus
+        statistics, which masking would perturb.
 
     A step whose loss or gradients are not finite leaves the state unchanged
     (apart from the step counter) and reports ``finite = 0`` in the metrics,
@@ -85,14 +93,19 @@ def make_train_step(model, tx: optax.GradientTransformation,
 
     def step_fn(state: TrainState, batch: dict):
         n_local = batch["src_frames"].shape[0]
-        if cfg.uses_target:
-            frames = jnp.concatenate([batch["src_frames"], batch["tgt_frames"]])
-            mask = jnp.concatenate([batch["src_mask"], batch["tgt_mask"]])
-        else:  # source-only: target batches are never run through the model
-            frames, mask = batch["src_frames"], batch["src_mask"]
         rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        src_frames = batch["src_frames"]
+        if augment is not None and augment.enabled:
+            src_frames = augment_lib.spec_augment(
+                augment, jax.random.fold_in(rng, AUGMENT_STREAM), src_frames,
+                batch["src_mask"])
+        if cfg.uses_target:
+            frames = jnp.concatenate([src_frames, batch["tgt_frames"]])
+            mask = jnp.concatenate([batch["src_mask"], batch["tgt_mask"]])
+        else:  # source-only: target batches are never run through the model
+            frames, mask = src_frames, batch["src_mask"]
 
         def global_view(x):
             """[source rows of all devices; target rows of all devices]."""

@@ -1,0 +1,90 @@
+"""SpecAugment masks: where they fall, how wide, and what they never touch."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emodna_jax import augment
+
+LENGTHS = (40, 17, 3, 60)
+STEPS, VALUES, TRACKS = 60, 19, 3
+
+
+def _batch(seed=0):
+    rng = np.random.default_rng(seed)
+    # No exact zeros in the data, so a zero marks a masked value.
+    frames = rng.uniform(1.0, 2.0, size=(len(LENGTHS), STEPS, VALUES)).astype(np.float32)
+    mask = np.arange(STEPS)[None, :] < np.asarray(LENGTHS)[:, None]
+    return jnp.asarray(frames), jnp.asarray(mask)
+
+
+def _runs(flags):
+    """Lengths of the runs of True in a 1-D bool array."""
+    padded = np.concatenate([[False], flags, [False]]).astype(int)
+    starts, ends = np.flatnonzero(np.diff(padded) == 1), np.flatnonzero(np.diff(padded) == -1)
+    return ends - starts
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_masks_are_blocks_inside_the_utterance_and_the_bands(seed):
+    settings = augment.SpecAugment(time_masks=2, time_width=10, freq_masks=2,
+                                   freq_width=4, num_tracks=TRACKS)
+    frames, mask = _batch()
+    out = np.asarray(augment.spec_augment(settings, jax.random.key(seed), frames, mask))
+    zero = out == 0
+    kept = ~zero
+    np.testing.assert_array_equal(out[kept], np.asarray(frames)[kept])  # only zeroing
+    for i, length in enumerate(LENGTHS):
+        hidden_frames = zero[i].all(axis=1)           # every value of the frame
+        valid = np.arange(STEPS) < length
+        hidden_bands = zero[i, valid & ~hidden_frames].all(axis=0)
+        # A value of a valid frame is masked exactly when its frame or its
+        # band is; padding is never touched.
+        np.testing.assert_array_equal(
+            zero[i], (hidden_frames[:, None] | hidden_bands[None, :]) & valid[:, None])
+        assert not hidden_bands[VALUES - TRACKS:].any()  # nor the tracks
+        # At most two blocks each way, each no wider than its limit (two
+        # blocks may touch, so a run is at most twice as wide).
+        # A time block is also at most a fifth of the utterance.
+        assert len(_runs(hidden_frames)) <= 2
+        assert _runs(hidden_frames).sum() <= 2 * min(10, int(0.2 * length))
+        assert len(_runs(hidden_bands)) <= 2 and _runs(hidden_bands).sum() <= 8
+
+
+def test_masks_do_not_depend_on_the_padding():
+    settings = augment.SpecAugment(2, 10, 2, 4, TRACKS)
+    frames, mask = _batch()
+    short = augment.spec_augment(settings, jax.random.key(3), frames, mask)
+    longer = jnp.concatenate([frames, jnp.ones((len(LENGTHS), 25, VALUES))], axis=1)
+    longer_mask = jnp.concatenate([mask, jnp.zeros((len(LENGTHS), 25), bool)], axis=1)
+    out = augment.spec_augment(settings, jax.random.key(3), longer, longer_mask)
+    np.testing.assert_array_equal(out[:, :STEPS], short)
+
+
+def test_masks_cover_something_and_vary_with_the_key():
+    settings = augment.SpecAugment(2, 10, 2, 4, TRACKS)
+    frames, mask = _batch()
+    outs = [np.asarray(augment.spec_augment(settings, jax.random.key(k), frames, mask)) == 0
+            for k in range(4)]
+    assert all(o.any() for o in outs)
+    assert len({o.tobytes() for o in outs}) == 4
+
+
+def test_no_masks_is_the_identity():
+    frames, mask = _batch()
+    settings = augment.SpecAugment(0, 10, 0, 4, TRACKS)
+    assert not settings.enabled
+    np.testing.assert_array_equal(
+        augment.spec_augment(settings, jax.random.key(0), frames, mask), frames)
+
+
+def test_a_bad_setting_is_named():
+    from configs import default
+    from emodna_jax import config_validation
+    config = default.get_config()
+    config.augment.time_masks = -1
+    with pytest.raises(ValueError, match=r"^config\.augment\.time_masks: must be an "
+                                         r"integer >= 0, got -1$"):
+        config_validation.validate_config(config)
+    assert not augment.from_config(default.get_config(), 3).enabled  # off by default
