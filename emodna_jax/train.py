@@ -211,11 +211,15 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         host = parallel.get_replicated(state)
         checkpointer.save(step, host, _iterator_states(position), config_json)
 
+    def read_ahead(done):
+        """The batch of step ``done + 1`` on the devices; None after the last."""
+        return parallel.put_batch(next(iterator)) if done < config.steps else None
+
     window_start, window_steps = time.time(), 0
     step = start_step
     try:
         with _Preemption() as preemption:
-            batch = parallel.put_batch(next(iterator)) if step < config.steps else None
+            batch = read_ahead(step)
             while step < config.steps:
                 # The input position after this step's batch: what a
                 # checkpoint of this step stores, before the next is read.
@@ -225,7 +229,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 window_steps += 1
                 # The next batch is read, cropped and put on the devices
                 # while they run this step.
-                batch = parallel.put_batch(next(iterator)) if step < config.steps else None
+                batch = read_ahead(step)
                 # The one host sync of a step: its metrics, checked at once so
                 # a NaN stops the run before anything logs or saves it.
                 metrics = parallel.get_metrics(metrics)

@@ -32,7 +32,7 @@ def create_model(model_config, *, num_classes: int, num_corpora: int = 2,
     else:
         backbone_kwargs = {"channels": tuple(model_config.cnn_channels),
                            "attention_dim": model_config.attention_dim,
-                          "num_tracks": num_tracks}
+                           "num_tracks": num_tracks}
     return EmoDNAModel(
         num_classes=num_classes, num_corpora=num_corpora,
         backbone=model_config.backbone, backbone_kwargs=backbone_kwargs,
