@@ -44,12 +44,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.shared_bands = False
 
     # SpecAugment-style masks on the labelled training utterances
-    # (emodna_jax/augment.py): blocks of frames and of bands set to 0.
+    # (emodna_jax/augment.py): blocks of frames and of bands set to 0, and a
+    # vocal tract length warp of the bands.
     config.augment = ml_collections.ConfigDict()
     config.augment.time_masks = 0         # per utterance; 0: none
     config.augment.time_width = 20        # widest block, frames
     config.augment.freq_masks = 0
     config.augment.freq_width = 8         # widest block, bands
+    config.augment.warp = 0.0             # VTLP: bands warped by 1 +- warp; 0: none
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "tim"

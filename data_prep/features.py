@@ -95,6 +95,12 @@ class FeatureConfig:
         them across the band axis as if they were neighbouring bands."""
         return len(PITCH_COLUMNS) if self.kind == "logmel_pitch" else 0
 
+    def band_hz(self) -> np.ndarray:
+        """The centre frequency of each mel band, in Hz: where the triangle of
+        ``librosa.filters.mel`` (fmin 0, fmax Nyquist) peaks."""
+        return librosa.mel_frequencies(self.n_mels + 2, fmin=0.0,
+                                       fmax=self.sample_rate / 2)[1:-1]
+
     @property
     def name(self) -> str:
         """A short tag for directory names, e.g. 'logmel64-16k' or 'mfcc39-16k'."""

@@ -10,6 +10,18 @@ value of a frame and stay inside the utterance's valid frames, so padding is
 untouched and what a mask hides does not depend on the padding.  A time
 block is also at most a fifth of the utterance (Park et al.'s upper bound
 p = 0.2), so a short utterance is never hidden whole.
+
+Vocal tract length perturbation (VTLP; Jaitly and Hinton, 2013) warps the
+frequency axis of each training utterance by a random factor alpha: the
+value of band i is read at frequency ``centre_i / alpha`` (linear
+interpolation between band centres, clamped at the edges), so every formant
+moves by alpha, as it would for a speaker with a shorter (alpha > 1) or
+longer vocal tract.  Speakers of one corpus differ mostly in vocal tract
+length and F0; per-speaker normalisation removes a speaker's mean spectrum but
+not the shift of its formants, so a model trained on a few speakers meets new
+formant positions in every new speaker.  The warp applies to mel bands only
+(their centre frequencies come from the corpus's feature settings), never to
+the tracks, and runs before the masks.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 TIME_SHARE = 0.2  # the widest time block, as a share of the utterance
+WARP_STREAM = 1   # folded into the key for the warp factors, apart from the masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,16 +46,21 @@ class SpecAugment:
       freq_masks: blocks of bands masked per utterance (0: none).
       freq_width: the widest band block.
       num_tracks: values at the end of each frame that are tracks, not bands.
+      warp: the widest frequency warp; alpha is drawn uniformly from
+        [1 - warp, 1 + warp] per utterance (0: none; VTLP uses 0.1).
+      band_hz: the centre frequency of each band, in Hz (needed for a warp).
     """
     time_masks: int
     time_width: int
     freq_masks: int
     freq_width: int
     num_tracks: int = 0
+    warp: float = 0.0
+    band_hz: tuple[float, ...] = ()
 
     @property
     def enabled(self) -> bool:
-        return self.time_masks > 0 or self.freq_masks > 0
+        return self.time_masks > 0 or self.freq_masks > 0 or self.warp > 0
 
 
 def _blocks(rng, count: int, max_width: int, extent, size: int,
@@ -64,11 +82,35 @@ def _blocks(rng, count: int, max_width: int, extent, size: int,
     return covered
 
 
+def warp_bands(frames: jax.Array, alpha: jax.Array, band_hz,
+               num_tracks: int) -> jax.Array:
+    """``frames`` [B, T, F] with the bands of row b read at ``band_hz /
+    alpha[b]``; the last ``num_tracks`` values of each frame are kept."""
+    bands = frames.shape[-1] - num_tracks
+    centres = jnp.asarray(band_hz, jnp.float32)
+    index = jnp.arange(bands, dtype=jnp.float32)
+    position = jnp.interp(centres[None, :] / alpha[:, None], centres, index)  # [B, bands]
+    low = jnp.floor(position)
+    high_share = (position - low)[:, :, None]
+    low = low.astype(jnp.int32)
+    high = jnp.minimum(low + 1, bands - 1)
+    # [B, bands out, bands in]: each output band mixes two neighbouring inputs.
+    weights = ((1 - high_share) * jax.nn.one_hot(low, bands)
+               + high_share * jax.nn.one_hot(high, bands)).astype(frames.dtype)
+    warped = jnp.einsum("btf,bgf->btg", frames[..., :bands], weights)
+    return jnp.concatenate([warped, frames[..., bands:]], axis=-1)
+
+
 def spec_augment(settings: SpecAugment, rng, frames: jax.Array,
                  mask: jax.Array) -> jax.Array:
-    """``frames`` [B, T, F] with the masked values set to 0."""
+    """``frames`` [B, T, F] warped (if ``settings.warp``), then with the
+    masked values set to 0."""
     batch, steps, values = frames.shape
     bands = values - settings.num_tracks
+    if settings.warp > 0:
+        alpha = jax.random.uniform(jax.random.fold_in(rng, WARP_STREAM), (batch,),
+                                   minval=1 - settings.warp, maxval=1 + settings.warp)
+        frames = warp_bands(frames, alpha, settings.band_hz, settings.num_tracks)
     time_key, freq_key = jax.random.split(rng)
     lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
     hidden_frames = _blocks(time_key, settings.time_masks, settings.time_width,
@@ -79,11 +121,19 @@ def spec_augment(settings: SpecAugment, rng, frames: jax.Array,
     return jnp.where(hidden, jnp.zeros((), frames.dtype), frames)
 
 
-def from_config(config, num_tracks: int) -> SpecAugment:
-    """The settings of ``config.augment`` (none in a config saved before it
-    existed: no masks)."""
+def from_config(config, features) -> SpecAugment:
+    """The settings of ``config.augment`` for frames made with ``features``
+    (a data_prep FeatureConfig); a config saved before a setting existed
+    leaves it off."""
     a = config.get("augment")
     if a is None:
-        return SpecAugment(0, 0, 0, 0, num_tracks)
+        return SpecAugment(0, 0, 0, 0, features.num_tracks)
+    warp = float(a.get("warp", 0.0))
+    band_hz = ()
+    if warp > 0:
+        if features.kind not in ("logmel", "logmel_pitch"):
+            raise ValueError(f"augment.warp: needs mel bands, but the corpus's "
+                             f"features are {features.kind!r}; set augment.warp=0")
+        band_hz = tuple(float(f) for f in features.band_hz())
     return SpecAugment(a.time_masks, a.time_width, a.freq_masks, a.freq_width,
-                       num_tracks)
+                       features.num_tracks, warp, band_hz)

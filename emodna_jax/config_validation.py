@@ -49,7 +49,10 @@ def validate_config(config):
     _choice("data.normalization", config.data.normalization,
             NORMALIZATIONS)
     for key, value in config.get("augment", {}).items():
-        if not isinstance(value, int) or value < 0:
+        if key == "warp":
+            if not 0 <= value < 0.5:
+                _fail("augment.warp", f"must be in [0, 0.5), got {value!r}")
+        elif not isinstance(value, int) or value < 0:
             _fail(f"augment.{key}", f"must be an integer >= 0, got {value!r}")
     if not 0 <= config.model.dropout_rate < 1:
         _fail("model.dropout_rate", f"must be in [0, 1), got {config.model.dropout_rate}")

@@ -120,7 +120,8 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
                       attribute_specs=specs, model=model,
                       optimizer=create_optimizer(config),
                       objective=objective_config(config, len(config.data.classes), specs),
-                      augment=augment_lib.from_config(config, num_tracks))
+                      augment=augment_lib.from_config(
+                          config, source.corpus.feature_config))
 
 
 def single_device() -> step_lib.Parallel:

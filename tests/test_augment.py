@@ -2,9 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+import librosa
 import numpy as np
 import pytest
 
+from data_prep import features
 from emodna_jax import augment
 
 LENGTHS = (40, 17, 3, 60)
@@ -87,4 +89,70 @@ def test_a_bad_setting_is_named():
     with pytest.raises(ValueError, match=r"^config\.augment\.time_masks: must be an "
                                          r"integer >= 0, got -1$"):
         config_validation.validate_config(config)
-    assert not augment.from_config(default.get_config(), 3).enabled  # off by default
+    config = default.get_config()
+    config.augment.warp = 0.5
+    with pytest.raises(ValueError, match=r"^config\.augment\.warp: must be in "
+                                         r"\[0, 0\.5\), got 0\.5$"):
+        config_validation.validate_config(config)
+    assert not augment.from_config(default.get_config(), PITCH).enabled  # off by default
+
+
+PITCH = features.FeatureConfig(kind="logmel_pitch", n_mels=VALUES - TRACKS)
+
+
+def test_band_centres_are_where_the_mel_filters_peak():
+    cfg = features.FeatureConfig(n_mels=40, sample_rate=8000)
+    n_fft = 8192  # fine bins: a triangle's peak bin lies within one bin of its centre
+    filters = librosa.filters.mel(sr=8000, n_fft=n_fft, n_mels=40)
+    peaks = np.argmax(filters, axis=1) * 8000 / n_fft
+    np.testing.assert_allclose(cfg.band_hz(), peaks, atol=8000 / n_fft)
+
+
+def test_warp_matches_numpy_interpolation():
+    frames, _ = _batch()
+    centres = PITCH.band_hz()
+    alpha = np.array([0.9, 1.0, 1.07, 1.1], np.float32)
+    out = np.asarray(augment.warp_bands(frames, jnp.asarray(alpha), tuple(centres), TRACKS))
+    x = np.asarray(frames)
+    bands = VALUES - TRACKS
+    for b in range(len(alpha)):
+        position = np.interp(centres / alpha[b], centres, np.arange(bands))
+        for t in range(STEPS):
+            np.testing.assert_allclose(
+                out[b, t, :bands], np.interp(position, np.arange(bands), x[b, t, :bands]),
+                rtol=1e-5)
+    np.testing.assert_array_equal(out[:, :, bands:], x[:, :, bands:])  # tracks kept
+    np.testing.assert_allclose(out[1], x[1], rtol=1e-6)                 # alpha 1: identity
+
+
+def test_warp_moves_every_band_by_one_factor_per_utterance():
+    """Frames whose band values are the bands' own centre frequencies come
+    back as ``centre / alpha`` (clamped to the range), which reveals alpha."""
+    bands = VALUES - TRACKS
+    centres = PITCH.band_hz().astype(np.float32)
+    frames = np.ones((8, STEPS, VALUES), np.float32)
+    frames[:, :, :bands] = centres
+    mask = np.ones((8, STEPS), bool)
+    settings = augment.from_config(_config(warp=0.1), PITCH)
+    out = np.asarray(augment.spec_augment(settings, jax.random.key(0),
+                                          jnp.asarray(frames), jnp.asarray(mask)))
+    inner = slice(3, bands - 3)  # away from the clamped edges
+    alpha = centres[None, None, inner] / out[:, :, inner]
+    np.testing.assert_allclose(alpha, alpha[:, :1, :1] * np.ones_like(alpha), rtol=1e-4)
+    alpha = alpha[:, 0, 0]
+    assert np.all((alpha >= 0.9 - 1e-5) & (alpha <= 1.1 + 1e-5))
+    assert len(np.unique(np.round(alpha, 4))) == 8                     # one per utterance
+    np.testing.assert_array_equal(out[:, :, bands:], 1.0)             # tracks kept
+
+
+def test_warp_needs_mel_bands():
+    with pytest.raises(ValueError, match=r"^augment\.warp: needs mel bands, but the "
+                                         r"corpus's features are 'mfcc'"):
+        augment.from_config(_config(warp=0.1), features.FeatureConfig(kind="mfcc"))
+
+
+def _config(**augment_settings):
+    from configs import default
+    config = default.get_config()
+    config.augment.update(augment_settings)
+    return config
