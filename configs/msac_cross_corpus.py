@@ -3,8 +3,9 @@ r"""MSAC-SERNet across corpora (synthetic studio -> field), alone or with Emo-DN
   python -m emodna_jax.main --config=configs/msac_cross_corpus.py --workdir=/tmp/msac_cross
   python -m emodna_jax.main --config=configs/msac_cross_corpus.py --workdir=/tmp/msac_emodna --config.loss.w_cd=0.3 --config.loss.w_ca=0.5 --config.loss.w_mmd=1.0 --config.loss.w_cor=0.1
 
-As configured, MSAC-SERNet alone: the CNN with additive-margin softmax,
-speaker suppressed, gender kept, and the corpus attribute suppressed (the
+As configured, MSAC-SERNet alone (``config_variants.msac_sernet``):
+additive-margin softmax, speaker suppressed, gender kept, the bands warped
+per training utterance, and the corpus attribute suppressed too (the
 emotion embedding is trained to be corpus-invariant: MSAC's own cross-corpus
 mechanism).  Switching the Emo-DNA weights on (second command) uses
 MSAC-SERNet as the backbone of Emo-DNA.
@@ -15,14 +16,7 @@ from emodna_jax import config_variants
 
 
 def get_config():
-    # No adaptation losses: MSAC-SERNet alone (its own attribute control).
-    config = config_variants.source_only(config_variants.real_speech(default.get_config()))
-    config.model.backbone = "cnn"         # MSAC-SERNet's CNN: attentive statistics pooling
-    config.model.attention_dim = 128
-    config.model.cnn_channels = (16, 32, 48, 64)
-    config.model.classifier = "am"
-    config.msac.speaker = "suppress"
-    config.msac.gender = "keep"
+    config = config_variants.msac_sernet(default.get_config())
     config.msac.corpus = "suppress"
     config.steps = 400
     return config

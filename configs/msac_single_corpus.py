@@ -5,10 +5,11 @@ r"""MSAC-SERNet, single corpus, speaker-independent folds (synthetic studio corp
 
 Every fold (``data.fold = -1``) or one: training reads the other folds of the
 corpus, evaluation the held-out speakers; the run ends with UAR/WAR per fold
-and their mean +- std.  A CNN with additive-margin softmax; the speaker is
+and their mean +- std.  MSAC-SERNet's settings are
+``config_variants.msac_sernet``: additive-margin softmax, the speaker
 suppressed (by aligning its per-speaker centroids) and gender kept as an
-auxiliary task.  For a real corpus: --config.data.source=emodb
---config.data.build_synthetic=False.
+auxiliary task, the bands warped per training utterance.  For a real
+corpus: --config.data.source=emodb --config.data.build_synthetic=False.
 """
 
 from configs import default
@@ -16,21 +17,12 @@ from emodna_jax import config_variants
 
 
 def get_config():
-    # No adaptation losses: MSAC-SERNet alone (its own attribute control).
-    config = config_variants.source_only(config_variants.real_speech(default.get_config()))
+    config = config_variants.msac_sernet(default.get_config())
     config.data.protocol = "single_corpus"
     config.data.fold = -1                  # -1: every fold in turn
     config.data.source = "synth_studio"
     config.data.classes = ("neutral", "angry", "happy", "sad")
-    config.model.backbone = "cnn"         # MSAC-SERNet's CNN: attentive statistics pooling
-    config.model.attention_dim = 128
-    config.model.cnn_channels = (16, 32, 48, 64)
-    config.model.classifier = "am"
-    config.loss.am_scale = 30.0
-    config.loss.am_margin = 0.2
-    config.msac.speaker = "suppress"        # by centroid alignment (docs/losses.md 9)
     config.msac.speaker_weight = 10.0      # the alignment is a ratio in [0, 1]
-    config.msac.gender = "keep"
     config.msac.corpus = "off"
     config.steps = 300
     config.eval_every = 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from typing import Callable, Hashable, Optional, Union
+from typing import Callable, Hashable, Iterator, Optional, Union
 
 from data_prep.labels import canonical_emotion
 from data_prep.records import Record, Skipped
@@ -111,6 +111,16 @@ class _Collector:
         self._matched += 1
         self._skipped.append(Skipped(path, reason))
 
+    def named(self, pattern: re.Pattern) -> Iterator[tuple[str, re.Match]]:
+        """(path, match) of every wav whose stem fully matches ``pattern``;
+        the others are recorded as unrecognised."""
+        for path in self.wavs():
+            match = pattern.fullmatch(_stem(path))
+            if match:
+                yield path, match
+            else:
+                self.unrecognised(path)
+
     def unrecognised(self, path: str) -> None:
         """A wav that is not named like an utterance of this corpus."""
         self._unrecognised.append(Skipped(
@@ -157,11 +167,7 @@ def parse_emodb(raw_dir: PathLike) -> Result:
     c = _Collector("emodb", "EmoDB", raw_dir,
                    "names like wav/03a01Fa.wav: speaker 03, text a01, "
                    "emotion letter F, version a")
-    for path in c.wavs():
-        m = _EMODB_NAME.fullmatch(_stem(path))
-        if not m:
-            c.unrecognised(path)
-            continue
+    for path, m in c.named(_EMODB_NAME):
         speaker, _, code, _ = m.groups()
         emotion = _lookup(_EMODB_EMOTIONS, code, path, "EmoDB")
         c.add(path, emotion, speaker, _EMODB_GENDERS.get(speaker, "unknown"),
@@ -289,11 +295,7 @@ def parse_ravdess(raw_dir: PathLike) -> Result:
                    "speech names like Actor_01/03-01-05-01-02-01-01.wav: "
                    "modality-channel-emotion-intensity-statement-repetition-"
                    "actor, channel 01 (speech)")
-    for path in c.wavs():
-        m = _RAVDESS_NAME.fullmatch(_stem(path))
-        if not m:
-            c.unrecognised(path)
-            continue
+    for path, m in c.named(_RAVDESS_NAME):
         modality, channel, code, *take, actor = m.groups()
         _lookup(_RAVDESS_MODALITIES, modality, path, "RAVDESS",
                 "modality code")
@@ -486,11 +488,7 @@ def parse_cremad(raw_dir: PathLike) -> Result:
                    "names like AudioWAV/1001_DFA_ANG_XX.wav: actor, sentence, "
                    "emotion (ANG, DIS, FEA, HAP, NEU, SAD), level")
     genders = _cremad_genders(c.root)
-    for path in c.wavs():
-        m = _CREMAD_NAME.fullmatch(_stem(path))
-        if not m:
-            c.unrecognised(path)
-            continue
+    for path, m in c.named(_CREMAD_NAME):
         actor, _, code, _ = m.groups()
         emotion = _lookup(_CREMAD_EMOTIONS, code.upper(), path, "CREMA-D")
         c.add(path, emotion, actor, genders.get(actor, "unknown"),
@@ -516,11 +514,7 @@ def parse_tess(raw_dir: PathLike) -> Result:
     c = _Collector("tess", "TESS", raw_dir,
                    "names like OAF_angry/OAF_back_angry.wav: speaker (OAF, "
                    "YAF), word, emotion")
-    for path in c.wavs():
-        m = _TESS_NAME.fullmatch(_stem(path))
-        if not m:
-            c.unrecognised(path)
-            continue
+    for path, m in c.named(_TESS_NAME):
         speaker, _, code = m.groups()
         speaker = speaker.upper()
         emotion = _lookup(_TESS_EMOTIONS, code.lower(), path, "TESS")
@@ -545,11 +539,7 @@ def parse_emovo(raw_dir: PathLike) -> Result:
     c = _Collector("emovo", "EMOVO", raw_dir,
                    "names like f1/dis-f1-b1.wav: emotion (dis, gio, neu, pau, "
                    "rab, sor, tri), speaker, sentence")
-    for path in c.wavs():
-        m = _EMOVO_NAME.fullmatch(_stem(path))
-        if not m:
-            c.unrecognised(path)
-            continue
+    for path, m in c.named(_EMOVO_NAME):
         code, speaker, _ = (g.lower() for g in m.groups())
         emotion = _lookup(_EMOVO_EMOTIONS, code, path, "EMOVO")
         gender = "female" if speaker[0] == "f" else "male"

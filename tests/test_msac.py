@@ -165,3 +165,15 @@ def test_head_learning_rate_multiplier_scales_only_attribute_heads():
     np.testing.assert_array_equal(updates[7.0]["backbone"]["w"],
                                   updates[1.0]["backbone"]["w"])
     assert np.abs(updates[1.0]["speaker_head"]["w"]).min() > 0
+
+
+@pytest.mark.parametrize("name", ["msac_single_corpus", "msac_cross_corpus"])
+def test_msac_configs_are_valid_and_train_msac_sernet_without_adaptation(name):
+    import importlib
+    from emodna_jax import config_validation, config_variants
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config_validation.validate_config(config)
+    assert not config_variants.adapts(config)
+    assert (config.model.classifier, config.msac.speaker, config.msac.gender) == (
+        "am", "suppress", "keep")
+    assert config.augment.warp > 0 and config.data.normalization == "speaker"

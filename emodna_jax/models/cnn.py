@@ -30,8 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm, Dtype,
-                                      conv_norm_act, downsample_mask,
+from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm,
+                                      ConvSettings, conv_norm_act, downsample_mask,
                                       masked_window_mean, zero_padding)
 
 
@@ -49,7 +49,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
 
 
-class CNN(nn.Module):
+class CNN(ConvSettings):
     """2-D CNN encoder: frames [B, T, F], mask [B, T] -> [B, 2 * channels[-1]].
 
     Each block is conv3x3 -> BN -> ReLU -> channel dropout -> maxpool 2x2, so
@@ -65,19 +65,13 @@ class CNN(nn.Module):
       num_tracks: the last values of each frame that are per-frame tracks,
         not bands (``FeatureConfig.num_tracks``); 0 for a pure spectrogram.
       attention_dim: hidden width of the attentive pooling's scoring MLP.
-      dropout_rate: channel dropout after each block (shared over time and
-        frequency, so its mask does not depend on T).
-      bn_axis_name: named batch axis for cross-replica BatchNorm, or None.
-      dtype: compute dtype; params are ``param_dtype``.
+      (and the :class:`ConvSettings` fields; dropout follows each block and
+      is shared over frequency too.)
     """
     channels: Sequence[int] = (32, 64, 128, 128)
     kernel_size: int = 3
     num_tracks: int = 0
     attention_dim: int = 64
-    dropout_rate: float = 0.1
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *,

@@ -12,6 +12,7 @@ utterance got, nor on what the padded frames hold.  The rules that guarantee it:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -22,6 +23,24 @@ from emodna_jax.losses import l2_normalize
 
 Dtype = Any
 STD_EPS = 1e-5  # keeps sqrt differentiable when a channel is constant in time
+
+
+class ConvSettings(nn.Module):
+    """The fields every convolutional block and backbone shares.
+
+    Keyword-only, so that a subclass can declare required fields of its own.
+
+    Attributes:
+      dropout_rate: channel dropout of the conv blocks (one mask per channel,
+        shared over time, so it does not depend on T).
+      bn_axis_name: named batch axis for cross-replica BatchNorm, or None.
+      dtype: compute dtype; params are ``param_dtype``.
+    """
+    _: dataclasses.KW_ONLY
+    dropout_rate: float = 0.1
+    bn_axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
 
 
 def _expand_mask(mask: jax.Array, x: jax.Array) -> jax.Array:

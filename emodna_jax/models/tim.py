@@ -19,11 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodna_jax.models.layers import (BatchNorm, Dtype, conv_norm_act, masked_mean,
-                                      reverse_within_length, zero_padding)
+from emodna_jax.models.layers import (BatchNorm, ConvSettings, conv_norm_act,
+                                      masked_mean, reverse_within_length,
+                                      zero_padding)
 
 
-class TemporalAwareBlock(nn.Module):
+class TemporalAwareBlock(ConvSettings):
     """Gated residual block of two causal dilated convs: [B, T, C] -> [B, T, C].
 
     conv -> BN -> ReLU -> dropout, twice; a sigmoid of the result gates the
@@ -33,10 +34,6 @@ class TemporalAwareBlock(nn.Module):
     features: int
     dilation: int
     kernel_size: int = 2
-    dropout_rate: float = 0.1
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, *,
@@ -61,7 +58,7 @@ class TemporalAwareBlock(nn.Module):
         return zero_padding(x / (1 + jnp.exp(-y)), mask)
 
 
-class TIMNet(nn.Module):
+class TIMNet(ConvSettings):
     """TIM-Net encoder: frames [B, T, F] and mask [B, T] -> h [B, features].
 
     The forward and backward streams have their own weights (their own 1x1
@@ -75,17 +72,11 @@ class TIMNet(nn.Module):
       num_blocks: blocks per direction; dilations 1, 2, ..., 2^(n-1), so the
         receptive field is 2^(n+1) - 1 frames for kernel 2.
       kernel_size: temporal kernel of the causal convolutions.
-      dropout_rate: channel dropout inside the blocks.
-      bn_axis_name: named batch axis for cross-replica BatchNorm, or None.
-      dtype: compute dtype; params are ``param_dtype``.
+      (and the :class:`ConvSettings` fields; dropout acts inside the blocks.)
     """
     features: int = 64
     num_blocks: int = 6
     kernel_size: int = 2
-    dropout_rate: float = 0.1
-    bn_axis_name: str | None = None
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *,
