@@ -9,7 +9,8 @@ Each corpus is what a user types: ``python -m emodna_jax.main
 ``OUT/NAME``; its ``folds.json`` holds the per-fold UAR.  Beside it, the
 classical figure a user would compare with: openSMILE eGeMAPSv02 + logistic
 regression, one speaker left out at a time (benchmarks/egemaps.py).  A corpus
-with a ``folds.json`` is finished and skipped, so the runner resumes.  The
+with a ``folds.json`` is finished and skipped, so the runner resumes; runs
+made with other ``--set`` overrides are refused, never mixed in.  The
 table is written by this program: never edit it by hand.
 """
 
@@ -36,8 +37,17 @@ def run_folds(name: str, *, out: str, data_dir: str, overrides=()) -> dict:
     """Every fold of corpus ``name`` (or its finished ``folds.json``)."""
     workdir = os.path.join(out, name)
     done = os.path.join(workdir, "folds.json")
+    settings = os.path.join(workdir, "overrides.json")
+    if os.path.exists(settings):  # runs of other settings are never reused
+        with open(settings) as f:
+            stored = json.load(f)
+        if stored != list(overrides):
+            raise ValueError(f"{workdir}: its runs were made with --set {stored}, "
+                             f"not {list(overrides)}; use another --out")
     if not os.path.exists(done):
         os.makedirs(workdir, exist_ok=True)
+        with files.atomic_write(settings) as f:
+            json.dump(list(overrides), f)
         command = [sys.executable, "-m", "emodna_jax.main",
                    "--config=configs/msac_single_corpus.py", f"--workdir={workdir}",
                    f"--config.data.source={name}", "--config.data.build_synthetic=False",

@@ -437,3 +437,25 @@ def test_ablation_table_lines_up_rows_from_several_csvs(tmp_path):
     assert "u → v" not in text and "w → x" not in text
     with pytest.raises(SystemExit):
         ablation.main(["--doc", str(doc), "--row", "no-equals-sign"])
+
+
+def test_msac_folds_never_reuses_runs_of_other_settings(tmp_path, monkeypatch):
+    from benchmarks import msac_folds
+    calls = []
+
+    def fake_call(command, **kwargs):  # a finished corpus, as main writes it
+        calls.append(command)
+        workdir = next(c for c in command if c.startswith("--workdir=")).split("=", 1)[1]
+        with open(os.path.join(workdir, "folds.json"), "w") as f:
+            f.write('{"uar": {"mean": 0.5, "std": 0.0}, "folds": []}')
+        return 0
+
+    monkeypatch.setattr(msac_folds.subprocess, "call", fake_call)
+    overrides = ["augment.warp=0.2"]
+    first = msac_folds.run_folds("c", out=str(tmp_path), data_dir="D", overrides=overrides)
+    again = msac_folds.run_folds("c", out=str(tmp_path), data_dir="D", overrides=overrides)
+    assert first == again and len(calls) == 1                # resumed, not rerun
+    assert "--config.augment.warp=0.2" in calls[0]
+    with pytest.raises(ValueError, match=r"c: its runs were made with --set "
+                                         r"\['augment.warp=0.2'\], not \[\]; use another --out"):
+        msac_folds.run_folds("c", out=str(tmp_path), data_dir="D")
