@@ -198,6 +198,14 @@ def _metric_row(config, outputs: dict, classes) -> dict:
     return row
 
 
+def evaluated_corpus(config) -> str:
+    """What the "target" rows hold: the target corpus, or, in a single-corpus
+    run, the held-out speakers of the source's fold."""
+    if config.data.protocol == "single_corpus":
+        return f"{config.data.source} fold {config.data.fold} (held-out speakers)"
+    return config.data.target
+
+
 def select_step(table: ResultTable, rule: str) -> dict:
     """The step a rule picks, plus the last step and the target oracle.
 
@@ -368,7 +376,7 @@ def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
     return {
         "selection_rule": choice["rule"],
         "classes": list(config.data.classes),
-        "source": config.data.source, "target": config.data.target,
+        "source": config.data.source, "target": evaluated_corpus(config),
         "ood_score": config.ood_score,
         "last": {"step": choice["last_step"], **figures(choice["last_step"])},
         "selected": {"step": choice["selected_step"],

@@ -324,3 +324,11 @@ def test_selection_breaks_ties_by_nll_and_reads_older_tables(tmp_path):
     reread = evaluate.ResultTable(path, "split")
     assert reread.steps() == [1, 2, 3, 4, 5]
     assert evaluate.select_step(reread, "source_val_uar")["selected_step"] == 5
+
+
+def test_a_single_corpus_report_names_the_held_out_fold_not_a_target():
+    from configs import default
+    config = default.get_config()
+    assert evaluate.evaluated_corpus(config) == "synth_field"
+    config.data.protocol, config.data.source, config.data.fold = "single_corpus", "emodb", 2
+    assert evaluate.evaluated_corpus(config) == "emodb fold 2 (held-out speakers)"
