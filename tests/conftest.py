@@ -2,6 +2,7 @@
 
 import csv
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -17,6 +18,15 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, (
     os.environ.get("XLA_FLAGS"),
     "--xla_cpu_collective_call_warn_stuck_timeout_seconds=60",
     "--xla_cpu_collective_call_terminate_timeout_seconds=900")))
+
+# numba's on-disk cache of guvectorize functions (librosa's YIN uses one) is
+# not safe when two processes compile the same function at once: they can
+# write mismatched halves of one entry, and the next call segfaults (numba
+# issue 10128).  Each pytest-xdist worker therefore gets a cache of its own.
+# Set before any test imports librosa, which imports numba.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+        tempfile.gettempdir(), f"emodna-numba-{os.environ['PYTEST_XDIST_WORKER']}"))
 
 EMOTIONS = ("angry", "happy", "neutral", "sad")
 
