@@ -34,10 +34,10 @@ def msac_sernet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     adaptation losses, additive-margin softmax, the speaker suppressed and
     gender kept, and the bands warped per training utterance (VTLP,
     docs/data.md), on TIM-Net.  TIM-Net rather than the paper's CNN
-    (``--config.model.backbone=cnn``, sized here as in the paper): with the
-    same heads, loss and features, the CNN reached the eGeMAPS figure on
-    held-out speakers on two dev corpora of five and TIM-Net on four without
-    the warp (docs/results.md, "MSAC-SERNet on held-out speakers")."""
+    (``--config.model.backbone=cnn``, sized below): with the same heads,
+    loss and features, the CNN reached the eGeMAPS figure on held-out
+    speakers on two dev corpora of five and TIM-Net on four, before the
+    warp (docs/results.md, "MSAC-SERNet on held-out speakers")."""
     config = source_only(real_speech(config))
     config.model.backbone = "tim"
     config.model.attention_dim = 128       # cnn: attentive pooling's scoring MLP
