@@ -11,7 +11,8 @@ One run measures, on whatever backend JAX finds:
 2. the input pipeline (host only) against what the fused step consumes;
 3. an eager PyTorch twin of model, losses and optimizer (torch_twin.py);
 4. the peak host RSS of a short default training run (a subprocess);
-5. on GPU, the share of peak FLOP/s the fused step reaches.
+5. on GPU, the fused step's share of its roofline against ceilings measured
+   on the device (roofline.py), at ``--compute_dtype``.
 
 Timed windows of the contenders are interleaved (fused, plain, torch, fused,
 ...) and the median window is reported, so load from other jobs on a shared
@@ -48,11 +49,8 @@ from configs import default as default_config  # noqa: E402
 from emodna_jax import input_pipeline  # noqa: E402
 from emodna_jax import experiment  # noqa: E402
 from emodna_jax import step as step_lib  # noqa: E402
+import roofline  # noqa: E402
 
-# Peak dense TFLOP/s by device_kind substring: (bf16 tensor core, f32 without
-# tensor cores).  Vendor figures for SXM parts; H200 is H100 compute.
-PEAK_TFLOPS = {"H100": (989.0, 67.0), "H200": (989.0, 67.0),
-               "A100": (312.0, 19.5)}
 TARGETS = {"fused_over_plain": 1.3, "pipeline_over_step": 3.0,
            "torch_over_jax_cpu": 1.5, "torch_over_jax_gpu": 3.0,
            "peak_rss_gib": 3.0}
@@ -69,6 +67,9 @@ def parse_args(argv=None):
                    help="untimed steps per contender after compilation")
     p.add_argument("--batch_size", type=int, default=config.batch_size,
                    help="global batch per stream (source and target)")
+    p.add_argument("--compute_dtype", default=config.model.compute_dtype,
+                   choices=("float32", "bfloat16"),
+                   help="model.compute_dtype of the JAX steps (params stay f32)")
     p.add_argument("--pipeline_batches", type=int, default=40,
                    help="batches timed from the input pipeline")
     p.add_argument("--fed_steps", type=int, default=20,
@@ -78,6 +79,9 @@ def parse_args(argv=None):
                    help="--config.steps of the peak-RSS subprocess")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the fused step with each loss switched off")
+    p.add_argument("--roofline", action="store_true",
+                   help="the fused step's share of its roofline on CPU too "
+                        "(always measured on GPU)")
     p.add_argument("--skip_torch", action="store_true")
     p.add_argument("--torch_compile", action="store_true",
                    help="also time torch.compile (subprocess, time-limited)")
@@ -159,10 +163,8 @@ class JaxRunner:
         start = time.perf_counter()
         self.compiled = jitted.lower(state, batches[0]).compile()
         self.compile_s = time.perf_counter() - start
-        cost = self.compiled.cost_analysis()
-        if isinstance(cost, (list, tuple)):  # older jax: one dict per module
-            cost = cost[0] if cost else {}
-        self.flops = float((cost or {}).get("flops", float("nan")))
+        cost = roofline.cost(self.compiled)
+        self.flops, self.bytes = cost["flops"], cost["bytes"]
         # Size of the optimised program: a load-independent proxy for
         # compile time on a shared machine.
         self.hlo_instructions = len(re.findall(
@@ -353,12 +355,14 @@ def main(argv=None):
         "EMODNA_DATA_DIR", os.path.join(os.path.expanduser("~"), "emodna_data"))
     B = args.batch_size
     config.batch_size = B
+    config.model.compute_dtype = args.compute_dtype
     results = {"argv": sys.argv, "loadavg_start": loadavg(),
                "backend": jax.default_backend(),
                "device_kind": jax.devices()[0].device_kind,
                "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
                "usable_cpus": usable_cpus(),
-               "batch_size_per_stream": B, "num_frames": config.data.num_frames}
+               "batch_size_per_stream": B, "num_frames": config.data.num_frames,
+               "compute_dtype": args.compute_dtype}
     if os.getloadavg()[0] > 0.5 * os.cpu_count():
         log(f"WARNING: load average {loadavg()} on {os.cpu_count()} CPUs: other "
             "jobs share the cores; absolute times are inflated and ratios "
@@ -409,6 +413,7 @@ def main(argv=None):
     results["jax_params"] = int(jax_params)
     results["compile_s"] = {"fused": fused.compile_s, "plain": plain.compile_s}
     results["flops_per_step"] = {"fused": fused.flops, "plain": plain.flops}
+    results["bytes_per_step"] = {"fused": fused.bytes, "plain": plain.bytes}
     results["hlo_instructions"] = {"fused": fused.hlo_instructions,
                                    "plain": plain.hlo_instructions}
     log(f"compile (lower().compile()): fused {fused.compile_s:.1f} s, plain "
@@ -430,6 +435,10 @@ def main(argv=None):
                             "threads": torch.get_num_threads(),
                             "interop_threads": torch.get_num_interop_threads(),
                             "params": torch_params}
+        if device == "cuda":  # what "f32" means for torch's kernels there
+            results["torch"]["tf32"] = {
+                "cudnn": torch.backends.cudnn.allow_tf32,
+                "matmul": torch.backends.cuda.matmul.allow_tf32}
         log(f"params: jax {jax_params}, torch twin {torch_params}")
         assert torch_params == jax_params, (torch_params, jax_params)
         runners.append(TorchRunner(trainer, [trainer.to_device(
@@ -465,8 +474,10 @@ def main(argv=None):
         results["torch_compile"] = torch_compile_subprocess(
             B, args.steps, args.torch_compile_limit)
 
-    if jax.default_backend() == "gpu":
-        results["gpu"] = gpu_figures(fused, timing["jax fused"]["median_s"])
+    if jax.default_backend() == "gpu" or args.roofline:
+        results["roofline"] = roofline_figures(
+            fused, timing["jax fused"]["median_s"], args.compute_dtype,
+            small=jax.default_backend() == "cpu")
 
     if not args.skip_memory:
         log(f"peak RSS: running the default config for {args.memory_steps} "
@@ -504,20 +515,25 @@ def loss_breakdown(args, parallel, model, tx, obj_cfg, fresh_state, batches,
             for r in runners}
 
 
-def gpu_figures(fused: JaxRunner, step_s: float) -> dict:
-    kind = jax.devices()[0].device_kind
-    out = {"device_kind": kind, "flops_per_step": fused.flops,
-           "achieved_tflops": fused.flops / step_s / 1e12}
-    peak = next((v for k, v in PEAK_TFLOPS.items() if k in kind), None)
-    if peak:
-        out.update(peak_bf16_tflops=peak[0], peak_f32_tflops=peak[1],
-                   share_of_bf16_peak=out["achieved_tflops"] / peak[0],
-                   share_of_f32_peak=out["achieved_tflops"] / peak[1])
-    try:
+def roofline_figures(fused: JaxRunner, step_s: float, compute_dtype: str,
+                     small: bool) -> dict:
+    """Achieved TFLOP/s, the measured ceilings and the fused step's share of
+    its roofline (benchmarks/roofline.py), and the device's peak memory.
+    ``small``: ceilings from smaller problems (a CPU takes minutes over the
+    GPU-sized ones)."""
+    out = {"device_kind": jax.devices()[0].device_kind}
+    try:   # before the ceilings' own large buffers raise the peak
         stats = jax.devices()[0].memory_stats() or {}
-        out["peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
+        out["step_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
     except Exception as error:  # not every backend has memory_stats
         out["memory_stats_error"] = repr(error)
+    ceilings = roofline.measure_ceilings(
+        compute_dtype, **(dict(matmul_size=1024, copy_mib=256, repeats=3)
+                          if small else {}))
+    out.update(flops_per_step=fused.flops, bytes_per_step=fused.bytes,
+               achieved_tflops=fused.flops / step_s / 1e12,
+               achieved_tbps=fused.bytes / step_s / 1e12, ceilings=ceilings,
+               roofline=roofline.share(fused.flops, fused.bytes, step_s, ceilings))
     return out
 
 
@@ -573,16 +589,18 @@ def report(r: dict, args):
         log(f"torch {r['torch']['version']} on {r['torch']['device']}: "
             f"{r['torch']['mode']}; params torch {r['torch']['params']} == "
             f"jax {r['jax_params']}")
-    if "gpu" in r:
-        g = r["gpu"]
-        log(f"GPU {g['device_kind']}: {g['achieved_tflops']:.3f} TFLOP/s achieved")
-        if "peak_bf16_tflops" in g:
-            log(f"  assumed peaks: bf16 dense {g['peak_bf16_tflops']} TFLOP/s, "
-                f"f32 (no tensor cores) {g['peak_f32_tflops']} TFLOP/s -> "
-                f"{100 * g['share_of_bf16_peak']:.3f}% of bf16, "
-                f"{100 * g['share_of_f32_peak']:.2f}% of f32")
-        if g.get("peak_bytes_in_use"):
-            log(f"  device peak_bytes_in_use: {g['peak_bytes_in_use'] / 2**30:.2f} GiB")
+    if "roofline" in r:
+        g, c, roof = r["roofline"], r["roofline"]["ceilings"], r["roofline"]["roofline"]
+        log(f"{g['device_kind']} ({r['compute_dtype']}): "
+            f"{g['achieved_tflops']:.3f} TFLOP/s and {g['achieved_tbps']:.3f} TB/s "
+            f"achieved; measured ceilings {c['matmul_tflops']:.3g} TFLOP/s "
+            f"({c['dtype']} matmul), {c['bandwidth_tbps']:.2f} TB/s")
+        log(f"  roofline floor {roof['floor_s'] * 1e3:.3f} ms ({roof['bound']}-bound, "
+            f"{roof['intensity_flop_per_byte']:.1f} FLOP/byte): "
+            f"{100 * roof['share']:.1f}% of the roofline")
+        if g.get("step_peak_bytes_in_use"):
+            log(f"  device peak_bytes_in_use before the ceilings: "
+                f"{g['step_peak_bytes_in_use'] / 2**30:.2f} GiB")
     if "memory" in r:
         m = r["memory"]
         log(f"memory run: `{m['command']}` rc={m['returncode']}, "
@@ -649,11 +667,11 @@ def report(r: dict, args):
     log(f"(compile time fused/plain: {summary['compile_fused_over_plain']:.1f}x; "
         f"load average during timing {r['loadavg_before_timing'][0]} -> "
         f"{r['loadavg_after_timing'][0]} on {r['cpu_count']} CPUs)")
-    if gpu and "gpu" in r and "share_of_f32_peak" in r["gpu"]:
-        summary["share_of_peak"] = r["gpu"]["share_of_f32_peak"]
-        log(f"fused step on {r['gpu']['device_kind']}: "
+    if "roofline" in r:
+        summary["share_of_roofline"] = r["roofline"]["roofline"]["share"]
+        log(f"fused step on {r['roofline']['device_kind']} ({r['compute_dtype']}): "
             f"{t['jax fused']['samples_per_s']:.0f} samples/s, "
-            f"{100 * r['gpu']['share_of_f32_peak']:.2f}% of f32 peak")
+            f"{100 * summary['share_of_roofline']:.1f}% of its roofline")
     r["summary"] = summary
 
 
