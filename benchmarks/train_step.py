@@ -92,6 +92,10 @@ def parse_args(argv=None):
                    help="prepared corpora; default $EMODNA_DATA_DIR or "
                         "~/emodna_data")
     p.add_argument("--json_out", default="")
+    p.add_argument("--doc", default="",
+                   help="also write the summary table into this markdown file")
+    p.add_argument("--section", default="train_step",
+                   help="--doc's generated section")
     return p.parse_args(argv)
 
 
@@ -220,7 +224,8 @@ def train_iterator(source, target, config, batch_size: int, seed: int):
     """An iterator over the training input exactly as train.py builds it."""
     return iter(input_pipeline.train_dataset(
         source, target, global_batch_size=batch_size,
-        num_frames=config.data.num_frames, seed=seed))
+        num_frames=config.data.num_frames, seed=seed,
+        cache_mib=config.data.cache_mib))
 
 
 def pipeline_rate(source, target, config, batch_size: int, num_batches: int,
@@ -488,6 +493,13 @@ def main(argv=None):
     results["loadavg_end"] = loadavg()
 
     report(results, args)
+    if args.doc:
+        from benchmarks import cross_corpus
+        text = markdown(results, cross_corpus.reproduce_command(
+            "train_step.py", argv, drop=[a for a in (argv or sys.argv[1:])
+                                         if a.startswith("--json_out")]))
+        cross_corpus.write_section(args.doc, text, args.section)
+        log(f"wrote section {args.section!r} of {args.doc}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=2, default=str)
@@ -535,6 +547,67 @@ def roofline_figures(fused: JaxRunner, step_s: float, compute_dtype: str,
                achieved_tbps=fused.bytes / step_s / 1e12, ceilings=ceilings,
                roofline=roofline.share(fused.flops, fused.bytes, step_s, ceilings))
     return out
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+def markdown(r: dict, command: str) -> str:
+    """The summary as a markdown table (measure, result, target, verdict)."""
+    t, s = r["timing"], r["summary"]
+    fused, plain = t["jax fused"], t["jax plain CE"]
+    gpu = r["backend"] == "gpu"
+
+    def verdict(ok):
+        return "ok" if ok else "**missed**"
+
+    rows = [("fused Emo-DNA step / plain cross-entropy step over the same rows",
+             f"{s['fused_over_plain']:.2f}x ({1e3 * fused['median_s']:.1f} vs "
+             f"{1e3 * plain['median_s']:.1f} ms)",
+             f"<= {TARGETS['fused_over_plain']}",
+             verdict(s["fused_over_plain"] <= TARGETS["fused_over_plain"])),
+            ("input pipeline samples/s / samples/s the fused step consumes",
+             f"{s['pipeline_over_step']:.1f}x ({r['pipeline']['samples_per_s']:,.0f} vs "
+             f"{fused['samples_per_s']:,.0f})", f">= {TARGETS['pipeline_over_step']:.0f}x",
+             verdict(s["pipeline_over_step"] >= TARGETS["pipeline_over_step"]))]
+    if "fed_over_prefetched" in s:
+        rows.append(("fused step fed by the input pipeline / on prefetched batches",
+                     f"{s['fed_over_prefetched']:.2f}x", "<= 1.1x",
+                     verdict(s["fed_over_prefetched"] <= 1.1)))
+    if "torch_over_jax" in s:
+        target = TARGETS["torch_over_jax_gpu" if gpu else "torch_over_jax_cpu"]
+        rows.append((f"eager PyTorch {r['torch']['version']} twin / JAX fused step "
+                     f"({r['jax_params']:,} parameters in both)",
+                     f"{s['torch_over_jax']:.2f}x (best windows "
+                     f"{s['torch_over_jax_best']:.2f}x)", f">= {target}x",
+                     verdict(s["torch_over_jax"] >= target)
+                     if s["torch_ratio_reliable"] else "unreliable: cores oversubscribed"))
+    rows.append(("compile time of the fused step (lower().compile())",
+                 f"{r['compile_s']['fused']:.1f} s", "<= 5 s",
+                 verdict(r["compile_s"]["fused"] <= 5)))
+    if "peak_rss_gib" in s:
+        rows.append(("peak RSS of the default run", f"{s['peak_rss_gib']:.2f} GiB",
+                     f"< {TARGETS['peak_rss_gib']:.0f} GiB",
+                     verdict(s["peak_rss_gib"] < TARGETS["peak_rss_gib"])))
+    where = (r["device_kind"] if gpu else
+             f"{cpu_model()}, {r['usable_cpus']} of {r['cpu_count']} cores")
+    lines = [f"Reproduce: `{command}`", "",
+             f"{where}; jax {jax.__version__}; batch {r['batch_size_per_stream']} + "
+             f"{r['batch_size_per_stream']} utterances of {r['num_frames']} frames, "
+             f"{r['compute_dtype']}; load average {r['loadavg_before_timing'][0]} "
+             f"before timing, {r['loadavg_after_timing'][0]} after.", "",
+             "| measure | result | target | |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines) + "\n"
 
 
 def report(r: dict, args):

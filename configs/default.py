@@ -36,6 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_frames = 160          # training crop: 1.6 s
     config.data.eval_num_frames = 300     # evaluation: whole utterances up to 3 s
     config.data.std_floor = 0.01
+    # Training holds a corpus's normalised frames in memory when they fit in
+    # this many MiB (decoding records between steps starves a GPU); 0: never.
+    config.data.cache_mib = 1024
     # Per-bin standardisation: 'corpus' (each corpus with its own training
     # statistics) or 'speaker' (each utterance with its speaker's).
     config.data.normalization = "corpus"

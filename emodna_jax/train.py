@@ -177,7 +177,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         workdir, keep=config.keep_checkpoints, keep_every=config.keep_every)
     train_data = input_pipeline.train_dataset(
         source, target, global_batch_size=config.batch_size,
-        num_frames=config.data.num_frames,
+        num_frames=config.data.num_frames, cache_mib=config.data.cache_mib,
         seed=config.seed, process_index=jax.process_index(),
         process_count=jax.process_count())
     iterator = iter(train_data)

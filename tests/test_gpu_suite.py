@@ -11,7 +11,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-from benchmarks import gpu_suite, roofline, scaling  # noqa: E402
+from benchmarks import gpu_suite, roofline, scaling, train_step  # noqa: E402
 
 
 def test_share_is_the_larger_floor_over_the_step_time():
@@ -100,3 +100,22 @@ def test_scaling_table_shows_the_plain_ratio_when_timed():
         "device_kind": "cpu", "num_devices": 1, "backend": "cpu", "cpu_count": 2,
         "load": 1.0}})
     assert "| 64 | 300 | 200 | 100 | 2.00 | 640 | 0.50 | 11.5 | 9.0 |" in text
+
+
+def test_train_step_table_gives_each_target_its_verdict():
+    step = _step("float32", 0.100, torch_s=0.160)
+    step.update(backend="cpu", usable_cpus=1, jax_params=71755,
+                pipeline={"samples_per_s": 6400.0},
+                loadavg_before_timing=[0.2], loadavg_after_timing=[0.4])
+    step["timing"]["jax fused"]["samples_per_s"] = 640.0
+    step["torch"]["version"] = "9.9"
+    step["summary"].update(fused_over_plain=2.0, pipeline_over_step=10.0,
+                           fed_over_prefetched=1.05, torch_ratio_reliable=True)
+    text = train_step.markdown(step, "python benchmarks/train_step.py")
+    assert "| 2.00x (100.0 vs 50.0 ms) | <= 1.3 | **missed** |" in text
+    assert "| 10.0x (6,400 vs 640) | >= 3x | ok |" in text
+    assert "| 1.05x | <= 1.1x | ok |" in text
+    assert "| 1.60x (best windows 1.60x) | >= 1.5x | ok |" in text
+    assert "| 20.0 s | <= 5 s | **missed** |" in text
+    step["summary"]["torch_ratio_reliable"] = False
+    assert "unreliable: cores oversubscribed" in train_step.markdown(step, "c")

@@ -92,6 +92,66 @@ def test_iterator_state_resumes_exactly(tasks):
             np.testing.assert_array_equal(got[key], want[key])
 
 
+def test_each_epoch_is_a_fresh_order_of_every_utterance():
+    indices = np.array([3, 5, 7, 9, 11, 13, 15])
+    order = input_pipeline._Order(indices, seed=4)
+    stream = order(np.arange(5 * 7))
+    epochs = stream.reshape(5, 7)
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch), indices)
+    assert len({tuple(e) for e in epochs}) > 1
+    # Any positions, in any order, across epoch ends: the same utterances.
+    positions = np.array([30, 6, 7, 0, 13, 14])
+    np.testing.assert_array_equal(input_pipeline._Order(indices, seed=4)(positions),
+                                  stream[positions])
+    assert not np.array_equal(input_pipeline._Order(indices, seed=5)(np.arange(7)),
+                              epochs[0])
+
+
+def test_holding_a_corpus_in_memory_changes_no_batch(tasks):
+    """The same seed gives the same batches whether the corpora are held in
+    memory or read from the shards at every access; and a batch is a copy,
+    so changing it changes nothing later."""
+    held = iter(dataset(tasks, num_frames=40))
+    read = iter(dataset(tasks, num_frames=40, cache_mib=0))
+    for _ in range(8):   # 8 x 4 passes the 24-utterance splits' ends
+        want, got = next(read), next(held)
+        assert want.keys() == got.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+        got["src_frames"][:] = np.nan
+        got["tgt_frames"][:] = np.nan
+
+
+def test_only_a_corpus_that_fits_is_held_in_memory(tasks, monkeypatch):
+    source, _ = tasks
+    reads = []
+    shards = source.corpus.source("train")
+
+    class Counting:
+        def __len__(self):
+            return len(shards)
+
+        def __getitem__(self, i):
+            reads.append(i)
+            return shards[i]
+
+    monkeypatch.setattr(source.corpus, "source", lambda split: Counting())
+    indices = np.arange(6)
+    mib = source.frames_mib()
+    load = input_pipeline._loader(source, "train", indices, with_label=True,
+                                  cache_mib=mib)
+    assert sorted(reads) == list(range(6))           # one pass, at once
+    first = load(3)
+    assert load(3) is first and len(reads) == 6      # then from memory
+    assert set(first) == {"frames", "label", "speaker", "gender"}
+    reads.clear()
+    load = input_pipeline._loader(source, "train", indices, with_label=False,
+                                  cache_mib=mib / 2)   # too big: read per access
+    assert not reads
+    assert set(load(3)) == {"frames"} and reads == [3]
+
+
 def test_processes_read_disjoint_shares_that_make_the_global_batch(tasks):
     """Two processes' first local batches are, between them, exactly the
     one-process global batch: disjoint utterances, none missing.  Crops

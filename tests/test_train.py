@@ -119,6 +119,7 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_checkpoint(
     ("data.classes", ("angry", "angry"), "duplicates"),
     ("data.classes", ("angry", "furious"), "not canonical emotion names"),
     ("data.target", "toy_src", "must differ from data.source"),
+    ("data.cache_mib", -1, "config.data.cache_mib: must be a number >= 0"),
 ])
 def test_bad_config_values_are_named(toy_data_dir, key, value, message):
     config = toy_config(toy_data_dir)
