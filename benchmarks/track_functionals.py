@@ -1,0 +1,117 @@
+r"""How much emotion the prosody tracks carry as utterance statistics alone.
+
+  python benchmarks/track_functionals.py --data_dir=DATA \
+      --corpora=it_festival,en_flite,fr_espeak,es_phone,cs_festival \
+      --doc=docs/results.md --section=probe_track_functionals
+
+A diagnostic, not a model.  From the three per-frame tracks of the
+``logmel_pitch`` features (log F0, voicing NCCF, log energy; docs/data.md),
+each utterance becomes 17 functionals: F0 over voiced frames, energy over
+all frames and over voiced frames (each mean, std, 20th/50th/80th
+percentile), the voiced share of frames, and voiced onsets per 100
+frames; with ``--with_length`` also its number of frames.  The functionals
+are standardised per speaker (label-free, as the pipeline's per-speaker
+normalisation) and scored exactly as benchmarks/egemaps.py scores eGeMAPS
+(logistic regression, one speaker left out, predictions pooled).  Beside
+them: eGeMAPS as that anchor computes it (standardised over the corpus) and
+eGeMAPS standardised per speaker, the same normalisation the networks'
+frames get.  Where these beat a network fed the same tracks frame by frame,
+the network is not reading the utterance-level prosody its input holds.
+The table is written by this program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks import cross_corpus  # noqa: E402
+from benchmarks import egemaps  # noqa: E402
+from data_prep.dataset import PreparedCorpus  # noqa: E402
+from data_prep.features import FeatureConfig  # noqa: E402
+
+CLASSES = ("neutral", "angry", "happy", "sad")
+VOICED = 0.5   # NCCF threshold of a voiced frame (data_prep/features.py)
+
+
+def _five(values: np.ndarray) -> list[float]:
+    return [values.mean(), values.std(), *np.percentile(values, (20, 50, 80))]
+
+
+def functionals(frames: np.ndarray, with_length: bool = False) -> np.ndarray:
+    """17 (or 18) statistics of one utterance's last three columns (log F0,
+    NCCF, log energy).  F0 is read over voiced frames only (all frames when
+    none is voiced): unvoiced frames hold interpolated values."""
+    f0, nccf, energy = frames[:, -3], frames[:, -2], frames[:, -1]
+    voiced = nccf >= VOICED
+    some = voiced if voiced.any() else np.ones_like(voiced)
+    onsets = np.count_nonzero(np.diff(voiced.astype(np.int8)) == 1)
+    out = (_five(f0[some]) + _five(energy) + _five(energy[some])
+           + [voiced.mean(), 100.0 * onsets / len(frames)])
+    return np.asarray(out + ([len(frames)] if with_length else []), np.float64)
+
+
+def speaker_standardised(table: dict) -> dict:
+    """``table`` (egemaps.py's layout) with its features standardised per speaker."""
+    x, speakers = table["x"], table["speaker"]
+    out = np.empty_like(x)
+    for s in np.unique(speakers):
+        rows = speakers == s
+        out[rows] = (x[rows] - x[rows].mean(0)) / (x[rows].std(0) + 1e-6)
+    return dict(table, x=out)
+
+
+def track_table(corpus: PreparedCorpus, with_length: bool) -> dict:
+    """Every utterance's track functionals, in egemaps.py's table layout."""
+    rows, emotions, speakers = [], [], []
+    data = corpus.source("all")
+    for i in range(len(data)):
+        raw = data[i]
+        rows.append(functionals(raw["features"].astype(np.float64), with_length))
+        emotions.append(corpus.emotions[int(raw["emotion"])])
+        speakers.append(int(raw["speaker"]))
+    return {"x": np.stack(rows), "emotion": np.asarray(emotions),
+            "speaker": np.asarray(speakers)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--corpora", required=True, help="comma-separated names")
+    parser.add_argument("--egemaps_cache", required=True,
+                        help="eGeMAPS functionals per corpus (benchmarks/egemaps.py's cache)")
+    parser.add_argument("--doc", default=None)
+    parser.add_argument("--section", default="probe_track_functionals")
+    args = parser.parse_args(argv)
+    features = FeatureConfig(kind="logmel_pitch")
+    shown = [a for a in (argv if argv is not None else sys.argv[1:])
+             if not a.startswith("--egemaps_cache")] + ["--egemaps_cache=CACHE"]
+    lines = [f"Reproduce: `{cross_corpus.reproduce_command('track_functionals.py', shown)}`",
+             "", "UAR leaving one speaker out, logistic regression, the task's four "
+             "classes.", "",
+             "| corpus | 17 track functionals, per-speaker | the same + utterance length "
+             "| eGeMAPS, per-corpus (the anchor) | eGeMAPS, per-speaker |",
+             "|---|---|---|---|---|"]
+    for name in args.corpora.split(","):
+        corpus = PreparedCorpus.find(args.data_dir, name, features)
+        smile = egemaps.corpus_functionals(corpus, args.egemaps_cache)
+        uars = [egemaps.in_corpus_uar(speaker_standardised(track_table(corpus, length)),
+                                      CLASSES) for length in (False, True)]
+        uars += [egemaps.in_corpus_uar(smile, CLASSES),
+                 egemaps.in_corpus_uar(speaker_standardised(smile), CLASSES)]
+        lines.append(f"| {name} | " + " | ".join(f"{u:.3f}" for u in uars) + " |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.doc:
+        cross_corpus.write_section(args.doc, text, args.section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
