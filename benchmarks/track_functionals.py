@@ -6,10 +6,10 @@ r"""How much emotion the prosody tracks carry as utterance statistics alone.
 
 A diagnostic, not a model.  From the three per-frame tracks of the
 ``logmel_pitch`` features (log F0, voicing NCCF, log energy; docs/data.md),
-each utterance becomes 17 functionals: F0 over voiced frames, energy over
-all frames and over voiced frames (each mean, std, 20th/50th/80th
-percentile), the voiced share of frames, and voiced onsets per 100
-frames; with ``--with_length`` also its number of frames.  The functionals
+each utterance becomes the 17 functionals of emodna_jax/utterance_stats.py:
+F0 over voiced frames, energy over all frames and over voiced frames (each
+mean, std, 20th/50th/80th percentile), the voiced share of frames, and
+voiced onsets per 100 frames; in one column also its number of frames.  The functionals
 are standardised per speaker (label-free, as the pipeline's per-speaker
 normalisation; also over the corpus, for comparison) and scored exactly as benchmarks/egemaps.py scores eGeMAPS
 (logistic regression, one speaker left out, predictions pooled).  Beside
@@ -34,26 +34,9 @@ from benchmarks import cross_corpus  # noqa: E402
 from benchmarks import egemaps  # noqa: E402
 from data_prep.dataset import PreparedCorpus  # noqa: E402
 from data_prep.features import FeatureConfig  # noqa: E402
+from emodna_jax.utterance_stats import functionals  # noqa: E402
 
 CLASSES = ("neutral", "angry", "happy", "sad")
-VOICED = 0.5   # NCCF threshold of a voiced frame (data_prep/features.py)
-
-
-def _five(values: np.ndarray) -> list[float]:
-    return [values.mean(), values.std(), *np.percentile(values, (20, 50, 80))]
-
-
-def functionals(frames: np.ndarray, with_length: bool = False) -> np.ndarray:
-    """17 (or 18) statistics of one utterance's last three columns (log F0,
-    NCCF, log energy).  F0 is read over voiced frames only (all frames when
-    none is voiced): unvoiced frames hold interpolated values."""
-    f0, nccf, energy = frames[:, -3], frames[:, -2], frames[:, -1]
-    voiced = nccf >= VOICED
-    some = voiced if voiced.any() else np.ones_like(voiced)
-    onsets = np.count_nonzero(np.diff(voiced.astype(np.int8)) == 1)
-    out = (_five(f0[some]) + _five(energy) + _five(energy[some])
-           + [voiced.mean(), 100.0 * onsets / len(frames)])
-    return np.asarray(out + ([len(frames)] if with_length else []), np.float64)
 
 
 def speaker_standardised(table: dict) -> dict:

@@ -121,13 +121,16 @@ def spec_augment(settings: SpecAugment, rng, frames: jax.Array,
     return jnp.where(hidden, jnp.zeros((), frames.dtype), frames)
 
 
-def from_config(config, features) -> SpecAugment:
+def from_config(config, features, num_tracks: int | None = None) -> SpecAugment:
     """The settings of ``config.augment`` for frames made with ``features``
     (a data_prep FeatureConfig); a config saved before a setting existed
-    leaves it off."""
+    leaves it off.  ``num_tracks``: values at the end of a frame that are
+    not bands (default the features' own tracks; more when the pipeline
+    appends utterance statistics)."""
+    num_tracks = features.num_tracks if num_tracks is None else num_tracks
     a = config.get("augment")
     if a is None:
-        return SpecAugment(0, 0, 0, 0, features.num_tracks)
+        return SpecAugment(0, 0, 0, 0, num_tracks)
     warp = float(a.get("warp", 0.0))
     band_hz = ()
     if warp > 0:
@@ -136,4 +139,4 @@ def from_config(config, features) -> SpecAugment:
                              f"features are {features.kind!r}; set augment.warp=0")
         band_hz = tuple(float(f) for f in features.band_hz())
     return SpecAugment(a.time_masks, a.time_width, a.freq_masks, a.freq_width,
-                       features.num_tracks, warp, band_hz)
+                       num_tracks, warp, band_hz)

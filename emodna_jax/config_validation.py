@@ -56,6 +56,9 @@ def validate_config(config):
             _fail(f"augment.{key}", f"must be an integer >= 0, got {value!r}")
     if not isinstance(config.data.cache_mib, (int, float)) or config.data.cache_mib < 0:
         _fail("data.cache_mib", f"must be a number >= 0, got {config.data.cache_mib!r}")
+    if config.data.get("utterance_stats", False) and config.data.feature != "logmel_pitch":
+        _fail("data.utterance_stats", "needs the prosody tracks of data.feature="
+              f"'logmel_pitch', got {config.data.feature!r}")
     if not 0 <= config.model.dropout_rate < 1:
         _fail("model.dropout_rate", f"must be in [0, 1), got {config.model.dropout_rate}")
 

@@ -44,7 +44,7 @@ class Experiment:
 
     @property
     def num_bins(self) -> int:
-        return self.source.corpus.feature_config.num_bins
+        return self.source.num_values
 
     def init_state(self) -> step_lib.TrainState:
         """A fresh state on the host (the caller places it on devices)."""
@@ -110,7 +110,7 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
                                              step_lib.data_mesh(config.num_devices))
     config_validation.validate_batch(config, parallel.num_devices, jax.process_count())
     specs = msac.attribute_specs(config, source)
-    num_tracks = source.corpus.feature_config.num_tracks
+    num_tracks = source.num_tracks
     model = models.create_model(
         config.model, num_classes=len(config.data.classes), num_corpora=2,
         bn_axis_name=step_lib.AXIS, attribute_heads=msac.model_heads(specs),
@@ -121,7 +121,7 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
                       optimizer=create_optimizer(config),
                       objective=objective_config(config, len(config.data.classes), specs),
                       augment=augment_lib.from_config(
-                          config, source.corpus.feature_config))
+                          config, source.corpus.feature_config, num_tracks))
 
 
 def single_device() -> step_lib.Parallel:

@@ -29,6 +29,7 @@ from data_prep import stats as stats_lib
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig
 from emodna_jax import distributed
+from emodna_jax import utterance_stats as utterance_stats_lib
 
 EXCLUDED = -1  # task label of an utterance whose emotion the task leaves out
 
@@ -60,6 +61,8 @@ class TaskCorpus:
     speaker_std: np.ndarray | None = None
     std_floor: float = 0.0
     band_mask: np.ndarray | None = None  # [bins] 0 for bins a task drops
+    # data.utterance_stats: per-speaker statistics appended to every frame.
+    utterance_stats: utterance_stats_lib.SpeakerStats | None = None
 
     @classmethod
     def create(cls, corpus: PreparedCorpus, corpus_id: int,
@@ -90,7 +93,8 @@ class TaskCorpus:
         """The stored frames of one example, standardised per bin: with its
         speaker's statistics under per-speaker normalisation (an utterance of
         unknown speaker, as in prediction, with its own), else the corpus's."""
-        frames = raw["features"].astype(np.float32)
+        stored = raw["features"]
+        frames = stored.astype(np.float32)
         if self.speaker_mean is None:
             frames = (frames - self.mean) / self.std
         elif "speaker" in raw:
@@ -99,7 +103,26 @@ class TaskCorpus:
         else:
             frames = ((frames - frames.mean(0))
                       / np.maximum(frames.std(0), self.std_floor)).astype(np.float32)
-        return frames if self.band_mask is None else frames * self.band_mask
+        if self.band_mask is not None:
+            frames = frames * self.band_mask
+        if self.utterance_stats is None:
+            return frames
+        stats = self.utterance_stats.standardised(stored, raw.get("speaker"))
+        return np.concatenate(
+            [frames, np.broadcast_to(stats, (len(frames), len(stats)))], axis=1)
+
+    @property
+    def num_values(self) -> int:
+        """Values per frame the model reads: the stored ones, plus the
+        utterance statistics when they are appended."""
+        extra = 0 if self.utterance_stats is None else utterance_stats_lib.NUM_STATS
+        return self.corpus.feature_config.num_bins + extra
+
+    @property
+    def num_tracks(self) -> int:
+        """The values at the end of a frame that are not mel bands."""
+        return self.num_values - (self.corpus.feature_config.num_bins
+                                  - self.corpus.feature_config.num_tracks)
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
@@ -284,7 +307,7 @@ def eval_batches(task: TaskCorpus, split: str, *, batch_size: int,
     num_batches = -(-len(keep) // batch_size)  # the same on every process
     keep = keep[process_index::process_count]
     local = batch_size // process_count
-    num_feat = task.corpus.feature_config.num_bins
+    num_feat = task.num_values
     for start in range(0, num_batches * local, local):
         chunk = keep[start:start + local]
         items = []
@@ -370,11 +393,18 @@ def open_task(config) -> tuple[TaskCorpus, TaskCorpus]:
                 f"(it has {corpus.emotions})")
         return corpus
 
+    speaker_stats = {}
+
     def task(corpus, corpus_id, train_split, eval_split, normalization):
-        return TaskCorpus.create(corpus, corpus_id, classes, train_split=train_split,
-                                 eval_split=eval_split, normalization=normalization,
-                                 std_floor=data.std_floor,
-                                 per_speaker=data.normalization == "speaker")
+        out = TaskCorpus.create(corpus, corpus_id, classes, train_split=train_split,
+                                eval_split=eval_split, normalization=normalization,
+                                std_floor=data.std_floor,
+                                per_speaker=data.normalization == "speaker")
+        if data.get("utterance_stats", False):
+            if corpus.name not in speaker_stats:
+                speaker_stats[corpus.name] = utterance_stats_lib.SpeakerStats.of_corpus(corpus)
+            out.utterance_stats = speaker_stats[corpus.name]
+        return out
 
     source = find("source")
     if data.protocol == "single_corpus":
