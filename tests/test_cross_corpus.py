@@ -107,6 +107,26 @@ def test_a_cnn_on_pitch_frames_keeps_the_tracks_out_of_its_convolutions(emotion_
     assert pooling["score_hidden"]["kernel"].shape[0] == 64 + 3
 
 
+def test_utterance_statistics_reach_the_model_as_tracks(emotion_sets):
+    """With data.utterance_stats, frames carry 17 more values; TIM-Net's input
+    projection reads them and the CNN keeps them out of its convolutions."""
+    from emodna_jax import experiment, utterance_stats
+    config = config_variants.with_task_classes(_task_config(emotion_sets, "four,three"))
+    config.data.utterance_stats = True
+    values = 16 + 3 + utterance_stats.NUM_STATS
+    built = experiment.build(config)
+    assert built.num_bins == values
+    kernel = built.abstract_state().params["backbone"]["forward_input"]["kernel"]
+    assert kernel.shape[:2] == (1, values)
+    batch = next(iter(input_pipeline.train_dataset(
+        built.source, built.target, global_batch_size=4, num_frames=24, seed=0)))
+    assert batch["src_frames"].shape[-1] == batch["tgt_frames"].shape[-1] == values
+    config.model.backbone = "cnn"
+    cnn = experiment.build(config)
+    assert cnn.model.backbone_kwargs["num_tracks"] == 3 + utterance_stats.NUM_STATS
+    assert cnn.augment.num_tracks == 3 + utterance_stats.NUM_STATS
+
+
 def test_unknown_corpus_and_too_few_shared_emotions_are_clear_errors(emotion_sets):
     with pytest.raises(FileNotFoundError, match="config.data.target='nope': no complete"):
         config_variants.with_task_classes(_task_config(emotion_sets, "four,nope"))

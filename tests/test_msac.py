@@ -177,3 +177,4 @@ def test_msac_configs_are_valid_and_train_msac_sernet_without_adaptation(name):
     assert (config.model.classifier, config.msac.speaker, config.msac.gender) == (
         "am", "suppress", "keep")
     assert config.augment.warp > 0 and config.data.normalization == "speaker"
+    assert config.data.utterance_stats and config.data.feature == "logmel_pitch"
