@@ -9,11 +9,12 @@ A diagnostic, not a model.  From the three per-frame tracks of the
 each utterance becomes the 17 functionals of emodna_jax/utterance_stats.py:
 F0 over voiced frames, energy over all frames and over voiced frames (each
 mean, std, 20th/50th/80th percentile), the voiced share of frames, and
-voiced onsets per 100 frames; in one column also its number of frames.  The functionals
-are standardised per speaker (label-free, as the pipeline's per-speaker
-normalisation; also over the corpus, for comparison) and scored exactly as benchmarks/egemaps.py scores eGeMAPS
-(logistic regression, one speaker left out, predictions pooled).  Beside
-them: eGeMAPS as that anchor computes it (standardised over the corpus) and
+voiced onsets per 100 frames; one column adds its number of frames.  The
+functionals are standardised per speaker (label-free, as the pipeline's
+per-speaker normalisation; one column over the corpus, for comparison) and
+scored exactly as benchmarks/egemaps.py scores eGeMAPS (logistic
+regression, one speaker left out, predictions pooled).  Beside them:
+eGeMAPS as that anchor computes it (standardised over the corpus) and
 eGeMAPS standardised per speaker, the same normalisation the networks'
 frames get.  Where these beat a network fed the same tracks frame by frame,
 the network is not reading the utterance-level prosody its input holds.
@@ -27,6 +28,7 @@ import os
 import sys
 
 import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -49,13 +51,14 @@ def speaker_standardised(table: dict) -> dict:
     return dict(table, x=out)
 
 
-def track_table(corpus: PreparedCorpus, with_length: bool) -> dict:
-    """Every utterance's track functionals, in egemaps.py's table layout."""
+def track_table(corpus: PreparedCorpus) -> dict:
+    """Every utterance's track functionals and, last, its number of frames,
+    in egemaps.py's table layout."""
     rows, emotions, speakers = [], [], []
     data = corpus.source("all")
     for i in range(len(data)):
         raw = data[i]
-        rows.append(functionals(raw["features"].astype(np.float64), with_length))
+        rows.append(functionals(raw["features"], with_length=True))
         emotions.append(corpus.emotions[int(raw["emotion"])])
         speakers.append(int(raw["speaker"]))
     return {"x": np.stack(rows), "emotion": np.asarray(emotions),
@@ -83,10 +86,10 @@ def main(argv=None) -> int:
     for name in args.corpora.split(","):
         corpus = PreparedCorpus.find(args.data_dir, name, features)
         smile = egemaps.corpus_functionals(corpus, args.egemaps_cache)
-        tracks = track_table(corpus, False)
+        with_length = track_table(corpus)
+        tracks = dict(with_length, x=with_length["x"][:, :-1])
         uars = [egemaps.in_corpus_uar(speaker_standardised(tracks), CLASSES),
-                egemaps.in_corpus_uar(speaker_standardised(track_table(corpus, True)),
-                                      CLASSES),
+                egemaps.in_corpus_uar(speaker_standardised(with_length), CLASSES),
                 egemaps.in_corpus_uar(tracks, CLASSES)]
         uars += [egemaps.in_corpus_uar(smile, CLASSES),
                  egemaps.in_corpus_uar(speaker_standardised(smile), CLASSES)]

@@ -112,17 +112,19 @@ class TaskCorpus:
             [frames, np.broadcast_to(stats, (len(frames), len(stats)))], axis=1)
 
     @property
+    def appended(self) -> int:
+        """Values the pipeline appends to each stored frame."""
+        return 0 if self.utterance_stats is None else utterance_stats_lib.NUM_STATS
+
+    @property
     def num_values(self) -> int:
-        """Values per frame the model reads: the stored ones, plus the
-        utterance statistics when they are appended."""
-        extra = 0 if self.utterance_stats is None else utterance_stats_lib.NUM_STATS
-        return self.corpus.feature_config.num_bins + extra
+        """Values per frame the model reads: the stored ones and the appended."""
+        return self.corpus.feature_config.num_bins + self.appended
 
     @property
     def num_tracks(self) -> int:
         """The values at the end of a frame that are not mel bands."""
-        return self.num_values - (self.corpus.feature_config.num_bins
-                                  - self.corpus.feature_config.num_tracks)
+        return self.corpus.feature_config.num_tracks + self.appended
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
@@ -148,10 +150,10 @@ class TaskCorpus:
                 "gender": np.int32(raw["gender"])}
 
     def frames_mib(self) -> float:
-        """The whole corpus's normalised frames in MiB (float32): an upper
-        bound on any of its splits held in memory."""
+        """The whole corpus's frames as the model reads them, in MiB
+        (float32): an upper bound on any of its splits held in memory."""
         summary = self.corpus.metadata["summary"]
-        return summary["frames"] * self.mean.shape[-1] * 4 / 2**20
+        return summary["frames"] * self.num_values * 4 / 2**20
 
 
 def _fit(frames: np.ndarray, num_frames: int, rng: np.random.Generator | None) -> dict:
