@@ -152,8 +152,18 @@ def _prepared(data_dir: str, name: str):
     return PreparedCorpus(found[0])
 
 
+# The anchors: (key, column header, a cross-corpus figure (else a ceiling)).
+ANCHORS = (("egemaps", "eGeMAPS + LR, per corpus", True),
+           ("egemaps_speaker", "eGeMAPS + LR, per speaker", True),
+           ("ceiling", "ceiling, per corpus", False),
+           ("ceiling_speaker", "ceiling, per speaker", False))
+
+
 def anchor_rows(tasks, *, data_dir: str, out: str) -> dict:
-    """task -> {'egemaps': cross-corpus UAR, 'ceiling': target LOSO UAR}."""
+    """task -> {anchor key: UAR}: eGeMAPS + LR trained on the source and
+    scored on the target, and the target's own leave-one-speaker-out figure
+    (the ceiling), each with the functionals standardised per corpus and per
+    speaker (benchmarks/egemaps.py)."""
     from benchmarks import egemaps
     cache = os.path.join(out, "egemaps")
     tables, rows = {}, {}
@@ -166,8 +176,11 @@ def anchor_rows(tasks, *, data_dir: str, out: str) -> dict:
                     _prepared(data_dir, name), cache)
         source, target = (tables[n] for n in names)
         classes = [e for e in dict.fromkeys(source["emotion"]) if e in set(target["emotion"])]
-        rows[task] = {"egemaps": egemaps.cross_corpus_uar(source, target, classes),
-                      "ceiling": egemaps.in_corpus_uar(target, classes)}
+        rows[task] = {}
+        for by, suffix in (("corpus", ""), ("speaker", "_speaker")):
+            rows[task]["egemaps" + suffix] = egemaps.cross_corpus_uar(
+                source, target, classes, by=by)
+            rows[task]["ceiling" + suffix] = egemaps.in_corpus_uar(target, classes, by=by)
     return rows
 
 
@@ -204,7 +217,7 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
              "", f"Reproduce: `{command}`", ""]
     seeds = sorted({r["seed"] for r in results})
     lines.append(f"{len(results)} runs; seeds {seeds}; mean ± std over seeds.")
-    anchor_cols = ["eGeMAPS + LR", "target in-corpus (ceiling)"] if anchors else []
+    anchor_cols = [header for _, header, _ in ANCHORS] if anchors else []
 
     def grid(title, key, with_anchor):
         header = ["task"] + [LABELS.get(m, m) for m in methods] + (
@@ -221,7 +234,7 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
                     means[m].append(stats[key][0])
             if with_anchor and anchors:
                 a = anchors.get(task)
-                row += [f"{a['egemaps']:.3f}", f"{a['ceiling']:.3f}"] if a else ["-", "-"]
+                row += [f"{a[k]:.3f}" if a else "-" for k, _, _ in ANCHORS]
             out.append("| " + " | ".join(row) + " |")
         complete = [t for t in tasks if all((t, m) in table for m in methods)]
         row = [f"**mean over {len(complete)} complete tasks**"]
@@ -229,7 +242,7 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
             values = [table[t, m][key][0] for t in complete]
             row.append(f"**{np.mean(values):.3f}**" if values else "-")
         if with_anchor and anchors:
-            for col in ("egemaps", "ceiling"):
+            for col, _, _ in ANCHORS:
                 values = [anchors[t][col] for t in complete if t in anchors]
                 row.append(f"**{np.mean(values):.3f}**" if values else "-")
         out.append("| " + " | ".join(row) + " |")
@@ -240,9 +253,10 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
                            for t in complete)
                 row.append("-" if m == "source_only" else f"{wins} / {len(complete)}")
             if with_anchor and anchors:
-                wins = sum(anchors[t]["egemaps"] > table[t, "source_only"][key][0]
-                           for t in complete if t in anchors)
-                row += [f"{wins} / {len(complete)}", ""]
+                for col, _, cross in ANCHORS:
+                    wins = sum(anchors[t][col] > table[t, "source_only"][key][0]
+                               for t in complete if t in anchors)
+                    row.append(f"{wins} / {len(complete)}" if cross else "")
             out.append("| " + " | ".join(row) + " |")
         return out
 
@@ -276,13 +290,14 @@ def figure(results, tasks, methods, anchors, path: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     table = aggregate(results, tasks, methods)
-    names = list(methods) + (["egemaps"] if anchors else [])
+    bars = [(k, header) for k, header, cross in ANCHORS if cross] if anchors else []
+    names = list(methods) + [k for k, _ in bars]
     width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 3.6))
     x = np.arange(len(tasks))
     for k, name in enumerate(names):
-        if name == "egemaps":
-            means = [anchors.get(t, {}).get("egemaps", np.nan) for t in tasks]
+        if name in dict(bars):
+            means = [anchors.get(t, {}).get(name, np.nan) for t in tasks]
             stds = [0.0] * len(tasks)
         else:
             means = [table[t, name]["uar"][0] if (t, name) in table else np.nan
@@ -290,11 +305,11 @@ def figure(results, tasks, methods, anchors, path: str):
             stds = [table[t, name]["uar"][1] if (t, name) in table else 0.0
                     for t in tasks]
         ax.bar(x + (k - (len(names) - 1) / 2) * width, means, width, yerr=stds,
-               capsize=2, label=LABELS.get(name, "eGeMAPS + LR"))
+               capsize=2, label=LABELS.get(name) or dict(bars)[name])
     ax.set_xticks(x, [t.replace(":", "\n→ ") for t in tasks], fontsize=7)
     ax.set_ylabel("target UAR")
     ax.axhline(0.25, color="grey", lw=0.5, ls=":")
-    ax.legend(fontsize=7, ncol=len(names))
+    ax.legend(fontsize=7, ncol=min(len(names), 3))
     fig.tight_layout()
     with files.atomic_write(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)

@@ -57,10 +57,28 @@ def corpus_functionals(corpus: PreparedCorpus, cache_dir: str) -> dict:
     return out
 
 
-def _task_rows(table: dict, classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """z-normalised features (over the whole corpus), task labels, speakers
+NORMALISATIONS = ("corpus", "speaker")
+
+
+def standardised(table: dict, by: str = "corpus") -> dict:
+    """``table`` with its features z-scored over the whole corpus or over
+    each speaker's utterances (``by``); a constant feature becomes 0."""
+    if by not in NORMALISATIONS:
+        raise ValueError(f"by={by!r}: one of {', '.join(NORMALISATIONS)}")
+    x = np.asarray(table["x"], np.float64)
+    groups = table["speaker"] if by == "speaker" else np.zeros(len(x), int)
+    out = np.empty_like(x)
+    for g in np.unique(groups):
+        rows = groups == g
+        out[rows] = StandardScaler().fit_transform(x[rows])
+    return dict(table, x=out)
+
+
+def _task_rows(table: dict, classes, by: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardised features (``by`` corpus or speaker), task labels, speakers
     of the utterances whose emotion is one of ``classes``."""
-    x = StandardScaler().fit_transform(table["x"])
+    x = standardised(table, by)["x"]
     keep = np.isin(table["emotion"], classes)
     labels = np.array([list(classes).index(e) for e in table["emotion"][keep]])
     return x[keep], labels, table["speaker"][keep]
@@ -70,16 +88,18 @@ def _classifier() -> LogisticRegression:
     return LogisticRegression(max_iter=5000)
 
 
-def cross_corpus_uar(source: dict, target: dict, classes) -> float:
+def cross_corpus_uar(source: dict, target: dict, classes, by: str = "corpus") -> float:
     """Trained on all of ``source``, UAR on all of ``target``."""
-    xs, ys, _ = _task_rows(source, classes)
-    xt, yt, _ = _task_rows(target, classes)
+    xs, ys, _ = _task_rows(source, classes, by)
+    xt, yt, _ = _task_rows(target, classes, by)
     return float(balanced_accuracy_score(yt, _classifier().fit(xs, ys).predict(xt)))
 
 
-def in_corpus_uar(table: dict, classes) -> float:
-    """Leave-one-speaker-out UAR within one corpus (predictions pooled)."""
-    x, y, speakers = _task_rows(table, classes)
+def in_corpus_uar(table: dict, classes, by: str = "corpus") -> float:
+    """Leave-one-speaker-out UAR within one corpus (predictions pooled).
+    Per speaker, the held-out speaker is standardised with its own unlabelled
+    utterances, as a new speaker of a deployed system would be."""
+    x, y, speakers = _task_rows(table, classes, by)
     predicted = np.empty_like(y)
     for train, test in LeaveOneGroupOut().split(x, y, speakers):
         predicted[test] = _classifier().fit(x[train], y[train]).predict(x[test])

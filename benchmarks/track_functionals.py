@@ -41,16 +41,6 @@ from emodna_jax.utterance_stats import functionals  # noqa: E402
 CLASSES = ("neutral", "angry", "happy", "sad")
 
 
-def speaker_standardised(table: dict) -> dict:
-    """``table`` (egemaps.py's layout) with its features standardised per speaker."""
-    x, speakers = table["x"], table["speaker"]
-    out = np.empty_like(x)
-    for s in np.unique(speakers):
-        rows = speakers == s
-        out[rows] = (x[rows] - x[rows].mean(0)) / (x[rows].std(0) + 1e-6)
-    return dict(table, x=out)
-
-
 def track_table(corpus: PreparedCorpus) -> dict:
     """Every utterance's track functionals and, last, its number of frames,
     in egemaps.py's table layout."""
@@ -88,11 +78,11 @@ def main(argv=None) -> int:
         smile = egemaps.corpus_functionals(corpus, args.egemaps_cache)
         with_length = track_table(corpus)
         tracks = dict(with_length, x=with_length["x"][:, :-1])
-        uars = [egemaps.in_corpus_uar(speaker_standardised(tracks), CLASSES),
-                egemaps.in_corpus_uar(speaker_standardised(with_length), CLASSES),
+        uars = [egemaps.in_corpus_uar(egemaps.standardised(tracks, "speaker"), CLASSES),
+                egemaps.in_corpus_uar(egemaps.standardised(with_length, "speaker"), CLASSES),
                 egemaps.in_corpus_uar(tracks, CLASSES)]
         uars += [egemaps.in_corpus_uar(smile, CLASSES),
-                 egemaps.in_corpus_uar(speaker_standardised(smile), CLASSES)]
+                 egemaps.in_corpus_uar(egemaps.standardised(smile, "speaker"), CLASSES)]
         lines.append(f"| {name} | " + " | ".join(f"{u:.3f}" for u in uars) + " |")
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"

@@ -339,6 +339,28 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
     assert "--tables_only" not in doc.read_text()
 
 
+def test_runner_table_shows_both_anchors_and_counts_their_wins():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from benchmarks import cross_corpus as runner
+    def row(method, uar):
+        return {"task": "a:b", "method": method, "seed": 0, "uar": uar, "war": uar,
+                "uar_last": uar, "war_last": uar, "source_val_uar": 0.9,
+                "pseudo_passed_fraction": float("nan"),
+                "pseudo_passed_accuracy": float("nan")}
+    anchors = {"a:b": {"egemaps": 0.55, "egemaps_speaker": 0.70, "ceiling": 0.8,
+                       "ceiling_speaker": 0.95}}
+    text = runner.markdown([row("source_only", 0.60), row("emodna", 0.75)], ["a:b"],
+                           ["source_only", "emodna"], anchors, "c")
+    grid = text.split("### Target UAR, checkpoint selected")[1].split("###")[0]
+    lines = [line for line in grid.splitlines() if line.startswith("|")]
+    assert lines[0] == ("| task | source-only | Emo-DNA | eGeMAPS + LR, per corpus | "
+                        "eGeMAPS + LR, per speaker | ceiling, per corpus | "
+                        "ceiling, per speaker |")
+    assert lines[-2].endswith("| **0.550** | **0.700** | **0.800** | **0.950** |")
+    # Against source-only's 0.60: the per-corpus anchor loses, the per-speaker wins.
+    assert lines[-1] == "| tasks won against source-only | - | 1 / 1 | 0 / 1 | 1 / 1 |  |  |"
+
+
 def evaluate_summary(workdir):
     import json
     with open(os.path.join(workdir, "eval", "summary.json")) as f:
@@ -363,6 +385,41 @@ def test_egemaps_anchor_on_separable_functionals():
     noise = table(0.0)
     noise["x"] = rng.normal(size=noise["x"].shape)
     assert egemaps.in_corpus_uar(noise, ["angry", "sad"]) < 0.75
+
+
+def test_egemaps_standardises_per_corpus_or_per_speaker():
+    from benchmarks import egemaps
+    table = {"x": np.array([[1.0, 5.0], [3.0, 5.0], [10.0, 5.0], [30.0, 5.0]]),
+             "speaker": np.array(["a", "a", "b", "b"]), "emotion": np.array(["x"] * 4)}
+    by_speaker = egemaps.standardised(table, "speaker")["x"]
+    np.testing.assert_allclose(by_speaker, [[-1, 0], [1, 0], [-1, 0], [1, 0]])
+    column = table["x"][:, 0]
+    np.testing.assert_allclose(egemaps.standardised(table, "corpus")["x"][:, 0],
+                               (column - column.mean()) / column.std())
+    assert table["x"][0, 0] == 1.0   # input untouched
+    with pytest.raises(ValueError, match="by='utterance': one of corpus, speaker"):
+        egemaps.standardised(table, "utterance")
+
+
+def test_egemaps_per_speaker_anchor_removes_a_speaker_offset():
+    """Each speaker's voice shifts every functional by its own offset, larger
+    than the emotion's effect: only per-speaker z-scores transfer."""
+    from benchmarks import egemaps
+    rng = np.random.default_rng(1)
+
+    def table(n=60):
+        emotion = np.array(["angry", "sad"] * n)
+        speaker = np.array([f"s{(i // 2) % 6}" for i in range(2 * n)])
+        offset = {s: rng.normal(scale=8.0, size=3) for s in np.unique(speaker)}
+        x = rng.normal(size=(2 * n, 3)) + np.stack([offset[s] for s in speaker])
+        x[:, 0] += np.where(emotion == "angry", 1.5, -1.5)
+        return {"x": x, "emotion": emotion, "speaker": speaker}
+
+    source, target = table(), table()
+    classes = ["angry", "sad"]
+    assert egemaps.cross_corpus_uar(source, target, classes, by="speaker") > 0.9
+    assert egemaps.cross_corpus_uar(source, target, classes, by="corpus") < 0.8
+    assert egemaps.in_corpus_uar(target, classes, by="speaker") > 0.9
 
 
 # -- bring your own features (.npy) ------------------------------------------

@@ -13,10 +13,6 @@ from emodna_jax import config_validation, input_pipeline
 from emodna_jax import utterance_stats
 from tests.conftest import toy_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-from benchmarks import track_functionals  # noqa: E402
-
 
 def test_functionals_hand_worked():
     # 6 frames: one mel band, then log F0, NCCF, log energy.  Voiced frames
@@ -106,11 +102,3 @@ def test_the_statistics_need_the_prosody_tracks(toy_data_dir):
     with pytest.raises(ValueError, match="config.data.utterance_stats: needs the prosody "
                                          "tracks of data.feature='logmel_pitch', got 'logmel'"):
         config_validation.validate_config(config)
-
-
-def test_the_diagnostic_standardises_per_speaker():
-    table = {"x": np.array([[1.0], [3.0], [10.0], [30.0]]),
-             "speaker": np.array([0, 0, 1, 1]), "emotion": np.array(["a"] * 4)}
-    out = track_functionals.speaker_standardised(table)["x"][:, 0]
-    np.testing.assert_allclose(out, [-1, 1, -1, 1], atol=1e-5)
-    assert table["x"][0, 0] == 1.0   # input untouched
