@@ -228,7 +228,10 @@ def select_step(table: ResultTable, rule: str) -> dict:
         # A table begun by an older version has rows without nll (blank in
         # the csv): then ties go to the later step alone.
         by_nll = all(isinstance(r.get("nll"), float) for r in rows)
-        chosen = max(rows, key=lambda r: (r[metric], -r["nll"] if by_nll else 0.0,
+        # Equal scores must tie exactly: a UAR is a mean of recalls, and
+        # (1 + .8 + .9 + 1) / 4 and (1 + .9 + .9 + .9) / 4 differ in the last bit.
+        chosen = max(rows, key=lambda r: (round(r[metric], 9),
+                                          -r["nll"] if by_nll else 0.0,
                                           r["step"]))["step"]
     target_rows = table.select("target")
     oracle = max(target_rows, key=lambda r: (r["uar"], r["step"]))

@@ -317,6 +317,15 @@ def test_selection_breaks_ties_by_nll_and_reads_older_tables(tmp_path):
         table.put(step, "source_val", {"uar": uar, "nll": nll})
         table.put(step, "target", {"uar": 0.1 * step})
     assert evaluate.select_step(table, "source_val_uar")["selected_step"] == 3
+    # The same UAR summed in another order is a tie, not a win by the last bit.
+    earlier = np.mean([1.0, 0.8, 0.9, 1.0])
+    later = np.mean([1.0, 0.9, 0.9, 0.9])
+    assert earlier > later   # as floats
+    tied = evaluate.ResultTable(str(tmp_path / "tied.csv"), "split")
+    for step, uar, nll in ((50, earlier, 0.33), (300, later, 0.31)):
+        tied.put(step, "source_val", {"uar": float(uar), "nll": nll})
+        tied.put(step, "target", {"uar": 0.5})
+    assert evaluate.select_step(tied, "source_val_uar")["selected_step"] == 300
     # Without nll on every row (an older version's rows): the later step.
     table.put(5, "source_val", {"uar": 0.8})
     table.put(5, "target", {"uar": 0.0})
