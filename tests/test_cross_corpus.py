@@ -94,37 +94,37 @@ def test_explicit_classes_are_kept(emotion_sets):
 
 def test_a_cnn_on_pitch_frames_keeps_the_tracks_out_of_its_convolutions(emotion_sets):
     """The experiment tells the CNN how many of each frame's values are
-    tracks, from the source corpus's own feature settings."""
-    from emodna_jax import experiment
-    config = config_variants.with_task_classes(_task_config(emotion_sets, "four,three"))
-    config.model.backbone = "cnn"
-    built = experiment.build(config)
-    assert built.model.backbone_kwargs["num_tracks"] == RECIPE_FEATURES.num_tracks == 3
-    pooling = built.abstract_state().params["backbone"]["pooling"]
-    # The pooling reads the last map (16 bins pooled 4 times: 1 band of 64
-    # channels) and the three tracks.
-    assert config.model.cnn_channels[-1] == 64 and len(config.model.cnn_channels) == 4
-    assert pooling["score_hidden"]["kernel"].shape[0] == 64 + 3
-
-
-def test_utterance_statistics_reach_the_model_as_tracks(emotion_sets):
-    """With data.utterance_stats, frames carry 17 more values; TIM-Net's input
-    projection reads them and the CNN keeps them out of its convolutions."""
+    tracks: the corpus's prosody tracks and the recipe's utterance statistics."""
     from emodna_jax import experiment, utterance_stats
     config = config_variants.with_task_classes(_task_config(emotion_sets, "four,three"))
-    config.data.utterance_stats = True
-    values = 16 + 3 + utterance_stats.NUM_STATS
-    built = experiment.build(config)
-    assert built.num_bins == values
-    kernel = built.abstract_state().params["backbone"]["forward_input"]["kernel"]
-    assert kernel.shape[:2] == (1, values)
-    batch = next(iter(input_pipeline.train_dataset(
-        built.source, built.target, global_batch_size=4, num_frames=24, seed=0)))
-    assert batch["src_frames"].shape[-1] == batch["tgt_frames"].shape[-1] == values
     config.model.backbone = "cnn"
-    cnn = experiment.build(config)
-    assert cnn.model.backbone_kwargs["num_tracks"] == 3 + utterance_stats.NUM_STATS
-    assert cnn.augment.num_tracks == 3 + utterance_stats.NUM_STATS
+    built = experiment.build(config)
+    tracks = RECIPE_FEATURES.num_tracks + utterance_stats.NUM_STATS
+    assert RECIPE_FEATURES.num_tracks == 3
+    assert built.model.backbone_kwargs["num_tracks"] == built.augment.num_tracks == tracks
+    pooling = built.abstract_state().params["backbone"]["pooling"]
+    # The pooling reads the last map (16 bins pooled 4 times: 1 band of 64
+    # channels) and the tracks.
+    assert config.model.cnn_channels[-1] == 64 and len(config.model.cnn_channels) == 4
+    assert pooling["score_hidden"]["kernel"].shape[0] == 64 + tracks
+
+
+def test_the_recipe_appends_the_utterance_statistics_to_every_frame(emotion_sets):
+    """The recipe's frames carry 17 more values than the stored ones, which
+    TIM-Net's input projection reads; without data.utterance_stats they are
+    the stored frames."""
+    from emodna_jax import experiment, utterance_stats
+    config = config_variants.with_task_classes(_task_config(emotion_sets, "four,three"))
+    assert config.data.utterance_stats
+    for stats, values in ((True, 16 + 3 + utterance_stats.NUM_STATS), (False, 16 + 3)):
+        config.data.utterance_stats = stats
+        built = experiment.build(config)
+        assert built.num_bins == values
+        kernel = built.abstract_state().params["backbone"]["forward_input"]["kernel"]
+        assert kernel.shape[:2] == (1, values)
+        batch = next(iter(input_pipeline.train_dataset(
+            built.source, built.target, global_batch_size=4, num_frames=24, seed=0)))
+        assert batch["src_frames"].shape[-1] == batch["tgt_frames"].shape[-1] == values
 
 
 def test_unknown_corpus_and_too_few_shared_emotions_are_clear_errors(emotion_sets):
