@@ -9,9 +9,10 @@ Each run is what a user types: ``python -m emodna_jax.main
 figure is the target UAR/WAR of the checkpoint selected by source-validation
 UAR (target labels never select); the last step's is a second column.
 
-Reference rows per task: openSMILE eGeMAPSv02 + logistic regression trained on
-the source (the anchor) and the target's own leave-one-speaker-out figure (the
-ceiling), see benchmarks/egemaps.py.
+Reference columns per task: openSMILE eGeMAPSv02 + logistic regression
+trained on the source (the anchor) and the target's own leave-one-speaker-out
+figure (the ceiling), each with the functionals standardised per corpus and
+per speaker, see benchmarks/egemaps.py.
 
 A run with a ``result.json``, or a row in ``OUT/results.csv`` or in the csv
 beside ``--doc``, is finished and skipped, so the runner resumes where it
