@@ -18,7 +18,13 @@ eGeMAPS as that anchor computes it (standardised over the corpus) and
 eGeMAPS standardised per speaker, the same normalisation the networks'
 frames get.  Where these beat a network fed the same tracks frame by frame,
 the network is not reading the utterance-level prosody its input holds.
-The table is written by this program.
+
+With ``--tasks=SRC:TGT,...`` the table is across corpora instead: the
+logistic regression is trained on the whole source and scored on the
+target, as the runner's eGeMAPS columns are (benchmarks/cross_corpus.py).
+It is the figure a network given these statistics has to beat before its
+frames or its adaptation add anything.  The table is written by this
+program.
 """
 
 from __future__ import annotations
@@ -55,20 +61,8 @@ def track_table(corpus: PreparedCorpus) -> dict:
             "speaker": np.asarray(speakers)}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_dir", required=True)
-    parser.add_argument("--corpora", required=True, help="comma-separated names")
-    parser.add_argument("--egemaps_cache", required=True,
-                        help="eGeMAPS functionals per corpus (benchmarks/egemaps.py's cache)")
-    parser.add_argument("--doc", default=None)
-    parser.add_argument("--section", default="probe_track_functionals")
-    args = parser.parse_args(argv)
-    features = FeatureConfig(kind="logmel_pitch")
-    shown = [a for a in (argv if argv is not None else sys.argv[1:])
-             if not a.startswith("--egemaps_cache")] + ["--egemaps_cache=CACHE"]
-    lines = [f"Reproduce: `{cross_corpus.reproduce_command('track_functionals.py', shown)}`",
-             "", "UAR leaving one speaker out, logistic regression, the task's four "
+def in_corpus_lines(args, features) -> list[str]:
+    lines = ["UAR leaving one speaker out, logistic regression, the task's four "
              "classes.", "",
              "| corpus | 17 track functionals, per-speaker | the same + utterance length "
              "| the 17, per-corpus | eGeMAPS, per-corpus (the anchor) | eGeMAPS, "
@@ -78,19 +72,69 @@ def main(argv=None) -> int:
         smile = egemaps.corpus_functionals(corpus, args.egemaps_cache)
         with_length = track_table(corpus)
         tracks = dict(with_length, x=with_length["x"][:, :-1])
-        uars = [egemaps.in_corpus_uar(egemaps.standardised(tracks, "speaker"), CLASSES),
-                egemaps.in_corpus_uar(egemaps.standardised(with_length, "speaker"), CLASSES),
+        uars = [egemaps.in_corpus_uar(tracks, CLASSES, by="speaker"),
+                egemaps.in_corpus_uar(with_length, CLASSES, by="speaker"),
                 egemaps.in_corpus_uar(tracks, CLASSES)]
         uars += [egemaps.in_corpus_uar(smile, CLASSES),
-                 egemaps.in_corpus_uar(egemaps.standardised(smile, "speaker"), CLASSES)]
+                 egemaps.in_corpus_uar(smile, CLASSES, by="speaker")]
         lines.append(f"| {name} | " + " | ".join(f"{u:.3f}" for u in uars) + " |")
         print(lines[-1], flush=True)
+    return lines
+
+
+def cross_corpus_lines(args, features) -> list[str]:
+    tasks = [t.split(":") for t in args.tasks.split(",") if t.strip()]
+    tables = {}
+    for name in dict.fromkeys(n for task in tasks for n in task):
+        corpus = PreparedCorpus.find(args.data_dir, name, features)
+        tracks = track_table(corpus)
+        tables[name] = (dict(tracks, x=tracks["x"][:, :-1]),
+                        egemaps.corpus_functionals(corpus, args.egemaps_cache))
+    lines = ["Target UAR, logistic regression trained on the whole source, the "
+             "task's four classes.", "",
+             "| task | 17 track functionals, per-speaker | the 17, per-corpus | "
+             "eGeMAPS, per-corpus (the anchor) | eGeMAPS, per-speaker |",
+             "|---|---|---|---|---|"]
+    columns = []
+    for source, target in tasks:
+        (s_tracks, s_smile), (t_tracks, t_smile) = tables[source], tables[target]
+        uars = [egemaps.cross_corpus_uar(s_tracks, t_tracks, CLASSES, by="speaker"),
+                egemaps.cross_corpus_uar(s_tracks, t_tracks, CLASSES),
+                egemaps.cross_corpus_uar(s_smile, t_smile, CLASSES),
+                egemaps.cross_corpus_uar(s_smile, t_smile, CLASSES, by="speaker")]
+        columns.append(uars)
+        lines.append(f"| {source} → {target} | " + " | ".join(f"{u:.3f}" for u in uars)
+                     + " |")
+        print(lines[-1], flush=True)
+    lines.append(f"| **mean over {len(tasks)} tasks** | "
+                 + " | ".join(f"**{m:.3f}**" for m in np.mean(columns, axis=0)) + " |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--corpora", default="", help="comma-separated names")
+    parser.add_argument("--tasks", default="",
+                        help="SRC:TGT pairs, comma-separated: the table across corpora")
+    parser.add_argument("--egemaps_cache", required=True,
+                        help="eGeMAPS functionals per corpus (benchmarks/egemaps.py's cache)")
+    parser.add_argument("--doc", default=None)
+    parser.add_argument("--section", default="probe_track_functionals")
+    args = parser.parse_args(argv)
+    if bool(args.corpora) == bool(args.tasks):
+        parser.error("give --corpora (held-out speakers) or --tasks (across corpora)")
+    features = FeatureConfig(kind="logmel_pitch")
+    shown = [a for a in (argv if argv is not None else sys.argv[1:])
+             if not a.startswith("--egemaps_cache")] + ["--egemaps_cache=CACHE"]
+    lines = [f"Reproduce: `{cross_corpus.reproduce_command('track_functionals.py', shown)}`",
+             ""] + (cross_corpus_lines(args, features) if args.tasks
+                    else in_corpus_lines(args, features))
     text = "\n".join(lines) + "\n"
     print(text)
     if args.doc:
         cross_corpus.write_section(args.doc, text, args.section)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

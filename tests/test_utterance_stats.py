@@ -102,3 +102,13 @@ def test_the_statistics_need_the_prosody_tracks(toy_data_dir):
     with pytest.raises(ValueError, match="config.data.utterance_stats: needs the prosody "
                                          "tracks of data.feature='logmel_pitch', got 'logmel'"):
         config_validation.validate_config(config)
+
+
+def test_the_track_diagnostic_needs_corpora_or_tasks(capsys):
+    from benchmarks import track_functionals
+    for argv in (["--data_dir=D", "--egemaps_cache=C"],
+                 ["--data_dir=D", "--egemaps_cache=C", "--corpora=a", "--tasks=a:b"]):
+        with pytest.raises(SystemExit):
+            track_functionals.main(argv)
+        assert "give --corpora (held-out speakers) or --tasks (across corpora)" \
+            in capsys.readouterr().err
