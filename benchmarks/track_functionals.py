@@ -62,6 +62,7 @@ def track_table(corpus: PreparedCorpus) -> dict:
 
 
 def in_corpus_lines(args, features) -> list[str]:
+    """Per corpus, one speaker left out at a time."""
     lines = ["UAR leaving one speaker out, logistic regression, the task's four "
              "classes.", "",
              "| corpus | 17 track functionals, per-speaker | the same + utterance length "
@@ -83,6 +84,7 @@ def in_corpus_lines(args, features) -> list[str]:
 
 
 def cross_corpus_lines(args, features) -> list[str]:
+    """Per task, trained on the whole source and scored on the target."""
     tasks = [t.split(":") for t in args.tasks.split(",") if t.strip()]
     tables = {}
     for name in dict.fromkeys(n for task in tasks for n in task):
@@ -135,6 +137,7 @@ def main(argv=None) -> int:
     if args.doc:
         cross_corpus.write_section(args.doc, text, args.section)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
