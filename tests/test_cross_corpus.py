@@ -394,6 +394,7 @@ def test_egemaps_standardises_per_corpus_or_per_speaker():
              "speaker": np.array(["a", "a", "b", "b"]), "emotion": np.array(["x"] * 4)}
     by_speaker = egemaps.standardised(table, "speaker")["x"]
     np.testing.assert_allclose(by_speaker, [[-1, 0], [1, 0], [-1, 0], [1, 0]])
+    assert by_speaker.dtype == np.float64
     column = table["x"][:, 0]
     np.testing.assert_allclose(egemaps.standardised(table, "corpus")["x"][:, 0],
                                (column - column.mean()) / column.std())
