@@ -58,6 +58,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment.freq_masks = 0
     config.augment.freq_width = 8         # widest block, bands
     config.augment.warp = 0.0             # VTLP: bands warped by 1 +- warp; 0: none
+    # The strong view of each target utterance for the consistency loss
+    # (loss.w_consistency; docs/losses.md, section 5): the same kinds of
+    # masks and warp, drawn independently of the source's.
+    config.strong_augment = ml_collections.ConfigDict()
+    config.strong_augment.time_masks = 2
+    config.strong_augment.time_width = 20
+    config.strong_augment.freq_masks = 2
+    config.strong_augment.freq_width = 8
+    config.strong_augment.warp = 0.1
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "tim"
@@ -81,6 +90,13 @@ def get_config() -> ml_collections.ConfigDict:
     # classifier) next to prototype alignment: L_ca = L_proto + w_pseudo L_pseudo.
     config.loss.w_pseudo = 1.0
     config.loss.w_mmd = 1.0
+    # FixMatch-style consistency: a confident target pseudo-label, taken on
+    # the plain view, trains the classifier on a masked and warped view of
+    # the same utterance (config.strong_augment); 0: off.
+    config.loss.w_consistency = 0.0
+    # Diversity: KL of the target batch's mean posterior from uniform, so
+    # self-training cannot collapse the target onto a few classes; 0: off.
+    config.loss.w_diversity = 0.0
     # DANN (Ganin et al. 2016): a corpus discriminator on e behind a gradient
     # reversal; a baseline, not part of Emo-DNA (docs/losses.md, section 10).
     config.loss.w_dann = 0.0

@@ -121,22 +121,24 @@ def spec_augment(settings: SpecAugment, rng, frames: jax.Array,
     return jnp.where(hidden, jnp.zeros((), frames.dtype), frames)
 
 
-def from_config(config, features, num_tracks: int | None = None) -> SpecAugment:
-    """The settings of ``config.augment`` for frames made with ``features``
-    (a data_prep FeatureConfig); a config saved before a setting existed
-    leaves it off.  ``num_tracks``: values at the end of a frame that are
-    not bands (default the features' own tracks; more when the pipeline
-    appends utterance statistics)."""
+def from_config(config, features, num_tracks: int | None = None,
+                block: str = "augment") -> SpecAugment:
+    """The settings of ``config.<block>`` (``augment``: the source's;
+    ``strong_augment``: the target's strong view) for frames made with
+    ``features`` (a data_prep FeatureConfig); a config saved before a
+    setting existed leaves it off.  ``num_tracks``: values at the end of a
+    frame that are not bands (default the features' own tracks; more when
+    the pipeline appends utterance statistics)."""
     num_tracks = features.num_tracks if num_tracks is None else num_tracks
-    a = config.get("augment")
+    a = config.get(block)
     if a is None:
         return SpecAugment(0, 0, 0, 0, num_tracks)
     warp = float(a.get("warp", 0.0))
     band_hz = ()
     if warp > 0:
         if features.kind not in ("logmel", "logmel_pitch"):
-            raise ValueError(f"augment.warp: needs mel bands, but the corpus's "
-                             f"features are {features.kind!r}; set augment.warp=0")
+            raise ValueError(f"{block}.warp: needs mel bands, but the corpus's "
+                             f"features are {features.kind!r}; set {block}.warp=0")
         band_hz = tuple(float(f) for f in features.band_hz())
     return SpecAugment(a.time_masks, a.time_width, a.freq_masks, a.freq_width,
                        num_tracks, warp, band_hz)

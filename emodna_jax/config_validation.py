@@ -48,12 +48,19 @@ def validate_config(config):
     _choice("data.feature", config.data.feature, FEATURE_KINDS)
     _choice("data.normalization", config.data.normalization,
             NORMALIZATIONS)
-    for key, value in config.get("augment", {}).items():
-        if key == "warp":
-            if not 0 <= value < 0.5:
-                _fail("augment.warp", f"must be in [0, 0.5), got {value!r}")
-        elif not isinstance(value, int) or value < 0:
-            _fail(f"augment.{key}", f"must be an integer >= 0, got {value!r}")
+    for block in ("augment", "strong_augment"):
+        for key, value in config.get(block, {}).items():
+            if key == "warp":
+                if not 0 <= value < 0.5:
+                    _fail(f"{block}.warp", f"must be in [0, 0.5), got {value!r}")
+            elif not isinstance(value, int) or value < 0:
+                _fail(f"{block}.{key}", f"must be an integer >= 0, got {value!r}")
+    if config.loss.get("w_consistency", 0.0) > 0:
+        strong = config.get("strong_augment", {})
+        if not (strong.get("time_masks", 0) or strong.get("freq_masks", 0)
+                or strong.get("warp", 0.0)):
+            _fail("loss.w_consistency", "needs a strong view: strong_augment has "
+                  "no masks and no warp, so both views would be the same")
     if not isinstance(config.data.cache_mib, (int, float)) or config.data.cache_mib < 0:
         _fail("data.cache_mib", f"must be a number >= 0, got {config.data.cache_mib!r}")
     if config.data.get("utterance_stats", False) and config.data.feature != "logmel_pitch":

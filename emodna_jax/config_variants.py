@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ml_collections
 
-ADAPTATION_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann")
+ADAPTATION_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
+                      "w_diversity")
 
 
 def adapts(config) -> bool:
     """True when any loss reads target data."""
-    return any(config.loss[w] > 0 for w in ADAPTATION_WEIGHTS)
+    return any(config.loss.get(w, 0.0) > 0 for w in ADAPTATION_WEIGHTS)
 
 
 def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -57,7 +58,7 @@ def msac_sernet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # Emo-DNA and the methods it is measured against (configs/cross_corpus.py
 # and configs/ablation.py take one as their argument).
 METHODS = ("emodna", "source_only", "dan", "dann", "no_cd", "no_ca", "no_mmd",
-           "no_cor")
+           "no_cor", "no_consistency", "no_diversity")
 
 
 def with_method(config: ml_collections.ConfigDict, method: str
@@ -65,7 +66,8 @@ def with_method(config: ml_collections.ConfigDict, method: str
     """``config`` (Emo-DNA) turned into ``method``'s variant: ``source_only``
     (no target loss), ``dan`` (MMD alone, Long et al. 2015), ``dann`` (a
     corpus discriminator behind a gradient reversal, Ganin et al. 2016), or
-    Emo-DNA without one loss (``no_cd``, ``no_ca``, ``no_mmd``, ``no_cor``)."""
+    Emo-DNA without one loss (``no_cd``, ``no_ca``, ``no_mmd``, ``no_cor``,
+    ``no_consistency``, ``no_diversity``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
     if method in ("source_only", "dan", "dann"):
@@ -83,7 +85,8 @@ def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The same run with every target-side loss switched off."""
     config = ml_collections.ConfigDict(config.to_dict())
     for weight in ADAPTATION_WEIGHTS:
-        config.loss[weight] = 0.0
+        if weight in config.loss:  # a config saved before a weight existed
+            config.loss[weight] = 0.0
     config.compare_source_only = False
     return config
 

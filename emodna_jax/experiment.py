@@ -37,6 +37,7 @@ class Experiment:
     optimizer: optax.GradientTransformation
     objective: objective_lib.ObjectiveConfig
     augment: augment_lib.SpecAugment
+    strong_augment: augment_lib.SpecAugment
 
     @property
     def classes(self) -> list[str]:
@@ -121,7 +122,10 @@ def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
                       optimizer=create_optimizer(config),
                       objective=objective_config(config, len(config.data.classes), specs),
                       augment=augment_lib.from_config(
-                          config, source.corpus.feature_config, num_tracks))
+                          config, source.corpus.feature_config, num_tracks),
+                      strong_augment=augment_lib.from_config(
+                          config, target.corpus.feature_config, num_tracks,
+                          block="strong_augment"))
 
 
 def single_device() -> step_lib.Parallel:

@@ -353,6 +353,25 @@ def class_alignment_loss(z_target: Array, pseudo_labels: Array, mask: Array,
     return cross_entropy(cosines / temperature, pseudo_labels, mask=mask)
 
 
+def prediction_diversity(logits: Array) -> Array:
+    """KL(mean posterior of the batch || uniform) = log C - H(mean_i p_i).
+
+    0 when the batch's predictions are spread evenly over the classes, log C
+    when one class takes them all: self-training's guard against collapsing
+    onto a few classes (the diversity term of information maximisation,
+    Liang et al. 2020).  The mean is over rows, so single rows stay free to
+    be confident.
+
+    Args:
+      logits: [B, C] posterior logits of the (target) batch.
+    Returns:
+      Scalar >= 0.
+    """
+    mean = jnp.mean(jax.nn.softmax(_f32(logits), axis=-1), axis=0)
+    entropy = -jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-12)))
+    return jnp.log(jnp.float32(logits.shape[-1])) - entropy
+
+
 # ----------------------------------------------------------------------------
 # Corpus-level alignment: multi-kernel MMD.
 

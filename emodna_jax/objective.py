@@ -4,7 +4,8 @@ Pure arrays in, loss out: this module knows the weights and how the losses of
 ``losses.py`` combine (docs/losses.md), and nothing about devices; the step
 hands it the gathered global batch (docs/losses.md, section 8).
 
-Total:  L_cls + w_cor L_cor + r(t) (w_cd L_cd + w_ca L_ca + w_mmd L_mmd)
+Total:  L_cls + w_cor L_cor
+        + r(t) (w_cd L_cd + w_ca L_ca + w_con L_con + w_div L_div + w_mmd L_mmd)
         + w_dann L_dann + sum over MSAC attributes of w_a L_a,
 where L_dann (the DANN baseline) is ramped by its gradient reversal instead.
 A zero weight removes its loss from the compiled graph (weights are static).
@@ -44,6 +45,8 @@ class ObjectiveConfig:
     w_pseudo: float
     w_mmd: float
     w_dann: float
+    w_consistency: float
+    w_diversity: float
     temperature_cd: float
     temperature_ca: float
     threshold_momentum: float
@@ -62,13 +65,13 @@ class ObjectiveConfig:
 
     @property
     def needs_pseudo_labels(self) -> bool:
-        return self.w_cd > 0 or self.w_ca > 0
+        return self.w_cd > 0 or self.w_ca > 0 or self.w_consistency > 0
 
     @property
     def uses_target(self) -> bool:
         """False for source-only training: target batches are never run."""
         return (self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
-                or self.w_dann > 0
+                or self.w_dann > 0 or self.w_diversity > 0
                 or any(name == "corpus" for name, _, _ in self.attributes))
 
     @property
@@ -171,7 +174,9 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
       cfg: static settings.
       outputs: model outputs for the concatenated batch [source; target]
         (``logits``, ``corpus_logits``, ``e``, ``z_e``, ``z_c``), 2N rows, or
-        N rows (source only) when ``cfg.uses_target`` is False.
+        N rows (source only) when ``cfg.uses_target`` is False; with
+        ``w_consistency``, also ``strong_logits``: [N] target rows' logits
+        of their strong view.
       source_labels: [N] task labels of the source rows.
       adapt: threshold and prototype state before this step.
       step: the step number (for the ramp).
@@ -257,6 +262,23 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
             l_pseudo = jnp.float32(0.0)
         adaptation += cfg.w_ca * l_ca
         metrics.update(loss_ca=l_ca, loss_proto=l_proto, loss_pseudo=l_pseudo)
+
+    if cfg.w_consistency > 0:
+        # FixMatch/FreeMatch: the label comes from the plain view, the
+        # gradient from the strong one, so the classifier learns what the
+        # target's confident utterances keep under masking and warping
+        # instead of re-fitting its own posteriors.
+        l_con = losses.cross_entropy(
+            _training_logits(cfg, outputs["strong_logits"], pseudo), pseudo,
+            mask=confident)
+        adaptation += cfg.w_consistency * l_con
+        metrics["loss_consistency"] = l_con
+
+    if cfg.w_diversity > 0:
+        l_div = losses.prediction_diversity(
+            _classifier_logits(cfg, outputs["logits"][n:]))
+        adaptation += cfg.w_diversity * l_div
+        metrics["loss_diversity"] = l_div
 
     if cfg.w_mmd > 0:
         l_mmd = losses.mmd2(outputs["e"][:n].astype(jnp.float32),

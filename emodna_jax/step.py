@@ -36,6 +36,7 @@ AXIS = "batch"
 # Folded into a step's random key for the augmentation masks, so that they
 # draw from their own stream and the dropout stream stays what it was.
 AUGMENT_STREAM = 0x5bec
+STRONG_STREAM = 0x57e0  # the target's strong view (consistency loss)
 OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
 
 
@@ -71,7 +72,8 @@ def _all_finite(tree) -> jax.Array:
 def make_train_step(model, tx: optax.GradientTransformation,
                     cfg: objective_lib.ObjectiveConfig, *,
                     axis_name: str | None, sum_gradients: bool,
-                    augment: augment_lib.SpecAugment | None = None) -> Callable:
+                    augment: augment_lib.SpecAugment | None = None,
+                    strong_augment: augment_lib.SpecAugment | None = None) -> Callable:
     """The per-device step ``(state, batch) -> (state, metrics)``.
 
     Args:
@@ -85,11 +87,18 @@ def make_train_step(model, tx: optax.GradientTransformation,
       augment: SpecAugment masks for the labelled (source) rows, or None.
         Target rows are left whole: they feed pseudo-labels and the corpus
         statistics, which masking would perturb.
+      strong_augment: with ``cfg.w_consistency``, the masks and warp of a
+        second, strong view of the target rows, run in the same forward
+        pass; only the consistency loss reads its logits.
 
     A step whose loss or gradients are not finite leaves the state unchanged
     (apart from the step counter) and reports ``finite = 0`` in the metrics,
     so the train loop can stop with the last good state intact.
     """
+
+    if cfg.w_consistency > 0 and (strong_augment is None or not strong_augment.enabled):
+        raise ValueError(f"w_consistency={cfg.w_consistency} needs a strong view: "
+                         "strong_augment with masks or a warp")
 
     def step_fn(state: TrainState, batch: dict):
         n_local = batch["src_frames"].shape[0]
@@ -102,17 +111,23 @@ def make_train_step(model, tx: optax.GradientTransformation,
                 augment, jax.random.fold_in(rng, AUGMENT_STREAM), src_frames,
                 batch["src_mask"])
         if cfg.uses_target:
-            frames = jnp.concatenate([src_frames, batch["tgt_frames"]])
-            mask = jnp.concatenate([batch["src_mask"], batch["tgt_mask"]])
+            parts = [src_frames, batch["tgt_frames"]]
+            masks = [batch["src_mask"], batch["tgt_mask"]]
+            if cfg.w_consistency > 0:
+                parts.append(augment_lib.spec_augment(
+                    strong_augment, jax.random.fold_in(rng, STRONG_STREAM),
+                    batch["tgt_frames"], batch["tgt_mask"]))
+                masks.append(batch["tgt_mask"])
+            frames, mask = jnp.concatenate(parts), jnp.concatenate(masks)
         else:  # source-only: target batches are never run through the model
             frames, mask = src_frames, batch["src_mask"]
 
         def global_view(x):
-            """[source rows of all devices; target rows of all devices]."""
-            if not cfg.uses_target:
-                return _gather(x, axis_name)
-            return jnp.concatenate([_gather(x[:n_local], axis_name),
-                                    _gather(x[n_local:], axis_name)])
+            """[source rows of all devices; target rows of all devices
+            (; their strong views)]: each block of n_local rows gathered."""
+            blocks = x.shape[0] // n_local
+            return jnp.concatenate([_gather(x[i * n_local:(i + 1) * n_local], axis_name)
+                                    for i in range(blocks)])
 
         def loss_fn(params):
             outputs, updates = model.apply(
@@ -122,6 +137,11 @@ def make_train_step(model, tx: optax.GradientTransformation,
                 domain_coefficient=objective_lib.domain_coefficient(cfg, state.step))
             outputs = {k: global_view(outputs[k]) for k in _train_outputs(cfg)}
             labels = _gather(batch["src_label"], axis_name)
+            if cfg.uses_target and cfg.w_consistency > 0:
+                n_global = labels.shape[0]
+                strong = outputs["logits"][2 * n_global:]
+                outputs = {k: v[:2 * n_global] for k, v in outputs.items()}
+                outputs["strong_logits"] = strong
             attribute_labels = {name: _gather(batch[f"src_{name}"], axis_name)
                                 for name in cfg.source_attributes}
             loss, (adapt, metrics) = objective_lib.objective(

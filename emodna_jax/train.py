@@ -198,7 +198,8 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
 
     train_step = parallel.compile_train(step_lib.make_train_step(
         model, built.optimizer, built.objective, axis_name=step_lib.AXIS,
-        sum_gradients=parallel.sum_gradients, augment=built.augment))
+        sum_gradients=parallel.sum_gradients, augment=built.augment,
+        strong_augment=built.strong_augment))
     evaluator = evaluate.Evaluator(model, parallel, config)
     if restored is not None:
         metric_writer.reconcile(workdir, start_step, finished=start_step >= config.steps)

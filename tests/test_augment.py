@@ -90,6 +90,19 @@ def test_a_bad_setting_is_named():
                                          r"\[0, 0\.5\), got 0\.5$"):
         config_validation.validate_config(_config(warp=0.5))
     assert not augment.from_config(_config(), PITCH).enabled  # off by default
+    config = _config()
+    config.strong_augment.freq_masks = -2
+    with pytest.raises(ValueError, match=r"^config\.strong_augment\.freq_masks: must "
+                                         r"be an integer >= 0, got -2$"):
+        config_validation.validate_config(config)
+    config = _config()
+    config.loss.w_consistency = 1.0
+    for key in ("time_masks", "freq_masks"):
+        config.strong_augment[key] = 0
+    config.strong_augment.warp = 0.0
+    with pytest.raises(ValueError, match=r"^config\.loss\.w_consistency: needs a "
+                                         r"strong view"):
+        config_validation.validate_config(config)
 
 
 PITCH = features.FeatureConfig(kind="logmel_pitch", n_mels=VALUES - TRACKS)

@@ -614,3 +614,19 @@ def test_prototype_agreement_hand_worked():
     np.testing.assert_array_equal(
         losses.prototype_agreement(features, prototypes, pseudo),
         [True, False, False, True])
+
+
+def test_prediction_diversity_is_the_kl_of_the_mean_posterior_from_uniform():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(6, 4)).astype(np.float32)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    mean = p.mean(0)
+    want = float(np.sum(mean * np.log(mean / 0.25)))
+    assert float(losses.prediction_diversity(logits)) == pytest.approx(want, rel=1e-5)
+    # Rows confident in different classes, evenly: no penalty at all.
+    spread = 30.0 * np.eye(4, dtype=np.float32)
+    assert float(losses.prediction_diversity(spread)) == pytest.approx(0.0, abs=1e-6)
+    # Every row confident in one class: the whole log C.
+    collapsed = np.tile(30.0 * np.eye(4, dtype=np.float32)[:1], (4, 1))
+    assert float(losses.prediction_diversity(collapsed)) == pytest.approx(np.log(4), rel=1e-5)

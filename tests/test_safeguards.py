@@ -104,3 +104,27 @@ def test_class_alignment_weighs_its_self_training_term(w_pseudo):
     want = float(metrics["loss_proto"]) + w_pseudo * l_pseudo
     assert float(metrics["loss_ca"]) == pytest.approx(want, rel=1e-5)
     assert float(total) == pytest.approx(float(metrics["loss_cls"]) + want, rel=1e-5)
+
+
+def test_consistency_trains_the_strong_view_on_the_plain_views_labels():
+    """L_con: the pseudo-labels and the confident rows come from the plain
+    target logits, the cross-entropy from the strong view's (numpy here)."""
+    outputs, labels = _batch(n=8, seed=3)
+    n = labels.shape[0]
+    strong = np.random.default_rng(7).normal(size=(n, 3)).astype(np.float32)
+    outputs["strong_logits"] = jnp.asarray(strong)
+    cfg = objective_settings(3, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0, w_ca=0.0,
+                             w_consistency=0.7, threshold_momentum=0.5,
+                             threshold_floor=0.6, use_ramp=False)
+    adapt = objective_lib.AdaptState.create(3, 4)
+    total, (_, metrics) = objective_lib.objective(cfg, outputs, labels, adapt,
+                                                  jnp.int32(5))
+    probs = jax_softmax(outputs["logits"][n:])
+    confident = probs.max(1) >= 0.6  # this batch: the floor decides (above)
+    pseudo = probs.argmax(1)
+    strong_probs = jax_softmax(strong)
+    l_con = -np.mean(np.log(strong_probs[confident, pseudo[confident]]))
+    assert confident.sum() == 7
+    assert float(metrics["loss_consistency"]) == pytest.approx(l_con, rel=1e-5)
+    assert float(total) == pytest.approx(
+        float(metrics["loss_cls"]) + 0.7 * l_con, rel=1e-5)

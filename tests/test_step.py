@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from emodna_jax import augment as augment_lib
 from emodna_jax import objective as objective_lib
 from tests.conftest import objective_settings
 from emodna_jax import step as step_lib
@@ -59,14 +60,14 @@ def initial_state(model, tx):
         rng=jax.random.key_data(jax.random.key(1)))
 
 
-def run(mode, num_devices, cfg, batches):
+def run(mode, num_devices, cfg, batches, strong_augment=None):
     model, tx = make_model(), optax.adam(1e-2)
     mesh = jax.make_mesh((num_devices,), (step_lib.AXIS,),
                          devices=jax.devices()[:num_devices])
     parallel = step_lib.Parallel(mode, mesh)
     train_step = parallel.compile_train(step_lib.make_train_step(
         model, tx, cfg, axis_name=step_lib.AXIS,
-        sum_gradients=parallel.sum_gradients))
+        sum_gradients=parallel.sum_gradients, strong_augment=strong_augment))
     state = parallel.put_replicated(initial_state(model, tx))
     history = []
     for batch in batches:
@@ -100,6 +101,28 @@ def test_every_device_count_and_mode_matches_one_device(reference, mode, num_dev
             np.testing.assert_allclose(g[key], w[key], atol=1e-5)
 
 
+# Masks of width 0: a "strong" view identical to the plain one, so that what
+# the step does with the third block of rows can be checked exactly.
+IDENTITY_VIEW = augment_lib.SpecAugment(time_masks=1, time_width=0,
+                                        freq_masks=1, freq_width=0)
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_strong_view_rows_are_gathered_like_the_others(mode):
+    """With an identical strong view, the consistency loss is the
+    self-training loss (same logits, labels and rows), on 1 and 8 devices
+    alike: the third block of rows is gathered and split as the step says."""
+    cfg = objective_config(w_consistency=1.0, w_pseudo=1.0)
+    batches = make_batches(2)
+    one, one_metrics = run("shard_map", 1, cfg, batches, IDENTITY_VIEW)
+    eight, eight_metrics = run(mode, 8, cfg, batches, IDENTITY_VIEW)
+    assert_trees_close(eight.params, one.params, atol=1e-5)
+    for metrics in one_metrics + eight_metrics:
+        assert metrics["confident_fraction"] > 0
+        np.testing.assert_allclose(metrics["loss_consistency"],
+                                   metrics["loss_pseudo"], rtol=1e-5)
+
+
 def test_the_step_actually_trains(reference):
     batches, (state, history) = reference
     assert all(m["finite"] == 1.0 for m in history)
@@ -130,13 +153,14 @@ def plain_classifier_step(model, tx):
     return step_fn
 
 
-def compiled_flops(cfg=None):
+def compiled_flops(cfg=None, strong_augment=None):
     model, tx = make_model(), optax.adam(1e-2)
     parallel = step_lib.Parallel("shard_map", jax.make_mesh(
         (1,), (step_lib.AXIS,), devices=jax.devices()[:1]))
     step_fn = (plain_classifier_step(model, tx) if cfg is None else
                step_lib.make_train_step(model, tx, cfg, axis_name=step_lib.AXIS,
-                                        sum_gradients=False))
+                                        sum_gradients=False,
+                                        strong_augment=strong_augment))
     state = parallel.put_replicated(initial_state(model, tx))
     batch = parallel.put_batch(make_batches(1)[0])
     fn = parallel.compile_train(step_fn)
@@ -152,6 +176,15 @@ def test_zero_weights_remove_their_losses_from_the_graph():
     # guard add a few elementwise ops); each switched-on loss adds compute.
     assert source_only <= 1.05 * plain
     assert source_only < mmd_only < full
+    # The strong view is a third block of rows through the model.
+    assert compiled_flops(objective_config(w_consistency=1.0), IDENTITY_VIEW) > 1.3 * full
+
+
+def test_consistency_without_a_strong_view_is_refused():
+    with pytest.raises(ValueError, match="w_consistency=1.0 needs a strong view"):
+        step_lib.make_train_step(make_model(), optax.adam(1e-2),
+                                 objective_config(w_consistency=1.0),
+                                 axis_name=step_lib.AXIS, sum_gradients=False)
 
 
 def test_non_finite_step_leaves_the_state_unchanged(reference):
