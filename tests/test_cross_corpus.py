@@ -149,7 +149,8 @@ def test_main_reports_an_unprepared_corpus_in_one_line(emotion_sets, tmp_path):
 
 
 def test_methods_set_exactly_their_losses():
-    weights = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann")
+    weights = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
+               "w_diversity")
 
     def on(method):
         config = cross_corpus.get_config(f"a,b,{method}")
@@ -158,8 +159,9 @@ def test_methods_set_exactly_their_losses():
     assert on("source_only") == set()
     assert on("dan") == {"w_mmd"}
     assert on("dann") == {"w_dann"}
-    assert on("emodna") == {"w_cor", "w_cd", "w_ca", "w_mmd"}
-    assert on("no_ca") == {"w_cor", "w_cd", "w_mmd"}
+    assert on("emodna") == {"w_cor", "w_cd", "w_ca", "w_mmd", "w_diversity"}
+    assert on("no_ca") == {"w_cor", "w_cd", "w_mmd", "w_diversity"}
+    assert on("no_diversity") == {"w_cor", "w_cd", "w_ca", "w_mmd"}
     assert cross_corpus.get_config("a,b").method == "emodna"
     with pytest.raises(ValueError, match="unknown method 'mdd'"):
         cross_corpus.get_config("a,b,mdd")
