@@ -61,12 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
     # The strong view of each target utterance for the consistency loss
     # (loss.w_consistency; docs/losses.md, section 5): the same kinds of
     # masks and warp, drawn independently of the source's.
-    config.strong_augment = ml_collections.ConfigDict()
-    config.strong_augment.time_masks = 2
-    config.strong_augment.time_width = 20
-    config.strong_augment.freq_masks = 2
-    config.strong_augment.freq_width = 8
-    config.strong_augment.warp = 0.1
+    config.strong_augment = ml_collections.ConfigDict(config.augment.to_dict())
+    config.strong_augment.update(time_masks=2, freq_masks=2, warp=0.1)
 
     config.model = ml_collections.ConfigDict()
     config.model.backbone = "tim"

@@ -85,46 +85,49 @@ def test_distribution_alignment_gives_a_starved_class_its_pseudo_labels():
     assert np.asarray(aligned[0]).tolist() == [True, True]
 
 
-@pytest.mark.parametrize("w_pseudo", [0.0, 0.4])
-def test_class_alignment_weighs_its_self_training_term(w_pseudo):
-    """L_ca = L_proto + w_pseudo L_pseudo, with L_pseudo the cross-entropy of
-    the confident target rows against their pseudo-labels (numpy here)."""
-    outputs, labels = _batch(n=8, seed=3)
+def _on_the_floor_batch(outputs, labels, **weights):
+    """The objective on ``_batch(n=8, seed=3)`` with only the floor (0.6)
+    selecting, and the numpy selection: (total, metrics, target
+    posteriors, confident rows, pseudo-labels)."""
     n = labels.shape[0]
-    cfg = objective_settings(3, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0, w_ca=1.0,
-                             w_pseudo=w_pseudo, threshold_momentum=0.5,
-                             threshold_floor=0.6, use_ramp=False)
+    cfg = objective_settings(3, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0,
+                             threshold_momentum=0.5, threshold_floor=0.6,
+                             use_ramp=False, **weights)
     adapt = objective_lib.AdaptState.create(3, 4)
     total, (_, metrics) = objective_lib.objective(cfg, outputs, labels, adapt,
                                                   jnp.int32(5))
     probs = jax_softmax(outputs["logits"][n:])
     confident = probs.max(1) >= 0.6  # this batch: the floor decides (above)
-    pseudo = probs.argmax(1)
+    return total, metrics, probs, confident, probs.argmax(1)
+
+
+@pytest.mark.parametrize("w_pseudo", [0.0, 0.4])
+def test_class_alignment_weighs_its_self_training_term(w_pseudo):
+    """L_ca = L_proto + w_pseudo L_pseudo, with L_pseudo the cross-entropy of
+    the confident target rows against their pseudo-labels (numpy here)."""
+    outputs, labels = _batch(n=8, seed=3)
+    total, metrics, probs, confident, pseudo = _on_the_floor_batch(
+        outputs, labels, w_ca=1.0, w_pseudo=w_pseudo)
     l_pseudo = -np.mean(np.log(probs[confident, pseudo[confident]]))
     want = float(metrics["loss_proto"]) + w_pseudo * l_pseudo
     assert float(metrics["loss_ca"]) == pytest.approx(want, rel=1e-5)
     assert float(total) == pytest.approx(float(metrics["loss_cls"]) + want, rel=1e-5)
 
 
-def test_consistency_trains_the_strong_view_on_the_plain_views_labels():
+def test_consistency_and_diversity_against_numpy():
     """L_con: the pseudo-labels and the confident rows come from the plain
-    target logits, the cross-entropy from the strong view's (numpy here)."""
+    target logits, the cross-entropy from the strong view's.  L_div: the KL
+    of the plain view's mean target posterior from uniform."""
     outputs, labels = _batch(n=8, seed=3)
-    n = labels.shape[0]
-    strong = np.random.default_rng(7).normal(size=(n, 3)).astype(np.float32)
+    strong = np.random.default_rng(7).normal(size=(8, 3)).astype(np.float32)
     outputs["strong_logits"] = jnp.asarray(strong)
-    cfg = objective_settings(3, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0, w_ca=0.0,
-                             w_consistency=0.7, threshold_momentum=0.5,
-                             threshold_floor=0.6, use_ramp=False)
-    adapt = objective_lib.AdaptState.create(3, 4)
-    total, (_, metrics) = objective_lib.objective(cfg, outputs, labels, adapt,
-                                                  jnp.int32(5))
-    probs = jax_softmax(outputs["logits"][n:])
-    confident = probs.max(1) >= 0.6  # this batch: the floor decides (above)
-    pseudo = probs.argmax(1)
-    strong_probs = jax_softmax(strong)
-    l_con = -np.mean(np.log(strong_probs[confident, pseudo[confident]]))
+    total, metrics, probs, confident, pseudo = _on_the_floor_batch(
+        outputs, labels, w_ca=0.0, w_consistency=0.7, w_diversity=0.3)
+    l_con = -np.mean(np.log(jax_softmax(strong)[confident, pseudo[confident]]))
+    mean = probs.mean(0)
+    l_div = float(np.sum(mean * np.log(3 * mean)))
     assert confident.sum() == 7
     assert float(metrics["loss_consistency"]) == pytest.approx(l_con, rel=1e-5)
+    assert float(metrics["loss_diversity"]) == pytest.approx(l_div, rel=1e-4)
     assert float(total) == pytest.approx(
-        float(metrics["loss_cls"]) + 0.7 * l_con, rel=1e-5)
+        float(metrics["loss_cls"]) + 0.7 * l_con + 0.3 * l_div, rel=1e-5)
