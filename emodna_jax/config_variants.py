@@ -10,7 +10,7 @@ ADAPTATION_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency
 
 def adapts(config) -> bool:
     """True when any loss reads target data."""
-    return any(config.loss.get(w, 0.0) > 0 for w in ADAPTATION_WEIGHTS)
+    return any(config.loss[w] > 0 for w in ADAPTATION_WEIGHTS)
 
 
 def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -90,8 +90,7 @@ def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The same run with every target-side loss switched off."""
     config = ml_collections.ConfigDict(config.to_dict())
     for weight in ADAPTATION_WEIGHTS:
-        if weight in config.loss:  # a config saved before a weight existed
-            config.loss[weight] = 0.0
+        config.loss[weight] = 0.0
     config.compare_source_only = False
     return config
 

@@ -123,11 +123,11 @@ def make_train_step(model, tx: optax.GradientTransformation,
             frames, mask = src_frames, batch["src_mask"]
 
         def global_view(x):
-            """[source rows of all devices; target rows of all devices
-            (; their strong views)]: each block of n_local rows gathered."""
-            blocks = x.shape[0] // n_local
-            return jnp.concatenate([_gather(x[i * n_local:(i + 1) * n_local], axis_name)
-                                    for i in range(blocks)])
+            """[source rows of all devices; target rows of all devices]."""
+            if not cfg.uses_target:
+                return _gather(x, axis_name)
+            return jnp.concatenate([_gather(x[:n_local], axis_name),
+                                    _gather(x[n_local:2 * n_local], axis_name)])
 
         def loss_fn(params):
             outputs, updates = model.apply(
@@ -135,13 +135,12 @@ def make_train_step(model, tx: optax.GradientTransformation,
                 mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng},
                 grl_coefficient=objective_lib.grl_coefficient(cfg, state.step),
                 domain_coefficient=objective_lib.domain_coefficient(cfg, state.step))
-            outputs = {k: global_view(outputs[k]) for k in _train_outputs(cfg)}
+            gathered = {k: global_view(outputs[k]) for k in _train_outputs(cfg)}
+            if cfg.w_consistency > 0:  # of the strong view, only its logits are read
+                gathered["strong_logits"] = _gather(outputs["logits"][2 * n_local:],
+                                                    axis_name)
+            outputs = gathered
             labels = _gather(batch["src_label"], axis_name)
-            if cfg.uses_target and cfg.w_consistency > 0:
-                n_global = labels.shape[0]
-                strong = outputs["logits"][2 * n_global:]
-                outputs = {k: v[:2 * n_global] for k, v in outputs.items()}
-                outputs["strong_logits"] = strong
             attribute_labels = {name: _gather(batch[f"src_{name}"], axis_name)
                                 for name in cfg.source_attributes}
             loss, (adapt, metrics) = objective_lib.objective(
