@@ -78,9 +78,12 @@ def create_optimizer(config) -> optax.GradientTransformation:
         init_value=0.0, peak_value=config.optim.learning_rate,
         warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
         decay_steps=max(config.steps, 1))
-    tx = optax.chain(
+    # Flattened: clipping and AdamW run on one vector instead of once per
+    # parameter array (about a hundred), which cuts the compiled program and
+    # its compile time; per element the arithmetic is the same.
+    tx = optax.flatten(optax.chain(
         optax.clip_by_global_norm(config.optim.grad_clip),
-        optax.adamw(schedule, weight_decay=config.optim.weight_decay))
+        optax.adamw(schedule, weight_decay=config.optim.weight_decay)))
     return msac.scale_head_updates(tx, config.msac.head_lr_multiplier)
 
 

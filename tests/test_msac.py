@@ -167,6 +167,39 @@ def test_head_learning_rate_multiplier_scales_only_attribute_heads():
     assert np.abs(updates[1.0]["speaker_head"]["w"]).min() > 0
 
 
+def test_the_flattened_optimizer_updates_as_the_per_array_chain():
+    """create_optimizer runs clipping and AdamW on one flat vector; per array
+    with optax's own chain, the same gradients give the same updates,
+    including a step where the global norm clips."""
+    import optax
+    from configs import default
+    from emodna_jax import experiment
+    config = default.get_config()
+    config.optim.grad_clip = 1.0
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=config.optim.learning_rate,
+        warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
+        decay_steps=config.steps)
+    per_array = optax.chain(
+        optax.clip_by_global_norm(config.optim.grad_clip),
+        optax.adamw(schedule, weight_decay=config.optim.weight_decay))
+    flat = experiment.create_optimizer(config)
+    rng = np.random.default_rng(0)
+    params = {"a": {"w": rng.normal(size=(3, 4)).astype(np.float32)},
+              "b": rng.normal(size=5).astype(np.float32)}
+    states = [per_array.init(params), flat.init(params)]
+    assert len(jax.tree.leaves(states[1])) < len(jax.tree.leaves(states[0]))
+    for scale in (0.1, 10.0, 0.5):  # 10: a global norm far above grad_clip
+        grads = jax.tree.map(lambda p: scale * rng.normal(size=p.shape).astype(np.float32),
+                             params)
+        (u_ref, states[0]), (u_flat, states[1]) = (
+            tx.update(grads, state, params)
+            for tx, state in zip((per_array, flat), states))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9),
+                     u_ref, u_flat)
+        params = optax.apply_updates(params, u_ref)
+
+
 @pytest.mark.parametrize("name", ["msac_single_corpus", "msac_cross_corpus"])
 def test_msac_configs_are_valid_and_train_msac_sernet_without_adaptation(name):
     import importlib
