@@ -72,12 +72,17 @@ class Experiment:
             jax.sharding.NamedSharding(self.parallel.mesh, jax.sharding.PartitionSpec()))
 
 
-def create_optimizer(config) -> optax.GradientTransformation:
-    """AdamW with linear warm-up and cosine decay, after global-norm clipping."""
-    schedule = optax.warmup_cosine_decay_schedule(
+def learning_rate_schedule(config) -> optax.Schedule:
+    """Linear warm-up (at most half of training), then cosine decay to 0."""
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=config.optim.learning_rate,
         warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
         decay_steps=max(config.steps, 1))
+
+
+def create_optimizer(config) -> optax.GradientTransformation:
+    """AdamW on ``learning_rate_schedule``, after global-norm clipping."""
+    schedule = learning_rate_schedule(config)
     # Flattened: clipping and AdamW run on one vector instead of once per
     # parameter array (about a hundred), which cuts the compiled program and
     # its compile time; per element the arithmetic is the same.

@@ -176,13 +176,10 @@ def test_the_flattened_optimizer_updates_as_the_per_array_chain():
     from emodna_jax import experiment
     config = default.get_config()
     config.optim.grad_clip = 1.0
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.optim.learning_rate,
-        warmup_steps=min(config.optim.warmup_steps, config.steps // 2),
-        decay_steps=config.steps)
     per_array = optax.chain(
         optax.clip_by_global_norm(config.optim.grad_clip),
-        optax.adamw(schedule, weight_decay=config.optim.weight_decay))
+        optax.adamw(experiment.learning_rate_schedule(config),
+                    weight_decay=config.optim.weight_decay))
     flat = experiment.create_optimizer(config)
     rng = np.random.default_rng(0)
     params = {"a": {"w": rng.normal(size=(3, 4)).astype(np.float32)},
