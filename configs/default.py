@@ -93,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Diversity: KL of the target batch's mean posterior from uniform, so
     # self-training cannot collapse the target onto a few classes; 0: off.
     config.loss.w_diversity = 0.0
+    # Entropy: the mean entropy of the target rows' posteriors, information
+    # maximisation's other half (docs/losses.md, section 5); 0: off.
+    config.loss.w_entropy = 0.0
     # DANN (Ganin et al. 2016): a corpus discriminator on e behind a gradient
     # reversal; a baseline, not part of Emo-DNA (docs/losses.md, section 10).
     config.loss.w_dann = 0.0

@@ -47,6 +47,7 @@ class ObjectiveConfig:
     w_dann: float
     w_consistency: float
     w_diversity: float
+    w_entropy: float
     temperature_cd: float
     temperature_ca: float
     threshold_momentum: float
@@ -71,7 +72,7 @@ class ObjectiveConfig:
     def uses_target(self) -> bool:
         """False for source-only training: target batches are never run."""
         return (self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
-                or self.w_dann > 0 or self.w_diversity > 0
+                or self.w_dann > 0 or self.w_diversity > 0 or self.w_entropy > 0
                 or any(name == "corpus" for name, _, _ in self.attributes))
 
     @property
@@ -279,6 +280,12 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
             _classifier_logits(cfg, outputs["logits"][n:]))
         adaptation += cfg.w_diversity * l_div
         metrics["loss_diversity"] = l_div
+
+    if cfg.w_entropy > 0:
+        l_ent = losses.prediction_entropy(
+            _classifier_logits(cfg, outputs["logits"][n:]))
+        adaptation += cfg.w_entropy * l_ent
+        metrics["loss_entropy"] = l_ent
 
     if cfg.w_mmd > 0:
         l_mmd = losses.mmd2(outputs["e"][:n].astype(jnp.float32),

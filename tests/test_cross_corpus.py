@@ -150,7 +150,7 @@ def test_main_reports_an_unprepared_corpus_in_one_line(emotion_sets, tmp_path):
 
 def test_methods_set_exactly_their_losses():
     weights = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
-               "w_diversity")
+               "w_diversity", "w_entropy")
 
     def on(method):
         config = cross_corpus.get_config(f"a,b,{method}")

@@ -114,20 +114,25 @@ def test_class_alignment_weighs_its_self_training_term(w_pseudo):
     assert float(total) == pytest.approx(float(metrics["loss_cls"]) + want, rel=1e-5)
 
 
-def test_consistency_and_diversity_against_numpy():
+def test_consistency_diversity_and_entropy_against_numpy():
     """L_con: the pseudo-labels and the confident rows come from the plain
     target logits, the cross-entropy from the strong view's.  L_div: the KL
-    of the plain view's mean target posterior from uniform."""
+    of the plain view's mean target posterior from uniform.  L_ent: the mean
+    entropy of the plain view's target posteriors, every row counted."""
     outputs, labels = _batch(n=8, seed=3)
     strong = np.random.default_rng(7).normal(size=(8, 3)).astype(np.float32)
     outputs["strong_logits"] = jnp.asarray(strong)
     total, metrics, probs, confident, pseudo = _on_the_floor_batch(
-        outputs, labels, w_ca=0.0, w_consistency=0.7, w_diversity=0.3)
+        outputs, labels, w_ca=0.0, w_consistency=0.7, w_diversity=0.3,
+        w_entropy=0.2)
     l_con = -np.mean(np.log(jax_softmax(strong)[confident, pseudo[confident]]))
     mean = probs.mean(0)
     l_div = float(np.sum(mean * np.log(3 * mean)))
+    l_ent = float(-np.mean(np.sum(probs * np.log(probs), axis=1)))
     assert confident.sum() == 7
     assert float(metrics["loss_consistency"]) == pytest.approx(l_con, rel=1e-5)
     assert float(metrics["loss_diversity"]) == pytest.approx(l_div, rel=1e-4)
+    assert float(metrics["loss_entropy"]) == pytest.approx(l_ent, rel=1e-5)
     assert float(total) == pytest.approx(
-        float(metrics["loss_cls"]) + 0.7 * l_con + 0.3 * l_div, rel=1e-5)
+        float(metrics["loss_cls"]) + 0.7 * l_con + 0.3 * l_div + 0.2 * l_ent,
+        rel=1e-5)
