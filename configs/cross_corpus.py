@@ -15,7 +15,7 @@ METHOD (default ``emodna``):
   dan           corpus alignment by multi-kernel MMD only (Long et al. 2015);
   dann          a corpus discriminator on the emotion features behind a
                 gradient reversal (Ganin et al. 2016);
-  no_cd, no_ca, no_mmd, no_cor, no_consistency, no_diversity, no_entropy
+  no_cd, no_ca, no_mmd, no_cor, no_consistency, no_diversity
                 Emo-DNA without one of its losses.
 
 Checkpoints are kept every 50 steps so that ``--mode=evaluate`` can select

@@ -37,10 +37,6 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # suite the adapted models under-predict one high-arousal class
     # (docs/losses.md, section 5; docs/results.md, "Ablation").
     config.loss.w_diversity = 1.0
-    # With the diversity term, information maximisation: every target row is
-    # asked for a confident decision, so the boundary moves into the gaps
-    # between the target's own clusters (docs/losses.md, section 5).
-    config.loss.w_entropy = 1.0
     return config
 
 
@@ -67,7 +63,7 @@ def msac_sernet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # Emo-DNA and the methods it is measured against (configs/cross_corpus.py
 # and configs/ablation.py take one as their argument).
 METHODS = ("emodna", "source_only", "dan", "dann", "no_cd", "no_ca", "no_mmd",
-           "no_cor", "no_consistency", "no_diversity", "no_entropy")
+           "no_cor", "no_consistency", "no_diversity")
 
 
 def with_method(config: ml_collections.ConfigDict, method: str
@@ -76,7 +72,7 @@ def with_method(config: ml_collections.ConfigDict, method: str
     (no target loss), ``dan`` (MMD alone, Long et al. 2015), ``dann`` (a
     corpus discriminator behind a gradient reversal, Ganin et al. 2016), or
     Emo-DNA without one loss (``no_cd``, ``no_ca``, ``no_mmd``, ``no_cor``,
-    ``no_consistency``, ``no_diversity``, ``no_entropy``)."""
+    ``no_consistency``, ``no_diversity``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
     if method in ("source_only", "dan", "dann"):
