@@ -372,7 +372,6 @@ def prediction_diversity(logits: Array) -> Array:
     return jnp.log(jnp.float32(logits.shape[-1])) - entropy
 
 
-
 def prediction_entropy(logits: Array) -> Array:
     """mean_i H(p_i): the mean entropy of the rows' posteriors.
 
@@ -389,6 +388,7 @@ def prediction_entropy(logits: Array) -> Array:
     """
     log_p = jax.nn.log_softmax(_f32(logits), axis=-1)
     return -jnp.mean(jnp.sum(jnp.exp(log_p) * log_p, axis=-1))
+
 
 # ----------------------------------------------------------------------------
 # Corpus-level alignment: multi-kernel MMD.
