@@ -1,0 +1,63 @@
+"""benchmarks/target_clusters.py: the cluster bound, the label-free refinement
+and the guard against predictions of a re-prepared corpus."""
+
+import numpy as np
+import pytest
+
+from benchmarks import target_clusters
+
+
+def _blobs(per_class=30, seed=0):
+    """Four tight blobs 10 apart in 3-d (three axes and the origin); blob k
+    holds class k."""
+    rng = np.random.default_rng(seed)
+    centres = 10.0 * np.eye(4, 3)
+    labels = np.repeat(np.arange(4), per_class)
+    return centres[labels] + 0.1 * rng.normal(size=(len(labels), 3)), labels
+
+
+def test_cluster_bound_reads_clusters_through_the_best_matching():
+    x, labels = _blobs()
+    # k-means numbers its clusters arbitrarily; the matching undoes any order.
+    assert target_clusters.cluster_bound(x, labels, 4) == pytest.approx(1.0)
+    # Two classes sharing one blob: at best one of them is recalled, so
+    # UAR = (1 + 1 + 1 + 0) / 4 whichever clustering splits the other blobs.
+    merged = x.copy()
+    merged[labels == 3] = x[labels == 2]
+    assert target_clusters.cluster_bound(merged, labels, 4) == pytest.approx(0.75)
+
+
+def test_refinement_fixes_scattered_errors_and_keeps_class_order():
+    x, labels = _blobs()
+    rng = np.random.default_rng(1)
+    logits = 2.0 * np.eye(4)[labels] + rng.normal(size=(len(labels), 4))
+    wrong = rng.random(len(labels)) < 0.3          # 30% of the rows point elsewhere
+    logits[wrong] = 2.0 * np.eye(4)[(labels[wrong] + 1) % 4]
+    assert (logits.argmax(1) != labels).mean() > 0.2
+    # The blobs outvote the posteriors' scattered errors, and cluster k starts
+    # (and stays) at class k's posterior-weighted centroid: no relabelling.
+    np.testing.assert_array_equal(target_clusters.refine(x, logits), labels)
+
+
+def test_refinement_follows_the_posteriors_where_the_statistics_carry_nothing():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 25)
+    logits = 5.0 * np.eye(4)[labels]
+    flat = rng.normal(size=(len(labels), 3)) * 1e-3   # one cloud, no classes
+    np.testing.assert_array_equal(target_clusters.refine(flat, logits), labels)
+
+
+def test_predictions_of_a_reprepared_corpus_are_a_clear_error():
+    table = {"emotion": np.array(["angry", "sad", "happy", "neutral"])}
+    stored = {"index": np.array([3, 0, 1]), "label": np.array([0, 1, 3])}
+    classes = ["neutral", "angry", "happy", "sad"]
+    np.testing.assert_array_equal(
+        target_clusters.task_labels(table, stored, classes, "RUN"), [0, 1, 3])
+    with pytest.raises(ValueError, match="RUN: stored target labels do not match"):
+        target_clusters.task_labels(table, dict(stored, label=np.array([0, 1, 2])),
+                                    classes, "RUN")
+
+
+def test_missing_evaluation_names_the_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="summary.json: missing; run --mode=evaluate"):
+        target_clusters.selected_predictions(str(tmp_path))
