@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-ADAPTATION_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
-                      "w_diversity", "w_entropy")
+from emodna_jax.objective import TARGET_LOSS_WEIGHTS as ADAPTATION_WEIGHTS
 
 
 def adapts(config) -> bool:

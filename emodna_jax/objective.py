@@ -23,6 +23,12 @@ from emodna_jax import losses
 from emodna_jax import msac
 
 
+# The weights of the losses that read target data: any of them above 0 makes
+# training adaptive (target batches run through the model).
+TARGET_LOSS_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
+                       "w_diversity", "w_entropy")
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
     """Static settings of the objective (hashable: part of the compiled step).
@@ -71,8 +77,7 @@ class ObjectiveConfig:
     @property
     def uses_target(self) -> bool:
         """False for source-only training: target batches are never run."""
-        return (self.needs_pseudo_labels or self.w_mmd > 0 or self.w_cor > 0
-                or self.w_dann > 0 or self.w_diversity > 0 or self.w_entropy > 0
+        return (any(getattr(self, w) > 0 for w in TARGET_LOSS_WEIGHTS)
                 or any(name == "corpus" for name, _, _ in self.attributes))
 
     @property

@@ -148,9 +148,28 @@ def test_main_reports_an_unprepared_corpus_in_one_line(emotion_sets, tmp_path):
     assert not os.listdir(tmp_path)  # refused before anything was written
 
 
+def test_every_target_loss_and_only_those_send_target_batches():
+    """The step runs target batches (and source-only skips them) by one list
+    of weights, which must name every target loss the objective has."""
+    listed = set(objective_lib.TARGET_LOSS_WEIGHTS)
+    weights = {f for f in objective_lib.ObjectiveConfig.__dataclass_fields__
+               if f.startswith("w_")}
+    # w_pseudo scales a part of class alignment and does nothing without w_ca.
+    assert listed == weights - {"w_pseudo"}
+    none = {w: 0.0 for w in weights}
+    assert not objective_settings(4, 10, **none).uses_target
+    for w in sorted(listed):
+        assert objective_settings(4, 10, **dict(none, **{w: 0.5})).uses_target, w
+        config = cross_corpus.get_config("a,b,source_only")
+        config.loss[w] = 0.5
+        assert config_variants.adapts(config), w
+    assert not config_variants.adapts(cross_corpus.get_config("a,b,source_only"))
+    assert objective_settings(4, 10, **none, attributes=(("corpus", "reverse", 1.0),)
+                              ).uses_target
+
+
 def test_methods_set_exactly_their_losses():
-    weights = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
-               "w_diversity", "w_entropy")
+    weights = objective_lib.TARGET_LOSS_WEIGHTS
 
     def on(method):
         config = cross_corpus.get_config(f"a,b,{method}")
