@@ -18,7 +18,9 @@ checkpoint and no training.  Per task:
 * **refined**, per method: the same k-means, label-free, over the
   statistics beside the run's log-posteriors (each column standardised),
   started from the posterior-weighted class centroids as SHOT's
-  pseudo-labels are (Liang et al. 2020), cluster k read as class k.
+  pseudo-labels are (Liang et al. 2020), cluster k read as class k: what
+  ``loss.cluster_labels`` does during training
+  (emodna_jax/cluster_labels.py), here once, after it.
 
 Why: when every method, refined, lands near the same UAR and near the
 cluster bound, it is the target's structure, not the training objective,
@@ -35,7 +37,6 @@ import sys
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.special import log_softmax
 from sklearn.cluster import KMeans
 from sklearn.metrics import balanced_accuracy_score
 
@@ -47,11 +48,7 @@ from benchmarks import egemaps  # noqa: E402
 from benchmarks import track_functionals  # noqa: E402
 from data_prep.dataset import PreparedCorpus  # noqa: E402
 from data_prep.features import FeatureConfig  # noqa: E402
-
-
-def _zscore(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+from emodna_jax.cluster_labels import refine  # noqa: E402
 
 
 def cluster_bound(x: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -65,17 +62,6 @@ def cluster_bound(x: np.ndarray, labels: np.ndarray, num_classes: int,
     as_class = np.empty(num_classes, int)
     as_class[rows] = cols
     return float(balanced_accuracy_score(labels, as_class[clusters]))
-
-
-def refine(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """Label-free class of every row: k-means over ``x`` beside the
-    standardised log-posteriors, started from the posterior-weighted class
-    centroids, so that cluster k stays class k."""
-    posterior = np.exp(log_softmax(np.asarray(logits, np.float64), axis=1))
-    features = np.hstack([x, _zscore(log_softmax(logits, axis=1))])
-    centroids = (posterior.T @ features) / posterior.sum(0)[:, None]
-    return KMeans(len(centroids), init=centroids, n_init=1,
-                  random_state=0).fit_predict(features)
 
 
 def target_statistics(corpus: PreparedCorpus) -> dict:

@@ -114,6 +114,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Select on target posteriors rescaled by 1 / (running mean posterior),
     # so a rarely predicted class still gets pseudo-labels (section 4).
     config.loss.distribution_alignment = False
+    # Pseudo-labels from clusters instead of thresholds: every cluster_every
+    # steps from the start of adaptation, k-means over the target's
+    # utterance statistics and the model's posteriors (needs
+    # data.utterance_stats; emodna_jax/cluster_labels.py).
+    config.loss.cluster_labels = False
+    config.loss.cluster_every = 50
 
     # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
     # 'keep' (auxiliary classifier on the backbone embedding) or 'suppress'

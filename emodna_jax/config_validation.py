@@ -98,6 +98,15 @@ def validate_config(config):
         _fail("loss.label_smoothing", f"must be < 1, got {loss.label_smoothing}")
     if not loss.mmd_multipliers or min(loss.mmd_multipliers) <= 0:
         _fail("loss.mmd_multipliers", f"must be positive, got {loss.mmd_multipliers}")
+    if loss.get("cluster_labels", False):
+        if not config.data.get("utterance_stats", False):
+            _fail("loss.cluster_labels", "clusters the target's utterance statistics: "
+                  "needs data.utterance_stats=True")
+        if not (loss.w_cd > 0 or loss.w_ca > 0 or loss.get("w_consistency", 0.0) > 0):
+            _fail("loss.cluster_labels", "nothing reads pseudo-labels: needs "
+                  "loss.w_ca, loss.w_cd or loss.w_consistency > 0")
+        if not isinstance(loss.cluster_every, int) or loss.cluster_every < 1:
+            _fail("loss.cluster_every", f"must be an integer >= 1, got {loss.cluster_every!r}")
     from emodna_jax import msac
     msac.validate_modes(config.msac)
     if config.data.protocol not in ("cross_corpus", "single_corpus"):

@@ -90,6 +90,7 @@ def source_only(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict(config.to_dict())
     for weight in ADAPTATION_WEIGHTS:
         config.loss[weight] = 0.0
+    config.loss.cluster_labels = False    # no pseudo-label is read
     config.compare_source_only = False
     return config
 

@@ -109,7 +109,8 @@ def pseudo_label_report(passed: np.ndarray, pseudo: np.ndarray,
 
     ``passed`` [N] and ``pseudo`` [N] are what training's own rule
     (``objective.select_pseudo_labels``, with the state's stored thresholds
-    and prototypes) selects among all target utterances; ``labels`` [N] are
+    and prototypes, or with ``loss.cluster_labels`` its stored clusters)
+    selects among all target utterances; ``labels`` [N] are
     the task labels (EXCLUDED for out-of-task emotions), read here, in
     evaluation only.  Returns the share of utterances that pass, the accuracy
     of the in-task ones that pass, and per class how many passing utterances
@@ -292,9 +293,14 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         for split, outputs in predictions.items():
             metrics_table.put(step, split, _metric_row(config, outputs, classes))
         posterior = _posterior(config, predictions["target"])
-        passed, pseudo = objective_lib.select_pseudo_labels(
-            objective_cfg, jax.nn.softmax(posterior, -1),
-            predictions["target"]["z_e"], jax.device_get(state.adapt))
+        adapt = jax.device_get(state.adapt)
+        if objective_cfg.cluster_labels and target.eval_split == target.train_split:
+            passed, pseudo = map(np.asarray, objective_lib.clustered_pseudo_labels(
+                np.asarray(adapt.cluster_labels), predictions["target"]["index"]))
+        else:
+            passed, pseudo = objective_lib.select_pseudo_labels(
+                objective_cfg, jax.nn.softmax(posterior, -1),
+                predictions["target"]["z_e"], adapt)
         pseudo_table.put(step, "target", pseudo_label_report(
             passed, pseudo, predictions["target"]["label"], classes))
         study, scores = ood_study({**predictions["target"], "logits": posterior},

@@ -60,8 +60,9 @@ class Experiment:
             step=jnp.zeros((), jnp.int32), params=params,
             batch_stats=variables.get("batch_stats", {}),  # none without BatchNorm
             opt_state=self.optimizer.init(params),
-            adapt=objective_lib.AdaptState.create(len(self.classes),
-                                                  config.model.projection_dim),
+            adapt=objective_lib.AdaptState.create(
+                len(self.classes), config.model.projection_dim,
+                self.target.num_train if config.loss.cluster_labels else None),
             rng=jax.random.key_data(state_rng))
 
     def abstract_state(self):

@@ -126,6 +126,21 @@ class TaskCorpus:
         """The values at the end of a frame that are not mel bands."""
         return self.corpus.feature_config.num_tracks + self.appended
 
+    @property
+    def num_train(self) -> int:
+        """Utterances in ``train_split``."""
+        return len(self.corpus.source(self.train_split))
+
+    def utterance_statistics(self, split: str) -> np.ndarray:
+        """[N, 17] the utterance statistics ``normalize`` appends, of every
+        utterance of ``split`` (one pass; needs ``data.utterance_stats``)."""
+        if self.utterance_stats is None:
+            raise ValueError(f"{self.corpus.name}: no utterance statistics "
+                             "(config.data.utterance_stats is off)")
+        source = self.corpus.source(split)
+        return np.stack([self.utterance_stats.standardised(
+            source[i]["features"], source[i].get("speaker")) for i in range(len(source))])
+
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
         source = self.corpus.source(split)
@@ -190,7 +205,9 @@ def _loader(task: TaskCorpus, split: str, indices: np.ndarray, *,
     def load(i):
         raw = source[int(i)]
         item = {"frames": task.normalize(raw)}
-        return {**item, **task.attributes(raw)} if with_label else item
+        # An unlabelled utterance carries its index: what its cluster label
+        # is looked up by (emodna_jax/cluster_labels.py).
+        return {**item, **task.attributes(raw)} if with_label else {**item, "index": i}
 
     if cache_mib <= 0 or task.frames_mib() > cache_mib:
         return load
@@ -267,7 +284,7 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
     Reads ``source.train_split`` and ``target.train_split``.  Yields dicts:
     ``src_frames [b,T,F]``, ``src_mask [b,T]``, ``src_label [b]``,
     ``src_speaker [b]``, ``src_gender [b]``, ``tgt_frames``, ``tgt_mask``,
-    with ``b = global_batch_size / process_count``.  Iterators over it have
+    ``tgt_index`` (each target row's index in ``target.train_split``), with ``b = global_batch_size / process_count``.  Iterators over it have
     ``get_state``/``set_state`` for checkpoints.  A corpus whose frames fit
     in ``cache_mib`` MiB is held in memory after one pass (0: never).
     """
@@ -284,7 +301,8 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
     def merge(pair):
         s, t = pair
         return {**{f"src_{k}": v for k, v in s.items()},
-                "tgt_frames": t["frames"], "tgt_mask": t["mask"]}
+                "tgt_frames": t["frames"], "tgt_mask": t["mask"],
+                "tgt_index": t["index"]}
 
     zipped = grain.experimental.ZipMapDataset([src, tgt]).map(merge)
     return zipped.to_iter_dataset(

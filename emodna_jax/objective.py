@@ -14,6 +14,7 @@ A zero weight removes its loss from the compiled graph (weights are static).
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import flax
 import jax
@@ -64,6 +65,7 @@ class ObjectiveConfig:
     threshold_floor: float
     pseudo_agreement: bool
     distribution_alignment: bool
+    cluster_labels: bool         # pseudo-labels from AdaptState.cluster_labels
     # MSAC: (name, control, weight) per controlled attribute, control one of
     # msac.CONTROLS, and the largest suppression
     # coefficient (reached by the ramp).
@@ -128,19 +130,34 @@ def select_pseudo_labels(cfg: ObjectiveConfig, probs: jax.Array,
     return confident, pseudo
 
 
+def clustered_pseudo_labels(table, index):
+    """(confident, pseudo-labels) of the rows ``index`` from the cluster
+    labels ``table`` (-1: not clustered yet).  Every clustered row counts, as
+    in SHOT: the clusters, not a confidence threshold, correct the classifier.
+    Training and evaluation's diagnostics both read them with this."""
+    clustered = table[index]
+    return clustered >= 0, jnp.maximum(clustered, 0)
+
+
 @flax.struct.dataclass
 class AdaptState:
     """Statistics the objective carries between steps (all global-batch)."""
     tau_g: jax.Array        # EMA of the mean max target probability
     p_tilde: jax.Array      # [C] EMA of the mean target class probabilities
     prototypes: jax.Array   # [C, D] EMA of normalised source emotion features
+    # [N] class of each target training utterance's cluster, -1 before the
+    # first clustering (emodna_jax/cluster_labels.py); None when not used.
+    cluster_labels: Optional[jax.Array] = None
 
     @classmethod
-    def create(cls, num_classes: int, feature_dim: int) -> "AdaptState":
+    def create(cls, num_classes: int, feature_dim: int,
+               num_target: Optional[int] = None) -> "AdaptState":
+        """``num_target``: the target training split's size, with cluster labels."""
         tau_g, p_tilde = losses.init_threshold_state(num_classes)
         return cls(jnp.asarray(tau_g, jnp.float32),
                    jnp.asarray(p_tilde, jnp.float32),
-                   losses.init_prototypes(num_classes, feature_dim))
+                   losses.init_prototypes(num_classes, feature_dim),
+                   None if num_target is None else jnp.full((num_target,), -1, jnp.int32))
 
 
 def _classifier_logits(cfg: ObjectiveConfig, logits: jax.Array) -> jax.Array:
@@ -173,7 +190,8 @@ def _prediction_histogram(cfg: ObjectiveConfig, target_logits: jax.Array) -> dic
 
 def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
               adapt: AdaptState, step: jax.Array,
-              attribute_labels: dict | None = None):
+              attribute_labels: dict | None = None,
+              target_index: jax.Array | None = None):
     """Loss of one global batch.
 
     Args:
@@ -187,6 +205,8 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
       adapt: threshold and prototype state before this step.
       step: the step number (for the ramp).
       attribute_labels: [N] source labels of each MSAC source attribute.
+      target_index: [N] the target rows' utterance indices in the target
+        training split; read with ``cluster_labels``.
 
     Returns:
       ``(loss, (new_adapt, metrics))``.
@@ -243,6 +263,9 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         new_adapt = new_adapt.replace(tau_g=tau_g, p_tilde=p_tilde)
         confident, pseudo = select_pseudo_labels(
             cfg, probs_t, jax.lax.stop_gradient(outputs["z_e"][n:]), new_adapt)
+        if cfg.cluster_labels:
+            confident, pseudo = clustered_pseudo_labels(adapt.cluster_labels,
+                                                        target_index)
         metrics.update(tau_g=tau_g, confident_fraction=jnp.mean(confident))
 
     if cfg.w_cd > 0:

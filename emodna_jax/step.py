@@ -143,8 +143,11 @@ def make_train_step(model, tx: optax.GradientTransformation,
             labels = _gather(batch["src_label"], axis_name)
             attribute_labels = {name: _gather(batch[f"src_{name}"], axis_name)
                                 for name in cfg.source_attributes}
+            target_index = (_gather(batch["tgt_index"], axis_name)
+                            if cfg.cluster_labels else None)
             loss, (adapt, metrics) = objective_lib.objective(
-                cfg, outputs, labels, state.adapt, state.step, attribute_labels)
+                cfg, outputs, labels, state.adapt, state.step, attribute_labels,
+                target_index)
             return loss, (adapt, metrics, updates["batch_stats"])
 
         grads, (adapt, metrics, batch_stats) = jax.grad(

@@ -21,10 +21,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from emodna_jax import checkpointing
+from emodna_jax import cluster_labels
 from emodna_jax import distributed
 from emodna_jax import evaluate
 from emodna_jax import experiment
 from emodna_jax import input_pipeline
+from emodna_jax import losses
 from emodna_jax import metric_writer
 from emodna_jax import step as step_lib
 from emodna_jax import workdir_lock
@@ -74,7 +76,7 @@ def _check_finite(step: int, metrics: dict):
 STATE_SHAPING = ("model.", "data.classes", "data.feature", "data.feature_dim",
                  "data.n_mels", "data.n_mfcc",
                  "data.sample_rate", "msac.speaker", "msac.gender", "msac.corpus",
-                 "loss.w_dann")
+                 "loss.w_dann", "loss.cluster_labels")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -212,6 +214,21 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         host = parallel.get_replicated(state)
         checkpointer.save(step, host, _iterator_states(position), config_json)
 
+    statistics = (target.utterance_statistics(target.train_split)
+                  if config.loss.cluster_labels else None)
+
+    def recluster(state):
+        """``state`` with the target's cluster labels recomputed by its model."""
+        predictions = evaluator.predict(state, target, target.train_split,
+                                        include_excluded=True)
+        logits = np.asarray(losses.posterior_logits(
+            predictions["logits"], config.model.classifier, config.loss.am_scale))
+        labels = cluster_labels.cluster(dict(predictions, logits=logits), statistics,
+                                        target.num_train)
+        host = parallel.get_replicated(state)
+        return parallel.put_replicated(
+            host.replace(adapt=host.adapt.replace(cluster_labels=labels)))
+
     def read_ahead(done):
         """The batch of step ``done + 1`` on the devices; None after the last."""
         return parallel.put_batch(next(iterator)) if done < config.steps else None
@@ -239,6 +256,10 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                     elapsed = time.time() - window_start
                     writer.write(step, dict(metrics, steps_per_second=window_steps / elapsed))
                     window_start, window_steps = time.time(), 0
+                if config.loss.cluster_labels and cluster_labels.due(
+                        step, config.steps, config.loss.adapt_start,
+                        config.loss.cluster_every):
+                    state = recluster(state)   # before a checkpoint of this step
                 if config.eval_every and step % config.eval_every == 0:
                     writer.write(step, evaluator.scalars(state, source, target),
                                  prefix="eval")

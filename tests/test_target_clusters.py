@@ -1,5 +1,5 @@
-"""benchmarks/target_clusters.py: the cluster bound, the label-free refinement
-and the guard against predictions of a re-prepared corpus."""
+"""benchmarks/target_clusters.py: the cluster bound and the guard against
+predictions of a re-prepared corpus (the refinement: test_cluster_labels.py)."""
 
 import numpy as np
 import pytest
@@ -25,26 +25,6 @@ def test_cluster_bound_reads_clusters_through_the_best_matching():
     merged = x.copy()
     merged[labels == 3] = x[labels == 2]
     assert target_clusters.cluster_bound(merged, labels, 4) == pytest.approx(0.75)
-
-
-def test_refinement_fixes_scattered_errors_and_keeps_class_order():
-    x, labels = _blobs()
-    rng = np.random.default_rng(1)
-    logits = 2.0 * np.eye(4)[labels] + rng.normal(size=(len(labels), 4))
-    wrong = rng.random(len(labels)) < 0.3          # 30% of the rows point elsewhere
-    logits[wrong] = 2.0 * np.eye(4)[(labels[wrong] + 1) % 4]
-    assert (logits.argmax(1) != labels).mean() > 0.2
-    # The blobs outvote the posteriors' scattered errors, and cluster k starts
-    # (and stays) at class k's posterior-weighted centroid: no relabelling.
-    np.testing.assert_array_equal(target_clusters.refine(x, logits), labels)
-
-
-def test_refinement_follows_the_posteriors_where_the_statistics_carry_nothing():
-    rng = np.random.default_rng(2)
-    labels = np.repeat(np.arange(4), 25)
-    logits = 5.0 * np.eye(4)[labels]
-    flat = rng.normal(size=(len(labels), 3)) * 1e-3   # one cloud, no classes
-    np.testing.assert_array_equal(target_clusters.refine(flat, logits), labels)
 
 
 def test_predictions_of_a_reprepared_corpus_are_a_clear_error():

@@ -1,0 +1,186 @@
+"""Pseudo-labels from the target's clusters (loss.cluster_labels): the
+clustering against hand-worked cases, its schedule, the objective reading
+it, and the train loop (label blindness, resume equality)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cross_corpus
+from emodna_jax import checkpointing
+from emodna_jax import cluster_labels
+from emodna_jax import config_validation
+from emodna_jax import input_pipeline
+from emodna_jax import objective as objective_lib
+from emodna_jax import train
+from tests.conftest import objective_settings
+from tests.test_cross_corpus import _build
+
+
+def _blobs(per_class=30, seed=0):
+    """Four tight blobs 10 apart in 3-d (three axes and the origin); blob k
+    holds class k."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), per_class)
+    return 10.0 * np.eye(4, 3)[labels] + 0.1 * rng.normal(size=(len(labels), 3)), labels
+
+
+def test_refine_fixes_scattered_errors_and_keeps_class_order():
+    x, labels = _blobs()
+    rng = np.random.default_rng(1)
+    logits = 2.0 * np.eye(4)[labels] + rng.normal(size=(len(labels), 4))
+    wrong = rng.random(len(labels)) < 0.3          # 30% of the rows point elsewhere
+    logits[wrong] = 2.0 * np.eye(4)[(labels[wrong] + 1) % 4]
+    assert (logits.argmax(1) != labels).mean() > 0.2
+    # The blobs outvote the posteriors' scattered errors, and cluster k starts
+    # (and stays) at class k's posterior-weighted centroid: no relabelling.
+    np.testing.assert_array_equal(cluster_labels.refine(x, logits), labels)
+
+
+def test_refine_follows_the_posteriors_where_the_statistics_carry_nothing():
+    rng = np.random.default_rng(2)
+    labels = np.repeat(np.arange(4), 25)
+    flat = rng.normal(size=(len(labels), 3)) * 1e-3   # one cloud, no classes
+    np.testing.assert_array_equal(
+        cluster_labels.refine(flat, 5.0 * np.eye(4)[labels]), labels)
+
+
+def test_clusters_are_recomputed_from_the_end_of_the_warm_up_on():
+    due = [s for s in range(1, 401) if cluster_labels.due(s, 400, 0.3, 50)]
+    assert due == [120, 170, 220, 270, 320, 370]       # never after the last step
+    assert [s for s in range(1, 8) if cluster_labels.due(s, 7, 0.0, 3)] == [1, 4]
+
+
+def test_cluster_labels_land_at_their_utterance_index():
+    x, labels = _blobs(per_class=5)
+    order = np.random.default_rng(0).permutation(len(labels))
+    predictions = {"index": order, "logits": 3.0 * np.eye(4)[labels[order]]}
+    np.testing.assert_array_equal(cluster_labels.cluster(predictions, x, len(labels)),
+                                  labels)
+    with pytest.raises(ValueError, match="every one of the 20 target training "
+                                         "utterances once; got 19 rows"):
+        cluster_labels.cluster({"index": order[:19], "logits": predictions["logits"][:19]},
+                               x, len(labels))
+
+
+def test_the_objective_reads_each_target_row_s_cluster():
+    """Class alignment's pseudo-label cross-entropy over exactly the clustered
+    rows, against their clusters' labels (numpy), whatever the posteriors."""
+    n, c = 6, 3
+    rng = np.random.default_rng(0)
+    outputs = {"logits": jnp.asarray(rng.normal(size=(2 * n, c)) * 3, jnp.float32),
+               "z_e": jnp.asarray(rng.normal(size=(2 * n, 4)), jnp.float32),
+               "z_c": jnp.asarray(rng.normal(size=(2 * n, 4)), jnp.float32),
+               "e": jnp.asarray(rng.normal(size=(2 * n, 4)), jnp.float32),
+               "corpus_logits": jnp.zeros((2 * n, 2))}
+    source_labels = jnp.asarray(rng.integers(0, c, n))
+    cfg = objective_settings(c, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0, w_ca=1.0,
+                             w_pseudo=1.0, label_smoothing=0.0, threshold_floor=0.99,
+                             cluster_labels=True)
+    table = np.array([2, -1, 0, 1, 1, -1, 0, 2, 2, 0], np.int32)   # 10 utterances
+    index = np.array([0, 1, 2, 3, 5, 9])                            # the batch's rows
+    adapt = objective_lib.AdaptState.create(c, 4, num_target=10).replace(
+        cluster_labels=jnp.asarray(table))
+    _, (_, metrics) = objective_lib.objective(cfg, outputs, source_labels, adapt,
+                                              jnp.int32(5), None, jnp.asarray(index))
+    labels = table[index]
+    keep = labels >= 0
+    logits = np.asarray(outputs["logits"][n:], np.float64)[keep]
+    log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    want = -log_p[np.arange(keep.sum()), labels[keep]].mean()
+    assert float(metrics["loss_pseudo"]) == pytest.approx(want, rel=1e-5)
+    assert float(metrics["confident_fraction"]) == pytest.approx(keep.mean())
+
+
+@pytest.fixture(scope="module")
+def pitch_pair(tmp_path_factory):
+    """Two small corpora with prosody tracks and four shared emotions."""
+    root = tmp_path_factory.mktemp("pair")
+    data_dir = str(root / "data")
+    emotions = ("neutral", "angry", "happy", "sad")
+    _build(data_dir, str(root / "raw"), "src", emotions, per_emotion=3)
+    _build(data_dir, str(root / "raw"), "tgt", emotions, speakers=3)
+    return data_dir
+
+
+def _config(data_dir, **overrides):
+    config = cross_corpus.get_config("src,tgt")
+    config.data.data_dir = data_dir
+    config.data.n_mels = 16
+    config.data.num_frames = 24
+    config.data.eval_num_frames = 56
+    config.data.classes = ("neutral", "angry", "happy", "sad")
+    config.model.projection_dim = 8
+    config.model.channels = 8
+    config.model.num_blocks = 2
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.steps = 6
+    config.log_every = 2
+    config.checkpoint_every = 2
+    config.loss.adapt_start = 0.3        # clusters after steps 2 and 4
+    config.loss.cluster_labels = True
+    config.loss.cluster_every = 2
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def _final(workdir, step=6):
+    raw = checkpointing.Checkpointer(workdir, read_only=True).manager.restore(step)
+    return jax.tree.leaves(raw["state"]["params"]), raw["state"]["adapt"]
+
+
+def test_training_on_clusters_never_reads_target_labels(pitch_pair, tmp_path, monkeypatch):
+    """Clustering runs the model over the target, whose labels the evaluator
+    passes along: scrambling them must change nothing."""
+    config = _config(pitch_pair)
+    train.train_and_evaluate(config, str(tmp_path / "true"))
+    task_labels = input_pipeline.TaskCorpus.task_labels
+
+    def scrambled(self, split):
+        labels = task_labels(self, split)
+        return (labels + 1) % 4 if self.corpus.name == "tgt" else labels
+
+    monkeypatch.setattr(input_pipeline.TaskCorpus, "task_labels", scrambled)
+    train.train_and_evaluate(config, str(tmp_path / "scrambled"))
+    (want, adapt), (got, adapt_got) = _final(str(tmp_path / "true")), \
+        _final(str(tmp_path / "scrambled"))
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Every one of the 24 target utterances has a cluster by the end.
+    labels = np.asarray(adapt["cluster_labels"])
+    assert labels.shape == (24,) and labels.min() >= 0
+    np.testing.assert_array_equal(labels, np.asarray(adapt_got["cluster_labels"]))
+
+
+def test_resume_with_clusters_equals_a_straight_run(pitch_pair, tmp_path, monkeypatch):
+    """Stopped at step 3, between two clusterings (after steps 2 and 4): the
+    checkpoint carries step 2's clusters, and the resumed run ends where a
+    straight one does."""
+    import orbax.checkpoint as ocp
+    config = _config(pitch_pair)
+    train.train_and_evaluate(config, str(tmp_path / "straight"))
+    workdir = str(tmp_path / "resumed")
+    monkeypatch.setattr(ocp.multihost, "reached_preemption", lambda step: step == 3)
+    assert train.train_and_evaluate(config, workdir) == {"step": 3, "preempted": True}
+    monkeypatch.undo()
+    train.train_and_evaluate(config, workdir)
+    (want, adapt_want), (got, adapt_got) = _final(str(tmp_path / "straight")), _final(workdir)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(adapt_want["cluster_labels"]),
+                                  np.asarray(adapt_got["cluster_labels"]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.utterance_stats": False}, "config.loss.cluster_labels: clusters the target's "
+                                      "utterance statistics: needs data.utterance_stats"),
+    ({"loss.w_ca": 0.0, "loss.w_cd": 0.0}, "config.loss.cluster_labels: nothing reads "
+                                            "pseudo-labels"),
+    ({"loss.cluster_every": 0}, "config.loss.cluster_every: must be an integer >= 1"),
+])
+def test_bad_cluster_settings_are_named(overrides, message):
+    config = _config("unused", **overrides)
+    with pytest.raises(ValueError, match=message):
+        config_validation.validate_config(config)
