@@ -44,8 +44,18 @@ def test_train_batches_shapes_labels_and_masks(tasks):
     assert batch["tgt_frames"].shape == (4, 24, 16)
     assert "tgt_label" not in batch and set(batch) == {
         "src_frames", "src_mask", "src_label", "src_speaker", "src_gender",
-        "tgt_frames", "tgt_mask"}
+        "tgt_frames", "tgt_mask", "tgt_index"}
     assert set(batch["src_label"]) <= {0, 1, 2}  # 'sad' never reaches training
+    # Each target row carries its utterance's index (what its cluster label
+    # is looked up by), and the row is that utterance's crop.
+    target = tasks[1]
+    data = target.corpus.source(target.train_split)
+    assert batch["tgt_index"].dtype == np.int32
+    assert 0 <= batch["tgt_index"].min() and batch["tgt_index"].max() < len(data)
+    for row, i in enumerate(batch["tgt_index"]):
+        whole = target.normalize(data[int(i)])
+        assert any(np.allclose(whole[s:s + 24], batch["tgt_frames"][row])
+                   for s in range(len(whole) - 23))
     # 0.5 s utterances have 51 frames: always cropped to a full 24-frame window.
     assert batch["src_mask"].all() and batch["tgt_mask"].all()
 
@@ -149,7 +159,8 @@ def test_only_a_corpus_that_fits_is_held_in_memory(tasks, monkeypatch):
     load = input_pipeline._loader(source, "train", indices, with_label=False,
                                   cache_mib=mib / 2)   # too big: read per access
     assert not reads
-    assert set(load(3)) == {"frames"} and reads == [3]
+    assert set(load(3)) == {"frames", "index"} and reads == [3]
+    assert load(3)["index"] == 3
 
 
 def test_processes_read_disjoint_shares_that_make_the_global_batch(tasks):
