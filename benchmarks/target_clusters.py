@@ -170,8 +170,7 @@ def main(argv=None) -> int:
                     balanced_accuracy_score(labels[keep], p[keep]) for p in predicted))
         if task not in bounds:
             raise FileNotFoundError(f"--out={args.out}: no evaluated run of {task}")
-    command = cross_corpus.reproduce_command(
-        "target_clusters.py", argv if argv is not None else sys.argv[1:])
+    command = cross_corpus.reproduce_command("target_clusters.py", argv)
     text = markdown(rows, bounds, tasks, methods, command)
     print(text)
     if args.doc:

@@ -126,16 +126,24 @@ def _config(data_dir, **overrides):
     return config
 
 
+@pytest.fixture(scope="module")
+def straight_run(pitch_pair, tmp_path_factory):
+    """A run of ``_config`` start to end: what the tests below must reproduce."""
+    workdir = str(tmp_path_factory.mktemp("straight"))
+    train.train_and_evaluate(_config(pitch_pair), workdir)
+    return workdir
+
+
 def _final(workdir, step=6):
     raw = checkpointing.Checkpointer(workdir, read_only=True).manager.restore(step)
     return jax.tree.leaves(raw["state"]["params"]), raw["state"]["adapt"]
 
 
-def test_training_on_clusters_never_reads_target_labels(pitch_pair, tmp_path, monkeypatch):
+def test_training_on_clusters_never_reads_target_labels(pitch_pair, straight_run,
+                                                        tmp_path, monkeypatch):
     """Clustering runs the model over the target, whose labels the evaluator
     passes along: scrambling them must change nothing."""
     config = _config(pitch_pair)
-    train.train_and_evaluate(config, str(tmp_path / "true"))
     task_labels = input_pipeline.TaskCorpus.task_labels
 
     def scrambled(self, split):
@@ -144,8 +152,7 @@ def test_training_on_clusters_never_reads_target_labels(pitch_pair, tmp_path, mo
 
     monkeypatch.setattr(input_pipeline.TaskCorpus, "task_labels", scrambled)
     train.train_and_evaluate(config, str(tmp_path / "scrambled"))
-    (want, adapt), (got, adapt_got) = _final(str(tmp_path / "true")), \
-        _final(str(tmp_path / "scrambled"))
+    (want, adapt), (got, adapt_got) = _final(straight_run), _final(str(tmp_path / "scrambled"))
     for a, b in zip(want, got):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # Every one of the 24 target utterances has a cluster by the end.
@@ -154,19 +161,19 @@ def test_training_on_clusters_never_reads_target_labels(pitch_pair, tmp_path, mo
     np.testing.assert_array_equal(labels, np.asarray(adapt_got["cluster_labels"]))
 
 
-def test_resume_with_clusters_equals_a_straight_run(pitch_pair, tmp_path, monkeypatch):
+def test_resume_with_clusters_equals_a_straight_run(pitch_pair, straight_run, tmp_path,
+                                                    monkeypatch):
     """Stopped at step 3, between two clusterings (after steps 2 and 4): the
     checkpoint carries step 2's clusters, and the resumed run ends where a
     straight one does."""
     import orbax.checkpoint as ocp
     config = _config(pitch_pair)
-    train.train_and_evaluate(config, str(tmp_path / "straight"))
     workdir = str(tmp_path / "resumed")
     monkeypatch.setattr(ocp.multihost, "reached_preemption", lambda step: step == 3)
     assert train.train_and_evaluate(config, workdir) == {"step": 3, "preempted": True}
     monkeypatch.undo()
     train.train_and_evaluate(config, workdir)
-    (want, adapt_want), (got, adapt_got) = _final(str(tmp_path / "straight")), _final(workdir)
+    (want, adapt_want), (got, adapt_got) = _final(straight_run), _final(workdir)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(np.asarray(adapt_want["cluster_labels"]),
