@@ -49,7 +49,8 @@ LABELS = {"source_only": "source-only", "dan": "DAN (MMD)", "dann": "DANN",
           "emodna": "Emo-DNA", "no_cd": "Emo-DNA w/o L_cd",
           "no_ca": "Emo-DNA w/o L_ca", "no_mmd": "Emo-DNA w/o MMD",
           "no_cor": "Emo-DNA w/o L_cor", "no_consistency": "Emo-DNA w/o L_con",
-          "no_diversity": "Emo-DNA w/o L_div"}
+          "no_diversity": "Emo-DNA w/o L_div",
+          "no_clusters": "Emo-DNA, thresholds' pseudo-labels"}
 COLUMNS = ("task", "method", "seed", "uar", "war", "uar_last", "war_last",
            "source_val_uar", "selected_step", "pseudo_passed_fraction",
            "pseudo_passed_accuracy", "seconds")

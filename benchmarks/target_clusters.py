@@ -9,7 +9,7 @@ A diagnostic over a finished runner folder (benchmarks/cross_corpus.py's
 source validation selected (``eval/predictions/step_N.npz``) and needs no
 checkpoint and no training.  Per task:
 
-* **cluster bound**: k-means with one cluster per class over the target's
+* **k-means clusters, best-matched**: k-means with one cluster per class over the target's
   17 utterance statistics standardised per speaker (the prosody statistics
   every method of the recipe reads, emodna_jax/utterance_stats.py), each
   cluster then read as the class it overlaps most (Hungarian matching).
@@ -23,7 +23,7 @@ checkpoint and no training.  Per task:
   (emodna_jax/cluster_labels.py), here once, after it.
 
 Why: when every method, refined, lands near the same UAR and near the
-cluster bound, it is the target's structure, not the training objective,
+best-matched clusters, it is the target's structure, not the training objective,
 that limits what adaptation can gain on these tasks.  The table is written
 by this program.
 """
@@ -104,7 +104,7 @@ def _cell(values) -> str:
 
 def markdown(rows: dict, bounds: dict, tasks, methods, command: str) -> str:
     """``rows[(task, method)]`` = [(as trained, refined) per seed]."""
-    head = ["task", "cluster bound (reads target labels)"]
+    head = ["task", "k-means clusters, best-matched (reads target labels)"]
     for m in methods:
         label = cross_corpus.LABELS.get(m, m)
         head += [label, f"{label}, refined"]

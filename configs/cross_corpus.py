@@ -16,7 +16,9 @@ METHOD (default ``emodna``):
   dann          a corpus discriminator on the emotion features behind a
                 gradient reversal (Ganin et al. 2016);
   no_cd, no_ca, no_mmd, no_cor, no_consistency, no_diversity
-                Emo-DNA without one of its losses.
+                Emo-DNA without one of its losses;
+  no_clusters   Emo-DNA with the adaptive thresholds' pseudo-labels instead
+                of the target's clusters (the recipe before them).
 
 Checkpoints are kept every 50 steps so that ``--mode=evaluate`` can select
 one by source-validation UAR (never by target labels).

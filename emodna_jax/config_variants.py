@@ -19,9 +19,10 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     statistics, the utterance's prosody statistics on every frame, three
     safeguards against confirmation bias in the pseudo-labels
     (docs/losses.md, section 4), class alignment at a fifth of the
-    synthetic weight, since what it trains on is partly wrong, and the
+    synthetic weight, since what it trains on is partly wrong, the
     diversity term on the target's predictions (docs/results.md,
-    "Ablation")."""
+    "Ablation"), and pseudo-labels from the target's clusters
+    (docs/results.md, "The recipe")."""
     config.data.feature = "logmel_pitch"
     config.data.normalization = "speaker"
     # 17 statistics of the whole utterance, standardised with its speaker's
@@ -36,6 +37,11 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # suite the adapted models under-predict one high-arousal class
     # (docs/losses.md, section 5; docs/results.md, "Ablation").
     config.loss.w_diversity = 1.0
+    # Pseudo-labels from the target's clusters, not from thresholds: the
+    # classifier's confident angry/happy mistakes are outvoted by the
+    # utterances around them (docs/losses.md, section 4; docs/results.md,
+    # "The recipe with cluster pseudo-labels").
+    config.loss.cluster_labels = True
     return config
 
 
@@ -62,7 +68,7 @@ def msac_sernet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # Emo-DNA and the methods it is measured against (configs/cross_corpus.py
 # and configs/ablation.py take one as their argument).
 METHODS = ("emodna", "source_only", "dan", "dann", "no_cd", "no_ca", "no_mmd",
-           "no_cor", "no_consistency", "no_diversity")
+           "no_cor", "no_consistency", "no_diversity", "no_clusters")
 
 
 def with_method(config: ml_collections.ConfigDict, method: str
@@ -71,7 +77,8 @@ def with_method(config: ml_collections.ConfigDict, method: str
     (no target loss), ``dan`` (MMD alone, Long et al. 2015), ``dann`` (a
     corpus discriminator behind a gradient reversal, Ganin et al. 2016), or
     Emo-DNA without one loss (``no_cd``, ``no_ca``, ``no_mmd``, ``no_cor``,
-    ``no_consistency``, ``no_diversity``)."""
+    ``no_consistency``, ``no_diversity``), or with the thresholds' pseudo-labels
+    instead of the clusters' (``no_clusters``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
     if method in ("source_only", "dan", "dann"):
@@ -80,6 +87,8 @@ def with_method(config: ml_collections.ConfigDict, method: str
             config.loss.w_mmd = 1.0
         elif method == "dann":
             config.loss.w_dann = 1.0
+    elif method == "no_clusters":
+        config.loss.cluster_labels = False
     elif method.startswith("no_"):
         config.loss[f"w_{method[3:]}"] = 0.0
     return config

@@ -181,6 +181,13 @@ def test_methods_set_exactly_their_losses():
     assert on("emodna") == {"w_cor", "w_cd", "w_ca", "w_mmd", "w_diversity"}
     assert on("no_ca") == {"w_cor", "w_cd", "w_mmd", "w_diversity"}
     assert on("no_diversity") == {"w_cor", "w_cd", "w_ca", "w_mmd"}
+    assert on("no_clusters") == on("emodna")
+    clustered = {m for m in config_variants.METHODS
+                 if cross_corpus.get_config(f"a,b,{m}").loss.cluster_labels}
+    # Only the thresholds' variant and the methods without pseudo-labels
+    # go without the target's clusters.
+    assert clustered == set(config_variants.METHODS) - {
+        "no_clusters", "source_only", "dan", "dann"}
     assert cross_corpus.get_config("a,b").method == "emodna"
     with pytest.raises(ValueError, match="unknown method 'mdd'"):
         cross_corpus.get_config("a,b,mdd")
