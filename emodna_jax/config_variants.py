@@ -40,7 +40,7 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     # Pseudo-labels from the target's clusters, not from thresholds: the
     # classifier's confident angry/happy mistakes are outvoted by the
     # utterances around them (docs/losses.md, section 4; docs/results.md,
-    # "The recipe with cluster pseudo-labels").
+    # "The recipe").
     config.loss.cluster_labels = True
     return config
 

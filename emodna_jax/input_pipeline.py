@@ -284,7 +284,8 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
     Reads ``source.train_split`` and ``target.train_split``.  Yields dicts:
     ``src_frames [b,T,F]``, ``src_mask [b,T]``, ``src_label [b]``,
     ``src_speaker [b]``, ``src_gender [b]``, ``tgt_frames``, ``tgt_mask``,
-    ``tgt_index`` (each target row's index in ``target.train_split``), with ``b = global_batch_size / process_count``.  Iterators over it have
+    ``tgt_index`` (each target row's index in ``target.train_split``), with
+    ``b = global_batch_size / process_count``.  Iterators over it have
     ``get_state``/``set_state`` for checkpoints.  A corpus whose frames fit
     in ``cache_mib`` MiB is held in memory after one pass (0: never).
     """
