@@ -133,13 +133,12 @@ class TaskCorpus:
 
     def utterance_statistics(self, split: str) -> np.ndarray:
         """[N, 17] the utterance statistics ``normalize`` appends, of every
-        utterance of ``split`` (one pass; needs ``data.utterance_stats``)."""
+        utterance of ``split``, kept from the corpus's one pass (needs
+        ``data.utterance_stats``)."""
         if self.utterance_stats is None:
             raise ValueError(f"{self.corpus.name}: no utterance statistics "
                              "(config.data.utterance_stats is off)")
-        source = self.corpus.source(split)
-        return np.stack([self.utterance_stats.standardised(
-            source[i]["features"], source[i].get("speaker")) for i in range(len(source))])
+        return self.utterance_stats.of_split(split)
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""

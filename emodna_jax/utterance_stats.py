@@ -51,33 +51,57 @@ class SpeakerStats:
     """Mean and std of the statistics over each speaker's utterances, and
     over the corpus's (for an utterance of unknown speaker, as in
     prediction).  A speaker's std is floored at a tenth of the corpus's: a
-    speaker with few utterances would otherwise blow values up."""
+    speaker with few utterances would otherwise blow values up.  The raw
+    statistics of every stored utterance are kept, by stored split, so that
+    a whole split's come without a second pass over its audio features."""
     speaker_mean: dict
     speaker_std: dict
     corpus_mean: np.ndarray
     corpus_std: np.ndarray
+    by_split: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of_corpus(cls, corpus) -> "SpeakerStats":
         """One pass over every utterance of a PreparedCorpus (no labels)."""
-        data = corpus.source("all")
-        rows: dict[int, list[np.ndarray]] = {}
-        for i in range(len(data)):
-            raw = data[i]
-            rows.setdefault(int(raw["speaker"]), []).append(functionals(raw["features"]))
-        every = np.concatenate([np.stack(r) for r in rows.values()])
+        by_split = {}
+        for split in corpus.metadata["partition_splits"]:
+            data = corpus.source(split)
+            raws = [data[i] for i in range(len(data))]
+            by_split[split] = (
+                np.stack([functionals(raw["features"]) for raw in raws]).reshape(-1, NUM_STATS),
+                np.array([int(raw["speaker"]) for raw in raws], np.int64))
+        every = np.concatenate([values for values, _ in by_split.values()])
+        speakers = np.concatenate([who for _, who in by_split.values()])
         corpus_mean, corpus_std = every.mean(0), every.std(0) + 1e-6
         floor = 0.1 * corpus_std
-        return cls({s: np.stack(r).mean(0) for s, r in rows.items()},
-                   {s: np.maximum(np.stack(r).std(0), floor) for s, r in rows.items()},
-                   corpus_mean, corpus_std)
+        ids = np.unique(speakers)
+        return cls({int(s): every[speakers == s].mean(0) for s in ids},
+                   {int(s): np.maximum(every[speakers == s].std(0), floor) for s in ids},
+                   corpus_mean, corpus_std, by_split)
+
+    def _standardise(self, values: np.ndarray, speaker: int | None) -> np.ndarray:
+        if speaker is not None and int(speaker) in self.speaker_mean:
+            mean, std = self.speaker_mean[int(speaker)], self.speaker_std[int(speaker)]
+        else:
+            mean, std = self.corpus_mean, self.corpus_std
+        return ((values - mean) / std).astype(np.float32)
 
     def standardised(self, features: np.ndarray, speaker: int | None) -> np.ndarray:
         """The 17 statistics of one utterance's stored ``features``,
         standardised with its speaker's (the corpus's if ``speaker`` is None
         or unknown)."""
-        if speaker is not None and int(speaker) in self.speaker_mean:
-            mean, std = self.speaker_mean[int(speaker)], self.speaker_std[int(speaker)]
-        else:
-            mean, std = self.corpus_mean, self.corpus_std
-        return ((functionals(features) - mean) / std).astype(np.float32)
+        return self._standardise(functionals(features), speaker)
+
+    def of_split(self, split: str) -> np.ndarray:
+        """[N, 17] every utterance of ``split`` ('train', 'all', 'train+test';
+        not the folds, which repeat the partition), standardised, in the
+        order of ``PreparedCorpus.source(split)``."""
+        parts = [p for part in split.split("+")
+                 for p in (self.by_split if part == "all" else [part])]
+        missing = [p for p in parts if p not in self.by_split]
+        if missing:
+            raise KeyError(f"no utterance statistics of split {missing[0]!r}; "
+                           f"they are kept for {', '.join(self.by_split)}")
+        rows = [self._standardise(values, speaker) for p in parts
+                for values, speaker in zip(*self.by_split[p])]
+        return np.stack(rows).reshape(-1, NUM_STATS)

@@ -39,7 +39,9 @@ def test_an_utterance_without_voiced_frames_uses_every_frame():
 
 
 class FakeCorpus:
-    """source('all') of utterances whose F0 track is a constant per utterance."""
+    """One stored split of utterances whose F0 track is a constant per utterance."""
+
+    metadata = {"partition_splits": ["train"]}
 
     def __init__(self, f0_by_speaker):
         self.rows = []
@@ -50,7 +52,7 @@ class FakeCorpus:
                 self.rows.append({"features": frames, "speaker": speaker})
 
     def source(self, split):
-        assert split == "all"
+        assert split == "train"
         return self.rows
 
 
@@ -87,6 +89,15 @@ def test_every_frame_ends_with_the_utterance_statistics(toy_data_dir):
     assert frames.shape == (80, task.num_values)
     want = task.utterance_stats.standardised(raw["features"], raw["speaker"])
     np.testing.assert_allclose(frames[mask][:, plain:], np.tile(want, (mask.sum(), 1)))
+    # A whole split's statistics, kept from the one pass, are the ones each
+    # of its utterances gets, in the split's order.
+    for split in ("train", "all"):
+        rows = corpus.source(split)
+        np.testing.assert_allclose(task.utterance_statistics(split), np.stack([
+            task.utterance_stats.standardised(rows[i]["features"], rows[i]["speaker"])
+            for i in range(len(rows))]), rtol=1e-6)
+    with pytest.raises(KeyError, match="'fold0'"):
+        task.utterance_statistics("fold0")
     assert np.all(frames[~mask] == 0)                  # padding stays zero
     batch = next(iter(input_pipeline.train_dataset(
         task, task, global_batch_size=4, num_frames=24, seed=0)))
