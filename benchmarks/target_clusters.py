@@ -44,11 +44,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import cross_corpus  # noqa: E402
-from benchmarks import egemaps  # noqa: E402
-from benchmarks import track_functionals  # noqa: E402
 from data_prep.dataset import PreparedCorpus  # noqa: E402
 from data_prep.features import FeatureConfig  # noqa: E402
 from emodna_jax.cluster_labels import refine  # noqa: E402
+from emodna_jax.utterance_stats import SpeakerStats  # noqa: E402
 
 
 def cluster_bound(x: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -67,10 +66,12 @@ def cluster_bound(x: np.ndarray, labels: np.ndarray, num_classes: int,
 def target_statistics(corpus: PreparedCorpus) -> dict:
     """The 17 utterance statistics of every utterance of ``corpus`` (rows in
     its 'all' order, the order of the stored predictions' ``index``),
-    standardised per speaker, with each utterance's emotion name."""
-    table = track_functionals.track_table(corpus)
-    table = dict(table, x=table["x"][:, :-1])      # drop the length column
-    return egemaps.standardised(table, by="speaker")
+    standardised per speaker exactly as training's clusters read them
+    (``SpeakerStats``, floored std), with each utterance's emotion name."""
+    data = corpus.source("all")
+    emotions = [corpus.emotions[int(data[i]["emotion"])] for i in range(len(data))]
+    return {"x": SpeakerStats.of_corpus(corpus).of_split("all"),
+            "emotion": np.asarray(emotions)}
 
 
 def selected_predictions(run: str) -> tuple[dict, dict]:

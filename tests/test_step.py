@@ -1,4 +1,4 @@
-"""The fused step: device-count invariance, shard_map == pmap, static loss removal.
+"""The fused step: device-count invariance (with cluster labels too), shard_map == pmap, static loss removal.
 
 Needs 8 devices: run with XLA_FLAGS=--xla_force_host_platform_device_count=8
 (as .ci/run and the README's test command do).
@@ -50,17 +50,17 @@ def make_batches(num_steps, seed=0):
     return batches
 
 
-def initial_state(model, tx):
+def initial_state(model, tx, adapt=None):
     variables = model.init(jax.random.key(0), jnp.zeros((2, T, F)),
                            jnp.ones((2, T), bool), train=False)
     return step_lib.TrainState(
         step=jnp.zeros((), jnp.int32), params=variables["params"],
         batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
-        adapt=objective_lib.AdaptState.create(NUM_CLASSES, 8),
+        adapt=adapt or objective_lib.AdaptState.create(NUM_CLASSES, 8),
         rng=jax.random.key_data(jax.random.key(1)))
 
 
-def run(mode, num_devices, cfg, batches, strong_augment=None):
+def run(mode, num_devices, cfg, batches, strong_augment=None, adapt=None):
     model, tx = make_model(), optax.adam(1e-2)
     mesh = jax.make_mesh((num_devices,), (step_lib.AXIS,),
                          devices=jax.devices()[:num_devices])
@@ -68,7 +68,7 @@ def run(mode, num_devices, cfg, batches, strong_augment=None):
     train_step = parallel.compile_train(step_lib.make_train_step(
         model, tx, cfg, axis_name=step_lib.AXIS,
         sum_gradients=parallel.sum_gradients, strong_augment=strong_augment))
-    state = parallel.put_replicated(initial_state(model, tx))
+    state = parallel.put_replicated(initial_state(model, tx, adapt))
     history = []
     for batch in batches:
         state, metrics = train_step(state, parallel.put_batch(batch))
@@ -98,6 +98,56 @@ def test_every_device_count_and_mode_matches_one_device(reference, mode, num_dev
     assert_trees_close(got.adapt, want.adapt, atol=1e-5)
     for g, w in zip(got_metrics, want_metrics):
         for key in ("loss_cls", "loss_cd", "loss_ca", "loss_mmd", "confident_fraction"):
+            np.testing.assert_allclose(g[key], w[key], atol=1e-5)
+
+
+NUM_TARGET = 40
+
+
+def cluster_state(labels):
+    """A fresh adaptation state holding ``labels`` (the step donates its input)."""
+    return objective_lib.AdaptState.create(NUM_CLASSES, 8, NUM_TARGET).replace(
+        cluster_labels=jnp.asarray(labels))
+
+
+@pytest.fixture(scope="module")
+def clustered_reference():
+    """Batches naming their target utterances, a cluster table in which some
+    utterances are not clustered yet (-1, as before a run's first
+    clustering), and the one-device run on them."""
+    rng = np.random.default_rng(3)
+    table = rng.integers(-1, NUM_CLASSES, NUM_TARGET).astype(np.int32)
+    batches = make_batches(2)
+    for batch in batches:
+        batch["tgt_index"] = rng.permutation(NUM_TARGET)[:BATCH].astype(np.int32)
+    cfg = objective_config(cluster_labels=True)
+    return cfg, table, batches, run("shard_map", 1, cfg, batches, adapt=cluster_state(table))
+
+
+def test_cluster_labels_are_read_by_utterance(clustered_reference):
+    """Each target row reads its own utterance's cluster: the share of rows
+    with a label is the table's share over the batch's indices, and the same
+    batches read through a shuffled table train differently."""
+    cfg, table, batches, (one, one_metrics) = clustered_reference
+    for batch, metrics in zip(batches, one_metrics):
+        np.testing.assert_allclose(metrics["confident_fraction"],
+                                   np.mean(table[batch["tgt_index"]] >= 0), rtol=1e-6)
+    shuffled, _ = run("shard_map", 1, cfg, batches, adapt=cluster_state(
+        np.random.default_rng(4).permutation(table)))
+    assert not np.allclose(jax.tree.leaves(shuffled.params)[0],
+                           jax.tree.leaves(one.params)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "pmap"])
+def test_cluster_labels_on_8_devices_match_one_device(clustered_reference, mode):
+    """Each device's rows carry their utterances' indices through the
+    gather, so 8 devices train as one."""
+    cfg, table, batches, (one, one_metrics) = clustered_reference
+    eight, eight_metrics = run(mode, 8, cfg, batches, adapt=cluster_state(table))
+    assert_trees_close(eight.params, one.params, atol=1e-5)
+    np.testing.assert_array_equal(eight.adapt.cluster_labels, table)
+    for g, w in zip(eight_metrics, one_metrics):
+        for key in ("loss_cd", "loss_ca", "confident_fraction"):
             np.testing.assert_allclose(g[key], w[key], atol=1e-5)
 
 

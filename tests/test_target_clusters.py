@@ -41,3 +41,20 @@ def test_predictions_of_a_reprepared_corpus_are_a_clear_error():
 def test_missing_evaluation_names_the_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="summary.json: missing; run --mode=evaluate"):
         target_clusters.selected_predictions(str(tmp_path))
+
+
+def test_target_statistics_are_the_ones_training_clusters(toy_data_dir):
+    """The diagnostic reads each utterance's statistics as training's
+    clusters do (SpeakerStats, floored per-speaker std), in 'all' order."""
+    from data_prep.dataset import PreparedCorpus
+    from data_prep.features import FeatureConfig
+    from emodna_jax.utterance_stats import SpeakerStats
+    corpus = PreparedCorpus.find(toy_data_dir, "toy_tgt", FeatureConfig(n_mels=16))
+    table = target_clusters.target_statistics(corpus)
+    rows = corpus.source("all")
+    stats = SpeakerStats.of_corpus(corpus)
+    want = np.stack([stats.standardised(rows[i]["features"], rows[i]["speaker"])
+                     for i in range(len(rows))])
+    np.testing.assert_allclose(table["x"], want, rtol=1e-6)
+    assert list(table["emotion"]) == [corpus.emotions[int(rows[i]["emotion"])]
+                                      for i in range(len(rows))]
