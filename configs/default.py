@@ -120,6 +120,9 @@ def get_config() -> ml_collections.ConfigDict:
     # data.utterance_stats; emodna_jax/cluster_labels.py).
     config.loss.cluster_labels = False
     config.loss.cluster_every = 50
+    # The share of each cluster that keeps its class: the rows nearest their
+    # own centroid relative to the next; the others get no pseudo-label.
+    config.loss.cluster_keep = 1.0
 
     # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
     # 'keep' (auxiliary classifier on the backbone embedding) or 'suppress'

@@ -107,6 +107,8 @@ def validate_config(config):
                   "loss.w_ca, loss.w_cd or loss.w_consistency > 0")
         if not isinstance(loss.cluster_every, int) or loss.cluster_every < 1:
             _fail("loss.cluster_every", f"must be an integer >= 1, got {loss.cluster_every!r}")
+        if not 0.0 < loss.cluster_keep <= 1.0:
+            _fail("loss.cluster_keep", f"must be in (0, 1], got {loss.cluster_keep!r}")
     from emodna_jax import msac
     msac.validate_modes(config.msac)
     if config.data.protocol not in ("cross_corpus", "single_corpus"):

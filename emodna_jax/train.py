@@ -224,7 +224,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         logits = np.asarray(losses.posterior_logits(
             predictions["logits"], config.model.classifier, config.loss.am_scale))
         labels = cluster_labels.cluster(dict(predictions, logits=logits), statistics,
-                                        target.num_train)
+                                        target.num_train, config.loss.cluster_keep)
         host = parallel.get_replicated(state)
         return parallel.put_replicated(
             host.replace(adapt=host.adapt.replace(cluster_labels=labels)))
