@@ -95,12 +95,17 @@ def _shapes_state(key: str) -> bool:
 
 
 def config_changes(saved: dict, current: dict, *, step: int, workdir: str) -> dict:
-    """Entries (present in both) that differ from the config saved with
-    checkpoint ``step``: ValueError naming them when any shapes the state
-    (STATE_SHAPING), else a printed warning; returns key -> (saved, current)."""
+    """Entries that differ from the config saved with checkpoint ``step``:
+    ValueError naming them when any shapes the state (STATE_SHAPING), else a
+    printed warning; returns key -> (saved, current).  An entry absent from
+    the saved config (added to the project after it) counts only as a
+    switch turned on now: such switches default to off, so the saved run
+    had it off."""
     saved, current = _flat(saved), _flat(current)
     changes = {k: (saved[k], current[k]) for k in sorted(set(saved) & set(current))
                if saved[k] != current[k]}
+    changes.update({k: (None, True) for k in sorted(set(current) - set(saved))
+                    if current[k] is True})
     shaping = {k: v for k, v in changes.items() if _shapes_state(k)}
     described = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in
                           (shaping or changes).items())

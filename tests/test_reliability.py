@@ -155,6 +155,22 @@ def test_resuming_refuses_a_change_of_state_shape_and_warns_about_others(
     assert note["step"] == 6 and note["steps"] == {"was": 6, "now": 8}
 
 
+def test_a_switch_newer_than_the_checkpoint_counts_as_off_in_it(capsys):
+    """A checkpoint saved before a config entry existed is read as having
+    it off: turning a state-shaping switch on is refused by name, another
+    switch on is a warning, an entry left off or valued is no change."""
+    saved = {"loss": {"w_ca": 1.0}}
+    with pytest.raises(ValueError, match=r"checkpoint 9 was trained with another state "
+                                         r"shape \(loss.cluster_labels None -> True\)"):
+        train.config_changes(saved, {"loss": {"w_ca": 1.0, "cluster_labels": True}},
+                             step=9, workdir="w")
+    changes = train.config_changes(
+        saved, {"loss": {"w_ca": 1.0, "cluster_labels": False, "cluster_keep": 0.5,
+                         "pseudo_agreement": True}}, step=9, workdir="w")
+    assert changes == {"loss.pseudo_agreement": (None, True)}
+    assert "loss.pseudo_agreement None -> True" in capsys.readouterr().out
+
+
 def test_metrics_of_lost_steps_and_a_rerun_final_evaluation_are_not_doubled(
         toy_data_dir, tmp_path):
     import json
