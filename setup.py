@@ -41,6 +41,7 @@ setuptools.setup(
         # (tested too, so the test extra installs it).
         # torch: the eager PyTorch twin of benchmarks/train_step.py.
         "bench": ["opensmile>=2.5", "torch==2.13.0"],
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "opensmile>=2.5"],
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "opensmile>=2.5",
+                 "filelock>=3.0"],   # the tests' shared compilation cache
     },
 )

@@ -31,6 +31,32 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 EMOTIONS = ("angry", "happy", "neutral", "sad")
 
 
+def pytest_configure(config):
+    """One XLA compilation cache for the whole run, fresh each run: dozens of
+    tests train the same toy configs, in the pytest workers and in the
+    subprocesses they start, and each compiled the same programs anew
+    (about half of a test file's time).  The controlling process makes it
+    before the workers start, so they and their subprocesses inherit it; a
+    size limit turns on JAX's file lock, so two workers never read an entry
+    half written."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    config._jax_cache = tempfile.mkdtemp(prefix="emodna-jax-cache-")
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=config._jax_cache,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30))
+    import jax   # already imported by a plugin or conftest: tell it directly
+    jax.config.update("jax_compilation_cache_dir", config._jax_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_max_size", 4 << 30)
+
+
+def pytest_unconfigure(config):
+    import shutil
+    if getattr(config, "_jax_cache", None):
+        shutil.rmtree(config._jax_cache, ignore_errors=True)
+
+
 def pytest_sessionstart(session):
     """CPU facts first in the log (even with -q): multi-device timing depends on them."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
