@@ -51,6 +51,16 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_max_size", 4 << 30)
 
 
+# The longest test files, run first: pytest-xdist hands tests out in
+# collection order, so a long test collected last keeps one worker busy
+# minutes after the other has finished.
+LONGEST_FIRST = ("test_default_run.py", "test_distributed.py", "test_msac_suppression.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
+
+
 def pytest_unconfigure(config):
     import shutil
     if getattr(config, "_jax_cache", None):
