@@ -66,10 +66,12 @@ class SpeakerStats:
         by_split = {}
         for split in corpus.metadata["partition_splits"]:
             data = corpus.source(split)
-            raws = [data[i] for i in range(len(data))]
-            by_split[split] = (
-                np.stack([functionals(raw["features"]) for raw in raws]).reshape(-1, NUM_STATS),
-                np.array([int(raw["speaker"]) for raw in raws], np.int64))
+            values = np.empty((len(data), NUM_STATS))
+            speakers = np.empty(len(data), np.int64)
+            for i in range(len(data)):      # one utterance's frames at a time
+                raw = data[i]
+                values[i], speakers[i] = functionals(raw["features"]), int(raw["speaker"])
+            by_split[split] = (values, speakers)
         every = np.concatenate([values for values, _ in by_split.values()])
         speakers = np.concatenate([who for _, who in by_split.values()])
         corpus_mean, corpus_std = every.mean(0), every.std(0) + 1e-6
