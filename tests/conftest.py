@@ -45,7 +45,7 @@ def pytest_configure(config):
     os.environ.update(JAX_COMPILATION_CACHE_DIR=config._jax_cache,
                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30))
-    import jax   # already imported by a plugin or conftest: tell it directly
+    import jax   # if a plugin imported it already, it read the environment before this
     jax.config.update("jax_compilation_cache_dir", config._jax_cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_compilation_cache_max_size", 4 << 30)
