@@ -58,7 +58,7 @@ class SpeakerStats:
     speaker_std: dict
     corpus_mean: np.ndarray
     corpus_std: np.ndarray
-    by_split: dict = dataclasses.field(default_factory=dict)
+    by_split: dict          # stored split -> (raw statistics [N, 17], speakers [N])
 
     @classmethod
     def of_corpus(cls, corpus) -> "SpeakerStats":
