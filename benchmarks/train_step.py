@@ -46,6 +46,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from configs import default as default_config  # noqa: E402
+import emodna_jax  # noqa: E402
+from emodna_jax import host_memory  # noqa: E402
 from emodna_jax import input_pipeline  # noqa: E402
 from emodna_jax import experiment  # noqa: E402
 from emodna_jax import step as step_lib  # noqa: E402
@@ -371,7 +373,8 @@ def main(argv=None):
                "num_devices": jax.device_count(), "cpu_count": os.cpu_count(),
                "usable_cpus": usable_cpus(),
                "batch_size_per_stream": B, "num_frames": config.data.num_frames,
-               "compute_dtype": args.compute_dtype}
+               "compute_dtype": args.compute_dtype,
+               "keep_host_memory": emodna_jax.MALLOC_KEEPS_FREED_MEMORY}
     if os.getloadavg()[0] > 0.5 * os.cpu_count():
         log(f"WARNING: load average {loadavg()} on {os.cpu_count()} CPUs: other "
             "jobs share the cores; absolute times are inflated and ratios "
@@ -462,6 +465,9 @@ def main(argv=None):
            f"{results['torch']['threads']} intra-op, "
            f"{results['torch']['interop_threads']} inter-op"))
     log("threads: " + results["threads"])
+    log("malloc (both in this process): " + (
+        "one heap keeping freed memory (EMODNA_JAX_KEEP_HOST_MEMORY=1)"
+        if results["keep_host_memory"] else "the system's defaults"))
 
     results["loadavg_before_timing"] = loadavg()
     timing = timed_windows(runners, args.steps, args.windows, args.warmup)
@@ -608,6 +614,9 @@ def markdown(r: dict, command: str) -> str:
                      verdict(s["peak_rss_gib"] < TARGETS["peak_rss_gib"])))
     where = (r["device_kind"] if gpu else
              f"{cpu_model()}, {r['usable_cpus']} of {r['cpu_count']} cores")
+    if r.get("keep_host_memory"):
+        command = f"{host_memory.OPT_IN}=1 {command}"
+        where += ", malloc keeping freed memory"
     lines = [f"Reproduce: `{command}`", "",
              f"{where}; jax {jax.__version__}; batch {r['batch_size_per_stream']} + "
              f"{r['batch_size_per_stream']} utterances of {r['num_frames']} frames, "
