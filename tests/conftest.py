@@ -17,7 +17,12 @@ import soundfile as sf
 os.environ["XLA_FLAGS"] = " ".join(filter(None, (
     os.environ.get("XLA_FLAGS"),
     "--xla_cpu_collective_call_warn_stuck_timeout_seconds=60",
-    "--xla_cpu_collective_call_terminate_timeout_seconds=900")))
+    "--xla_cpu_collective_call_terminate_timeout_seconds=900",
+    # LLVM at -O1: dozens of toy programs compiled for a few steps each; on a
+    # quiet 2-core machine it took a fifth off the default step's compile
+    # (about 11 s to 9 s) and left its step time within the run-to-run
+    # spread.  XLA's HLO passes are the same; only LLVM's code generation is not.
+    "--xla_backend_optimization_level=1")))
 
 # numba's on-disk cache of guvectorize functions (librosa's YIN uses one) is
 # not safe when two processes compile the same function at once: they can
@@ -51,14 +56,18 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_max_size", 4 << 30)
 
 
-# The longest test files, run first: pytest-xdist hands tests out in
-# collection order, so a long test collected last keeps one worker busy
-# minutes after the other has finished.
-LONGEST_FIRST = ("test_default_run.py", "test_distributed.py", "test_msac_suppression.py")
+# The longest test files, longest first: pytest-xdist hands out whole files
+# (setup.cfg: --dist loadfile) in collection order, so a long file collected
+# last would keep one worker busy minutes after the other has finished.
+LONGEST_FIRST = ("test_distributed.py", "test_step.py", "test_cross_corpus.py",
+                 "test_evaluate.py", "test_reliability.py", "test_msac_suppression.py",
+                 "test_msac.py", "test_train.py", "test_default_run.py",
+                 "test_cluster_labels.py", "test_models.py", "test_builder.py")
 
 
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def pytest_unconfigure(config):

@@ -1,19 +1,21 @@
-"""The Quickstart's claim: on the built-in synthetic pair, at the default seed,
-Emo-DNA's target UAR is above that of the same model trained on the source
-alone.  The whole default config runs (the synthetic build, 400 steps of each
-method, evaluation of every checkpoint) on one device, as on a user's CPU."""
+"""The Quickstart's config runs end to end: the synthetic build, training with
+every loss, checkpointing and evaluation, on one device as on a user's CPU.
+A short run: whether Emo-DNA then beats source-only is an experiment, measured
+by benchmarks/default_run.py (its table is in the README)."""
+
+import math
+import os
 
 from configs import default
-from emodna_jax import config_variants, train
+from emodna_jax import train
 
 
-def test_default_run_puts_emodna_ahead_of_source_only(tmp_path):
+def test_default_config_builds_trains_and_evaluates(tmp_path):
     config = default.get_config()
     config.data.data_dir = str(tmp_path / "data")
     config.num_devices = 1
-    emodna = train.train_and_evaluate(config, str(tmp_path / "emodna"))
-    baseline = train.train_and_evaluate(config_variants.source_only(config),
-                                        str(tmp_path / "source_only"))
-    # The README's figures at this seed are 0.918 against 0.855; a change that
-    # cost the adaptation its lead fails here.
-    assert emodna["target_uar"] > baseline["target_uar"] + 0.02, (emodna, baseline)
+    config.steps = config.checkpoint_every = config.eval_every = 6
+    result = train.train_and_evaluate(config, str(tmp_path / "emodna"))
+    for key in ("target_uar", "target_war", "source_val_uar"):
+        assert 0.0 <= result[key] <= 1.0 and math.isfinite(result[key]), result
+    assert os.listdir(tmp_path / "emodna" / "checkpoints") == ["6"]

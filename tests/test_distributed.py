@@ -27,22 +27,10 @@ if address != "-":
 config = toy_config(data_dir, steps=int(steps), checkpoint_every=int(steps), log_every=1,
                     **{"data.num_frames": 120, "model.dropout_rate": 0.0,
                        "data.classes": ("neutral", "angry", "happy", "sad")})
-if mode == "evaluate":
-    from emodna_jax import evaluate
-    evaluate.evaluate_checkpoints(config, workdir, progress=False)
-    print("evaluated", jax.process_index(), flush=True)
-    sys.exit(0)
-if mode == "predict":  # every toy target file, with out as the JSON written
-    import dataclasses, json, os
-    from emodna_jax import predict
-    raw = os.path.join(os.path.dirname(data_dir), "raw", "toy_tgt")
-    results = predict.predict_files(config, workdir, [raw], checkpoint=int(steps))
-    if jax.process_index() == 0:
-        with open(out, "w") as f:
-            json.dump([dataclasses.asdict(r) for r in results], f)
-    print("predicted", jax.process_index(), len(results), flush=True)
-    sys.exit(0)
-if mode == "preempt" and jax.process_index() == 1:
+# mode: '+'-joined stages, run in this one process (a start and a compile
+# each saved): train or preempt, then evaluate, then predict.
+stages = mode.split("+")
+if "preempt" in stages and jax.process_index() == 1:
     # A real SIGTERM reaches process 1 alone, during its second step (as
     # it reads its third batch ahead).
     import signal
@@ -54,16 +42,31 @@ if mode == "preempt" and jax.process_index() == 1:
             signal.raise_signal(signal.SIGTERM)
         return put_batch(self, batch)
     step_lib.Parallel.put_batch = put_batch_then_preempt
-result = train.train_and_evaluate(config, workdir)
-if result.get("preempted"):
-    print("preempted", jax.process_index(), result["step"], flush=True)
-    sys.exit(0)
-from emodna_jax import experiment
-built, state, step = experiment.restore(config, workdir, built=experiment.build(config))
-if jax.process_index() == 0:
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.params))[0]
-    np.savez(out, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
-print("done", jax.process_index(), jax.process_count(), jax.device_count(), step, flush=True)
+if {"train", "preempt"} & set(stages):
+    result = train.train_and_evaluate(config, workdir)
+    if result.get("preempted"):
+        print("preempted", jax.process_index(), result["step"], flush=True)
+        sys.exit(0)
+    from emodna_jax import experiment
+    built, state, step = experiment.restore(config, workdir, built=experiment.build(config))
+    if jax.process_index() == 0:
+        leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(state.params))[0]
+        np.savez(out + ".npz", **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
+    print("done", jax.process_index(), jax.process_count(), jax.device_count(), step,
+          flush=True)
+if "evaluate" in stages:
+    from emodna_jax import evaluate
+    evaluate.evaluate_checkpoints(config, workdir, progress=False)
+    print("evaluated", jax.process_index(), flush=True)
+if "predict" in stages:  # every toy target file, into out.json
+    import dataclasses, json, os
+    from emodna_jax import predict
+    raw = os.path.join(os.path.dirname(data_dir), "raw", "toy_tgt")
+    results = predict.predict_files(config, workdir, [raw], checkpoint=int(steps))
+    if jax.process_index() == 0:
+        with open(out + ".json", "w") as f:
+            json.dump([dataclasses.asdict(r) for r in results], f)
+    print("predicted", jax.process_index(), len(results), flush=True)
 """
 
 
@@ -98,12 +101,13 @@ STEPS = 6  # one scheduled checkpoint, at the end
 
 @pytest.fixture(scope="module")
 def trained_both_ways(toy_data_dir, tmp_path_factory):
-    """The same run in 2 processes x 4 devices and in 1 x 8, side by side."""
+    """The same run in 2 processes x 4 devices and in 1 x 8, side by side,
+    each then evaluated (and the pair's predictions written) where it ran."""
     tmp = tmp_path_factory.mktemp("distributed")
     shared, single = str(tmp / "two"), str(tmp / "one")
-    pair = _pair(toy_data_dir, shared, tmp / "two.npz", "train", STEPS)
-    one = _launch([toy_data_dir, single, tmp / "one.npz", "-", 1, 0, "train", STEPS],
-                  devices=8)
+    pair = _pair(toy_data_dir, shared, tmp / "two", "train+evaluate+predict", STEPS)
+    one = _launch([toy_data_dir, single, tmp / "one", "-", 1, 0, "train+evaluate",
+                   STEPS], devices=8)
     outputs = [_finish(p) for p in pair] + [_finish(one)]
     return tmp, shared, single, outputs
 
@@ -125,10 +129,6 @@ def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
                                    err_msg=key)
     # Batch evaluation: every process computes, process 0 writes; the table
     # equals the one-process table of the same checkpoints.
-    pair = _pair(toy_data_dir, shared, tmp / "unused.npz", "evaluate", STEPS)
-    one = _launch([toy_data_dir, single, tmp / "unused.npz", "-", 1, 0, "evaluate",
-                   STEPS], devices=8)
-    outputs = [_finish(p) for p in pair] + [_finish(one)]
     assert "evaluated 1" in outputs[1]
     tables = []
     for workdir in (shared, single):
@@ -145,9 +145,7 @@ def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
 def test_prediction_in_two_processes_equals_one(toy_data_dir, trained_both_ways):
     from emodna_jax import predict
     from tests.conftest import toy_config
-    tmp, shared, _, _ = trained_both_ways
-    outputs = [_finish(p) for p in _pair(toy_data_dir, shared, tmp / "two.json",
-                                         "predict", STEPS)]
+    tmp, shared, _, outputs = trained_both_ways
     # The same prediction in this one process (the script's config).
     config = toy_config(toy_data_dir, steps=STEPS, checkpoint_every=STEPS, log_every=1,
                         **{"data.num_frames": 120, "model.dropout_rate": 0.0,
@@ -168,14 +166,13 @@ def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_bit_exactly(
         toy_data_dir, trained_both_ways, tmp_path):
     straight = trained_both_ways[0] / "two.npz"
     workdir = str(tmp_path / "stopped")
-    outputs = [_finish(p) for p in _pair(toy_data_dir, workdir, tmp_path / "unused.npz",
+    outputs = [_finish(p) for p in _pair(toy_data_dir, workdir, tmp_path / "unused",
                                          "preempt", STEPS)]
     # Both processes stop at the step where process 1 was signalled, with one
     # checkpoint of it.
     assert "preempted 0 2" in outputs[0] and "preempted 1 2" in outputs[1], outputs
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
-    for process in _pair(toy_data_dir, workdir, tmp_path / "resumed.npz", "train",
-                         STEPS):
+    for process in _pair(toy_data_dir, workdir, tmp_path / "resumed", "train", STEPS):
         _finish(process)
     want, got = np.load(straight), np.load(tmp_path / "resumed.npz")
     assert sorted(want.files) == sorted(got.files) and len(want.files) > 10

@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+# One thread: the other pytest worker keeps the second core busy, and torch's
+# OpenMP threads then spin-wait for each other (46 s alone, 3-4 min beside it).
+torch.set_num_threads(1)
 
 from configs import default  # noqa: E402
 from emodna_jax import experiment, models  # noqa: E402
