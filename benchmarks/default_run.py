@@ -23,6 +23,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks import cross_corpus  # noqa: E402
 from configs import default  # noqa: E402
 from emodna_jax import config_variants, train  # noqa: E402
 
@@ -48,8 +49,7 @@ def main(argv=None) -> int:
     (_, emodna, _), (_, baseline, _) = rows
     lead = emodna["target_uar"] - baseline["target_uar"]
     ok = lead > args.margin
-    lines = ["Reproduce: `python benchmarks/default_run.py --doc=README.md "
-             f"--section={args.section}`", "",
+    lines = [f"Reproduce: `{cross_corpus.reproduce_command('default_run.py', argv)}`", "",
              f"{os.cpu_count()} CPUs, one device; the first row's time includes "
              "building the synthetic shards.", "",
              "| method | target UAR | target WAR | source-val UAR | wall s |",
@@ -61,8 +61,6 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.doc:
-        sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-        import cross_corpus
         cross_corpus.write_section(args.doc, text, args.section)
     return 0 if ok else 1
 
