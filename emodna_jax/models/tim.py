@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodna_jax.models.causal_conv import CausalConv
 from emodna_jax.models.layers import (BatchNorm, ConvSettings, conv_norm_act,
                                       masked_mean, reverse_within_length,
                                       zero_padding)
@@ -40,14 +41,12 @@ class TemporalAwareBlock(ConvSettings):
                  train: bool) -> jax.Array:
         y = x
         for i in range(2):
-            # Left padding only: frame t sees t, t-d, ..., never the future.
+            # Causal: frame t sees t, t-d, ..., never the future.
             y = conv_norm_act(
                 y, mask,
-                nn.Conv(self.features, (self.kernel_size,),
-                        kernel_dilation=(self.dilation,),
-                        padding=[((self.kernel_size - 1) * self.dilation, 0)],
-                        use_bias=False, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"conv{i}"),
+                CausalConv(self.features, self.kernel_size, self.dilation,
+                           use_bias=False, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name=f"conv{i}"),
                 BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
                           param_dtype=self.param_dtype, name=f"bn{i}"),
                 nn.Dropout(self.dropout_rate, broadcast_dims=(1,)), train=train)
@@ -87,9 +86,9 @@ class TIMNet(ConvSettings):
         x = zero_padding(frames.astype(self.dtype), mask)
         streams = {"forward": x, "backward": reverse_within_length(x, mask)}
         for direction, stream in streams.items():
-            stream = nn.Conv(self.features, (1,), dtype=self.dtype,
-                             param_dtype=self.param_dtype,
-                             name=f"{direction}_input")(stream)
+            stream = CausalConv(self.features, dtype=self.dtype,
+                                param_dtype=self.param_dtype,
+                                name=f"{direction}_input")(stream)
             streams[direction] = zero_padding(stream, mask)
 
         scales = []
