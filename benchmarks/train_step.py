@@ -466,8 +466,9 @@ def main(argv=None):
            f"{results['torch']['interop_threads']} inter-op"))
     log("threads: " + results["threads"])
     log("malloc (both in this process): " + (
-        "one heap keeping freed memory (EMODNA_JAX_KEEP_HOST_MEMORY=1)"
-        if results["keep_host_memory"] else "the system's defaults"))
+        "one heap keeping freed memory (emodna_jax's default)"
+        if results["keep_host_memory"] else
+        f"the system's defaults ({host_memory.ENV_VAR}=0 or not glibc)"))
 
     results["loadavg_before_timing"] = loadavg()
     timing = timed_windows(runners, args.steps, args.windows, args.warmup)
@@ -614,9 +615,9 @@ def markdown(r: dict, command: str) -> str:
                      verdict(s["peak_rss_gib"] < TARGETS["peak_rss_gib"])))
     where = (r["device_kind"] if gpu else
              f"{cpu_model()}, {r['usable_cpus']} of {r['cpu_count']} cores")
-    if r.get("keep_host_memory"):
-        command = f"{host_memory.OPT_IN}=1 {command}"
-        where += ", malloc keeping freed memory"
+    if not r.get("keep_host_memory"):
+        command = f"{host_memory.ENV_VAR}=0 {command}"
+        where += ", the system's malloc settings"
     lines = [f"Reproduce: `{command}`", "",
              f"{where}; jax {jax.__version__}; batch {r['batch_size_per_stream']} + "
              f"{r['batch_size_per_stream']} utterances of {r['num_frames']} frames, "

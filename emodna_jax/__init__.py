@@ -2,5 +2,6 @@
 
 from emodna_jax import host_memory
 
-# Opt-in, and before JAX starts its threads: see host_memory's docstring.
+# Before JAX starts its threads; EMODNA_JAX_KEEP_HOST_MEMORY=0 opts out
+# (host_memory's docstring says why it is the default).
 MALLOC_KEEPS_FREED_MEMORY = host_memory.keep_freed_memory()

@@ -24,6 +24,13 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, (
     # spread.  XLA's HLO passes are the same; only LLVM's code generation is not.
     "--xla_backend_optimization_level=1")))
 
+# The suite compiles hundreds of programs and runs each for a few steps, so
+# the default malloc setting (one heap kept for the whole process, which makes
+# steps faster and compiles slower: emodna_jax/host_memory.py) would cost it
+# time.  test_host_memory.py checks the default in processes of its own.
+# Set before any test imports emodna_jax, which applies it on import.
+os.environ.setdefault("EMODNA_JAX_KEEP_HOST_MEMORY", "0")
+
 # numba's on-disk cache of guvectorize functions (librosa's YIN uses one) is
 # not safe when two processes compile the same function at once: they can
 # write mismatched halves of one entry, and the next call segfaults (numba

@@ -1,4 +1,4 @@
-"""EMODNA_JAX_KEEP_HOST_MEMORY=1: an XLA:CPU program's freed buffers are reused."""
+"""By default an XLA:CPU program's freed buffers are reused, not faulted in again."""
 
 import json
 import os
@@ -31,7 +31,7 @@ print(json.dumps({"kept": emodna_jax.MALLOC_KEEPS_FREED_MEMORY, "faults": faults
 
 def _run(**env):
     """The script's minor faults per run in a fresh process with ``env``."""
-    env = {k: v for k, v in os.environ.items() if k != host_memory.OPT_IN} | env
+    env = {k: v for k, v in os.environ.items() if k != host_memory.ENV_VAR} | env
     out = subprocess.run([sys.executable, "-c", RUNS], cwd=REPO, env=env, text=True,
                          capture_output=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -39,7 +39,7 @@ def _run(**env):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
 def test_a_freed_output_is_reused_instead_of_faulted_in_again():
-    system, kept = _run(), _run(**{host_memory.OPT_IN: "1"})
+    system, kept = _run(**{host_memory.ENV_VAR: "0"}), _run()
     assert kept["kept"] and not system["kept"]
     # 64 MB is 16,384 pages of 4 KiB: the system allocator faults in about
     # twice that per run (35,000 here), the kept heap about a quarter of it.

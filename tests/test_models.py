@@ -9,7 +9,8 @@ import pytest
 
 from emodna_jax.models import BACKBONES, EmoDNAModel
 from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm,
-                                      downsample_mask, masked_mean,
+                                      downsample_mask, masked_batch_norm,
+                                      masked_mean,
                                       masked_window_mean, reverse_within_length)
 
 NUM_FEATURES = 16
@@ -194,6 +195,72 @@ def test_batchnorm_across_replicas_equals_whole_batch():
     np.testing.assert_array_equal(
         BatchNorm(axis_name="batch").apply(variables, x, mask, train=False),
         whole.apply(variables, x, mask, train=False))
+
+
+def _reference_batch_norm(x, weights, scale, bias, epsilon=1e-5):
+    """The same arithmetic in plain jnp, for autodiff to differentiate."""
+    axes = tuple(range(x.ndim - 1))
+    count = jnp.sum(jnp.broadcast_to(weights, x.shape[:-1] + (1,)))
+    mean = jnp.sum(x * weights, axis=axes) / count
+    var = jnp.sum(jnp.square(x - mean) * weights, axis=axes) / count
+    y = (x - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+    return y, mean, var
+
+
+@pytest.mark.parametrize("shape", [(3, 10, 4), (3, 10, 5, 4)])
+def test_batchnorm_gradient_is_autodiff_of_the_masked_moments(shape):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(3.0 + rng.normal(size=shape), jnp.float32)
+    mask = jnp.arange(10)[None, :] < jnp.array([10, 4, 1])[:, None]
+    weights = mask.astype(jnp.float32).reshape(mask.shape + (1,) * (len(shape) - 2))
+    scale = jnp.asarray(rng.uniform(0.5, 2, size=shape[-1]), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
+    # A loss of y at every position (padded ones too) and of the moments.
+    g_y, g_mean, g_var = (jnp.asarray(rng.normal(size=s), jnp.float32)
+                          for s in (shape, shape[-1:], shape[-1:]))
+
+    def loss(norm):
+        def f(x, scale, bias):
+            y, mean, var = norm(x, weights, scale, bias)
+            return jnp.sum(y * g_y) + jnp.sum(mean * g_mean) + jnp.sum(var * g_var)
+        return jax.grad(f, (0, 1, 2))(x, scale, bias)
+
+    got = loss(lambda *a: masked_batch_norm(*a, 1e-5, None))
+    want = loss(_reference_batch_norm)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_gradients_across_replicas_equal_whole_batch():
+    # Parameters replicated, batch split over 4 devices with unequal valid
+    # frames: the gradients must be those of the whole batch.
+    devices = 4
+    mesh = jax.make_mesh((devices,), ("batch",),
+                         devices=jax.devices()[:devices])
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(8, 6, 3)) + np.arange(8)[:, None, None],
+                    jnp.float32)
+    mask = jnp.arange(6)[None, :] < jnp.array([6, 5, 1, 2, 6, 3, 1, 4])[:, None]
+    g = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    variables = BatchNorm().init(jax.random.key(0), x, mask, train=True)
+    params = {"params": {"scale": jnp.asarray([0.5, 1.0, 2.0]),
+                         "bias": jnp.asarray([0.1, -0.2, 0.3])}}
+
+    def grads(bn, x, mask, g):
+        def f(params, x):
+            y, _ = bn.apply({**variables, **params}, x, mask, train=True,
+                            mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(y) * g)
+        return jax.grad(f, (0, 1))(params, x)
+
+    want = grads(BatchNorm(), x, mask, g)
+    shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    got = jax.jit(jax.shard_map(
+        lambda x, m, g: grads(BatchNorm(axis_name="batch"), x, m, g), mesh=mesh,
+        in_specs=(jax.sharding.PartitionSpec("batch"),) * 3,
+        out_specs=(jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec("batch"))))(
+            *(jax.device_put(a, shard) for a in (x, mask, g)))
+    assert_trees_close(got, want)
 
 
 # --- EmoDNAModel ----------------------------------------------------------

@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodna_jax.models.layers import varying_like
+
 
 def _read_ahead(g: jax.Array, offset: int) -> jax.Array:
     """``g[:, t + offset]`` for each t of [B, T, C], zero past the end."""
@@ -70,21 +72,6 @@ def _causal_conv_bwd(dilation, residuals, g):
 causal_conv.defvjp(_causal_conv_fwd, _causal_conv_bwd)
 
 
-def _varying_like(kernel: jax.Array, x: jax.Array) -> jax.Array:
-    """``kernel`` marked as varying over the mesh axes that ``x`` varies over.
-
-    Inside ``shard_map`` the replicated kernel is invariant and the batch is
-    not, so the kernel gradient computed from the batch is per-device; a
-    custom VJP must return it with the kernel's own type.  Casting first makes
-    that type varying, and autodiff of the cast sums the per-device gradients
-    over the axis, as it does for any replicated parameter.  Outside
-    ``shard_map`` nothing varies and this returns ``kernel``.
-    """
-    axes = (jax.typeof(x).manual_axis_type.varying
-            - jax.typeof(kernel).manual_axis_type.varying)
-    return jax.lax.pcast(kernel, tuple(sorted(axes)), to="varying")
-
-
 class CausalConv(nn.Module):
     """Flax layer for :func:`causal_conv`: [B, T, C_in] -> [B, T, features].
 
@@ -109,5 +96,5 @@ class CausalConv(nn.Module):
                            self.param_dtype) if self.use_bias else None)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
                                                   dtype=self.dtype)
-        y = causal_conv(x, _varying_like(kernel, x), self.dilation)
+        y = causal_conv(x, varying_like(kernel, x), self.dilation)
         return y if bias is None else y + bias

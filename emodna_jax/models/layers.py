@@ -13,6 +13,7 @@ utterance got, nor on what the padded frames hold.  The rules that guarantee it:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -212,49 +213,103 @@ class BatchNorm(nn.Module):
         ra_var = self.variable("batch_stats", "var", jnp.ones, (features,),
                                jnp.float32)
 
-        if train:
-            initializing = self.is_initializing()
-            mean, var = self._batch_moments(
-                x, mask, None if initializing else self.axis_name)
-            if not initializing:
-                m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * mean
-                ra_var.value = m * ra_var.value + (1 - m) * var
-        else:
-            mean, var = ra_mean.value, ra_var.value
-
-        y = (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + self.epsilon)
         if self.use_scale_bias:
             scale = self.param("scale", nn.initializers.ones, (features,),
-                               self.param_dtype)
+                               self.param_dtype).astype(jnp.float32)
             bias = self.param("bias", nn.initializers.zeros, (features,),
-                              self.param_dtype)
-            y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+                              self.param_dtype).astype(jnp.float32)
+        else:
+            scale = jnp.ones((features,), jnp.float32)
+            bias = jnp.zeros((features,), jnp.float32)
+
+        if not train:
+            y = ((x.astype(jnp.float32) - ra_mean.value)
+                 * jax.lax.rsqrt(ra_var.value + self.epsilon)) * scale + bias
+            return y.astype(self.dtype)
+
+        initializing = self.is_initializing()
+        weights = (jnp.ones(x.shape[:2], jnp.float32) if mask is None
+                   else mask.astype(jnp.float32))
+        weights = weights.reshape(weights.shape + (1,) * (x.ndim - 2))
+        y, mean, var = masked_batch_norm(
+            x, weights, varying_like(scale, x), varying_like(bias, x),
+            self.epsilon, None if initializing else self.axis_name)
+        if not initializing:
+            m = self.momentum
+            ra_mean.value = m * ra_mean.value + (1 - m) * mean
+            ra_var.value = m * ra_var.value + (1 - m) * var
         return y.astype(self.dtype)
 
-    @staticmethod
-    def _batch_moments(x, mask, axis_name):
-        """Masked mean and biased variance per channel, [C] float32 each."""
-        x = x.astype(jnp.float32).reshape(x.shape[0], x.shape[1], -1,
-                                          x.shape[-1])  # [B, T, M, C]
-        if mask is None:
-            weights = jnp.ones(x.shape[:2] + (1, 1), jnp.float32)
-        else:
-            weights = mask.astype(jnp.float32)[:, :, None, None]
-        weights = jnp.broadcast_to(weights, x.shape[:3] + (1,))
-        axes = (0, 1, 2)
 
-        def global_sum(value):
-            if axis_name is None:
-                return value
-            return jax.lax.psum(value, axis_name)
+def varying_like(param: jax.Array, x: jax.Array) -> jax.Array:
+    """``param`` marked as varying over the mesh axes that ``x`` varies over.
 
-        count = global_sum(jnp.sum(weights))
-        mean = global_sum(jnp.sum(x * weights, axis=axes)) / count
-        # Two passes rather than E[x^2] - E[x]^2: activations with a large
-        # mean and small spread would otherwise lose the variance to rounding.
-        var = global_sum(jnp.sum(jnp.square(x - mean) * weights, axis=axes))
-        return mean, var / count
+    Inside ``shard_map`` a replicated parameter is invariant and the batch is
+    not, so a gradient computed from the batch is per-device; a custom VJP
+    must return it with the parameter's own type.  Casting first makes that
+    type varying, and autodiff of the cast sums the per-device gradients over
+    the axis, as it does for any replicated parameter used with the batch.
+    Outside ``shard_map`` nothing varies and this returns ``param``.
+    """
+    axes = (jax.typeof(x).manual_axis_type.varying
+            - jax.typeof(param).manual_axis_type.varying)
+    return jax.lax.pcast(param, tuple(sorted(axes)), to="varying")
+
+
+def _global_sum(value: jax.Array, axis_name: str | None) -> jax.Array:
+    return value if axis_name is None else jax.lax.psum(value, axis_name)
+
+
+def _masked_batch_norm_fwd(x, weights, scale, bias, epsilon, axis_name):
+    x32 = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    count = _global_sum(jnp.sum(jnp.broadcast_to(weights, x.shape[:-1] + (1,))),
+                        axis_name)
+    mean = _global_sum(jnp.sum(x32 * weights, axis=axes), axis_name) / count
+    # Two passes rather than E[x^2] - E[x]^2: activations with a large mean
+    # and small spread would otherwise lose the variance to rounding.
+    var = _global_sum(jnp.sum(jnp.square(x32 - mean) * weights, axis=axes),
+                      axis_name) / count
+    rstd = jax.lax.rsqrt(var + epsilon)
+    y = (x32 - mean) * rstd * scale + bias
+    return (y, mean, var), (x, weights, mean, rstd, scale, count)
+
+
+def _masked_batch_norm_bwd(epsilon, axis_name, residuals, cotangents):
+    x, weights, mean, rstd, scale, count = residuals
+    dy, dmean, dvar = cotangents
+    x32 = x.astype(jnp.float32)
+    xhat = (x32 - mean) * rstd
+    axes = tuple(range(x.ndim - 1))
+    dbias = jnp.sum(dy, axis=axes)
+    dscale = jnp.sum(dy * xhat, axis=axes)
+    # Gradients through the batch mean and variance, which every frame of the
+    # global batch (valid or padded) reads: sums of dL/dxhat and
+    # dL/dxhat * xhat over all replicas, plus the moments' own cotangents.
+    sum_dxhat = _global_sum(dbias, axis_name) * scale
+    sum_dxhat_xhat = _global_sum(dscale, axis_name) * scale
+    share = weights / count        # d mean / dx at each position
+    dx = (rstd * (dy * scale - share * (sum_dxhat + xhat * sum_dxhat_xhat))
+          + share * (dmean + 2 * (x32 - mean) * dvar))
+    return dx.astype(x.dtype), jnp.zeros_like(weights), dscale, dbias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def masked_batch_norm(x, weights, scale, bias, epsilon, axis_name):
+    """Batch-normalises ``x`` [B, T, ..., C] with the moments of weighted
+    positions: returns (y float32, mean [C], biased var [C]).
+
+    ``weights`` (float32, broadcastable to x's shape with a last axis of 1)
+    is 1 at valid positions and 0 at padding; with ``axis_name`` the sums and
+    counts are over every replica.  The VJP is the closed form (two sums per
+    channel and one elementwise pass), where autodiff of the two-pass moments
+    took four sums over the activations and more passes: the backbone's
+    BatchNorms are about a fifth of the train step on CPU.
+    """
+    return _masked_batch_norm_fwd(x, weights, scale, bias, epsilon, axis_name)[0]
+
+
+masked_batch_norm.defvjp(_masked_batch_norm_fwd, _masked_batch_norm_bwd)
 
 
 class CosineClassifier(nn.Module):
