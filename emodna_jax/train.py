@@ -166,6 +166,19 @@ def _own_iterator_state(stored, workdir: str):
     return states[jax.process_index()]
 
 
+def reads_ahead() -> bool:
+    """Whether the loop reads the next batch while the devices run a step.
+
+    On accelerators the host's reading overlaps the device's step.  On CPU
+    they share the cores: a reader thread that deschedules one of XLA's
+    threads holds up every kernel split across them.  On two cores the
+    default step took 1.20x as long read ahead and 1.05x read after it
+    (benchmarks/train_step.py, against the step on prefetched batches), so
+    on CPU the loop reads between steps.
+    """
+    return jax.default_backend() != "cpu"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains (or resumes) in ``workdir``; returns the final target metrics.
 
@@ -238,6 +251,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         """The batch of step ``done + 1`` on the devices; None after the last."""
         return parallel.put_batch(next(iterator)) if done < config.steps else None
 
+    overlap_input = reads_ahead()
     window_start, window_steps = time.time(), 0
     step = start_step
     try:
@@ -250,12 +264,13 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 state, metrics = train_step(state, batch)   # dispatched, not awaited
                 step += 1
                 window_steps += 1
-                # The next batch is read, cropped and put on the devices
-                # while they run this step.
-                batch = read_ahead(step)
+                if overlap_input:   # read while the devices run this step
+                    batch = read_ahead(step)
                 # The one host sync of a step: its metrics, checked at once so
                 # a NaN stops the run before anything logs or saves it.
                 metrics = parallel.get_metrics(metrics)
+                if not overlap_input:
+                    batch = read_ahead(step)
                 _check_finite(step, metrics)
                 if step % config.log_every == 0 or step == config.steps:
                     elapsed = time.time() - window_start
