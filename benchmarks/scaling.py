@@ -76,7 +76,10 @@ def measure(config, batch_size: int, num_frames: int, with_plain: bool,
             "gflop": fused.flops / 1e9, "gbytes": fused.bytes / 1e9}
 
 
-def eval_throughput(config, passes: int = 3) -> float:
+EVAL_PASSES = 3
+
+
+def eval_throughput(config, passes: int = EVAL_PASSES) -> float:
     """Utterances/s of batch evaluation over the target split: the median of
     ``passes`` timed passes after a compiling one (one pass swung from 360
     to 640 utterances/s between runs)."""
@@ -118,7 +121,8 @@ def table(results: dict) -> str:
             f"{r['gflop']:.1f} | {r['compile_s']:.1f} |")
     if results.get("eval_utterances_per_s"):
         lines += ["", f"Evaluation: {results['eval_utterances_per_s']:.0f} utterances/s "
-                      "(target split, whole utterances up to the evaluation crop; median of 3 passes)."]
+                      "(target split, whole utterances up to the evaluation crop; median of "
+                      f"{EVAL_PASSES} passes)."]
     return "\n".join(lines) + "\n"
 
 

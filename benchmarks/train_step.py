@@ -289,7 +289,6 @@ def fed_step_time(parallel, runner, source, target, config, batch_size: int,
     return {"step_s": step_s, "samples_per_s": 2 * batch_size / step_s,
             "loop_order": loop, "other_order": other,
             "other_order_step_s": float(np.median(times[other])),
-            "sequential_step_s": float(np.median(times["sequential"])),
             "prefetched_step_s": float(np.median(times["prefetched"])),
             "steps": per_window * windows}
 

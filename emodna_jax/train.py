@@ -247,7 +247,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         return parallel.put_replicated(
             host.replace(adapt=host.adapt.replace(cluster_labels=labels)))
 
-    def read_ahead(done):
+    def next_batch(done):
         """The batch of step ``done + 1`` on the devices; None after the last."""
         return parallel.put_batch(next(iterator)) if done < config.steps else None
 
@@ -256,7 +256,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
     step = start_step
     try:
         with _Preemption() as preemption:
-            batch = read_ahead(step)
+            batch = next_batch(step)
             while step < config.steps:
                 # The input position after this step's batch: what a
                 # checkpoint of this step stores, before the next is read.
@@ -265,12 +265,12 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 step += 1
                 window_steps += 1
                 if overlap_input:   # read while the devices run this step
-                    batch = read_ahead(step)
+                    batch = next_batch(step)
                 # The one host sync of a step: its metrics, checked at once so
                 # a NaN stops the run before anything logs or saves it.
                 metrics = parallel.get_metrics(metrics)
                 if not overlap_input:
-                    batch = read_ahead(step)
+                    batch = next_batch(step)
                 _check_finite(step, metrics)
                 if step % config.log_every == 0 or step == config.steps:
                     elapsed = time.time() - window_start
