@@ -50,7 +50,9 @@ LABELS = {"source_only": "source-only", "dan": "DAN (MMD)", "dann": "DANN",
           "no_ca": "Emo-DNA w/o L_ca", "no_mmd": "Emo-DNA w/o MMD",
           "no_cor": "Emo-DNA w/o L_cor", "no_consistency": "Emo-DNA w/o L_con",
           "no_diversity": "Emo-DNA w/o L_div",
-          "no_clusters": "Emo-DNA, thresholds' pseudo-labels"}
+          "no_clusters": "Emo-DNA, thresholds' pseudo-labels",
+          "no_agreement": "Emo-DNA w/o the agreement check",
+          "paper": "Emo-DNA as published"}
 COLUMNS = ("task", "method", "seed", "uar", "war", "uar_last", "war_last",
            "source_val_uar", "selected_step", "pseudo_passed_fraction",
            "pseudo_passed_accuracy", "seconds")

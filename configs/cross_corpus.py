@@ -18,7 +18,11 @@ METHOD (default ``emodna``):
   no_cd, no_ca, no_mmd, no_cor, no_consistency, no_diversity
                 Emo-DNA without one of its losses;
   no_clusters   Emo-DNA with the adaptive thresholds' pseudo-labels instead
-                of the target's clusters (the recipe before them).
+                of the target's clusters (the recipe before them);
+  no_agreement  Emo-DNA without the check of the clusters against the
+                classifier (loss.cluster_agreement);
+  paper         Emo-DNA as published: threshold pseudo-labels from the first
+                step, the paper's weights, none of the recipe's additions.
 
 Checkpoints are kept every 50 steps so that ``--mode=evaluate`` can select
 one by source-validation UAR (never by target labels).

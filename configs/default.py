@@ -123,6 +123,10 @@ def get_config() -> ml_collections.ConfigDict:
     # The share of each cluster that keeps its class: the rows nearest their
     # own centroid relative to the next; the others get no pseudo-label.
     config.loss.cluster_keep = 1.0
+    # At the first clustering, a class whose cluster the classifier mostly
+    # gives to one other class is not adapted: no pseudo-labels from it, and
+    # the diversity term pools it with that class (docs/losses.md, section 4).
+    config.loss.cluster_agreement = False
 
     # Multiple Speech Attribute Control (MSAC-SERNet): per attribute 'off',
     # 'keep' (auxiliary classifier on the backbone embedding) or 'suppress'

@@ -13,6 +13,15 @@ Why: a threshold keeps the classifier's own mistakes, confidently made; the
 clusters outvote mistakes scattered over a region the statistics hold
 together.  docs/results.md ("What bounds adaptation here: the target's own
 clusters") measured the same step after training.
+
+``loss.cluster_agreement`` (``agreement``) checks the clusters against
+the classifier once, at the first clustering, before any pseudo-label has
+taught: a cluster whose utterances the classifier gives to one other class
+by a strict majority contradicts its own class.  Between corpora whose
+actors swap two emotions that is what the target looks like, and no
+label-free method can tell which of the two names is right, so such a class
+is not adapted: its cluster gives no pseudo-label, and the diversity term
+counts it with the class the classifier gives it (docs/losses.md, section 4).
 """
 
 from __future__ import annotations
@@ -48,11 +57,16 @@ def refine(statistics: np.ndarray, logits: np.ndarray, keep: float = 1.0) -> np.
     return labels
 
 
+def first_step(total_steps: int, adapt_start: float) -> int:
+    """The step after which the target is first clustered: the first step of
+    adaptation (the end of the source-only warm-up)."""
+    return max(int(np.ceil(adapt_start * total_steps)), 1)
+
+
 def due(step: int, total_steps: int, adapt_start: float, every: int) -> bool:
-    """Whether the clusters are recomputed after ``step``: at the first step
-    of adaptation (the end of the source-only warm-up), then every
-    ``every`` steps, never after the last."""
-    first = max(int(np.ceil(adapt_start * total_steps)), 1)
+    """Whether the clusters are recomputed after ``step``: at ``first_step``,
+    then every ``every`` steps, never after the last."""
+    first = first_step(total_steps, adapt_start)
     return first <= step < total_steps and (step - first) % every == 0
 
 
@@ -69,3 +83,48 @@ def cluster(predictions: dict, statistics: np.ndarray, num_target: int,
     labels = np.empty(num_target, np.int32)
     labels[index] = refine(statistics[index], predictions["logits"], keep)
     return labels
+
+
+def votes(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """[cluster, predicted class] counts over the clustered rows."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    clustered = labels >= 0
+    np.add.at(counts, (labels[clustered], predicted[clustered]), 1)
+    return counts
+
+
+def agreement(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(agrees [C] bool, groups [C] int32)`` from ``votes``' counts.
+
+    Cluster k contradicts its class when the classifier gives one other
+    class a strict majority of its rows; otherwise it agrees (a minority is
+    what the clusters are there to outvote).  A contradicted class shares a
+    group with the class that took its majority (the diversity term counts
+    their posterior mass together); every group is named by its smallest
+    class, so with no contradiction ``groups`` is ``arange(C)``.
+    """
+    num_classes = len(counts)
+    parent = np.arange(num_classes)
+
+    def root(c):
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    agrees = np.ones(num_classes, bool)
+    for k in range(num_classes):
+        others = counts[k].copy()
+        others[k] = 0
+        winner = int(np.argmax(others))
+        if others[winner] * 2 > counts[k].sum():
+            agrees[k] = False
+            a, b = sorted((root(k), root(winner)))
+            parent[b] = a
+    return agrees, np.array([root(c) for c in range(num_classes)], np.int32)
+
+
+def without_contradicted(labels: np.ndarray, agrees: np.ndarray) -> np.ndarray:
+    """``labels`` with the rows of every contradicted cluster set to -1."""
+    agrees = np.asarray(agrees, bool)
+    return np.where((labels >= 0) & agrees[np.maximum(labels, 0)], labels,
+                    -1).astype(np.int32)

@@ -109,6 +109,9 @@ def validate_config(config):
             _fail("loss.cluster_every", f"must be an integer >= 1, got {loss.cluster_every!r}")
         if not 0.0 < loss.cluster_keep <= 1.0:
             _fail("loss.cluster_keep", f"must be in (0, 1], got {loss.cluster_keep!r}")
+    elif loss.get("cluster_agreement", False):
+        _fail("loss.cluster_agreement", "checks the target's clusters: needs "
+              "loss.cluster_labels=True")
     from emodna_jax import msac
     msac.validate_modes(config.msac)
     if config.data.protocol not in ("cross_corpus", "single_corpus"):

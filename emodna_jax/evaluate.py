@@ -33,6 +33,7 @@ from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
 from emodna_jax import objective as objective_lib
 from emodna_jax import ood as ood_lib
+from emodna_jax import selection
 from emodna_jax import step as step_lib
 
 EVAL_DIR = "eval"
@@ -199,6 +200,19 @@ def _metric_row(config, outputs: dict, classes) -> dict:
     return row
 
 
+def put_metric_rows(table: "ResultTable", step: int, config, predictions: dict,
+                    classes) -> None:
+    """The rows of one checkpoint: metrics per split, and on the target row
+    the label-free selection scores (emodna_jax/selection.py), which read
+    every target row but no target label."""
+    for split, outputs in predictions.items():
+        table.put(step, split, _metric_row(config, outputs, classes))
+    target, source = predictions["target"], predictions["source_val"]
+    table.rows[(step, "target")].update(selection.scores(
+        _posterior(config, target), target["e"], _posterior(config, source),
+        source["e"], source["label"]))
+
+
 def evaluated_corpus(config) -> str:
     """What the "target" rows hold: the target corpus, or, in a single-corpus
     run, the held-out speakers of the source's fold."""
@@ -207,31 +221,48 @@ def evaluated_corpus(config) -> str:
     return config.data.target
 
 
+# Rules every evaluation reports beside the one that selects (summary.json's
+# "selections"): source validation, and each label-free target score.
+REPORTED_RULES = ("source_val_uar",) + tuple(f"target_{k}" for k in selection.RULES)
+
+
 def select_step(table: ResultTable, rule: str) -> dict:
     """The step a rule picks, plus the last step and the target oracle.
 
-    ``rule``: 'last', or '<split>_<metric>' such as 'source_val_uar'.  Ties
-    go to the lower negative log-likelihood on the same split, then to the
-    later step: a 40-utterance validation split has few distinct UARs, and
-    the likelihood is the finer, proper score of the same predictions.
-    Picking by a target metric is refused: target labels must not choose the
-    model, so that figure is reported only as an oracle.
+    ``rule``: 'last'; '<split>_<metric>' of source validation such as
+    'source_val_uar' (higher is better); or 'target_<score>' of a label-free
+    score of emodna_jax/selection.py (``selection.RULES`` says which way is
+    better), which reads the target but never its labels.  Ties go to the
+    lower negative log-likelihood on the same split, then to the later
+    step: a 40-utterance validation split has few distinct UARs, and the
+    likelihood is the finer, proper score of the same predictions.  Picking
+    by a target metric that reads labels is refused: target labels must not
+    choose the model, so that figure is reported only as an oracle.
     """
     steps = table.steps()
     if rule == "last":
         chosen = steps[-1]
     else:
         split, metric = rule.rsplit("_", 1)
-        if split not in SPLITS or split == "target":
-            raise ValueError(f"config.select_by={rule!r}: use 'last' or a "
-                             "source-validation metric such as 'source_val_uar'")
+        label_free = split == "target" and metric in selection.RULES
+        if split not in SPLITS or (split == "target" and not label_free):
+            raise ValueError(
+                f"config.select_by={rule!r}: use 'last', a source-validation "
+                "metric such as 'source_val_uar', or a label-free target score: "
+                + ", ".join(f"'target_{k}'" for k in selection.RULES))
         rows = table.select(split)
+        sign = 1.0 if not label_free or selection.RULES[metric] else -1.0
+        if any(not isinstance(r.get(metric), float) for r in rows):
+            raise ValueError(f"config.select_by={rule!r}: metrics.csv has no "
+                             f"{metric!r} for every step (evaluated by an older "
+                             "version: rescore it)")
         # A table begun by an older version has rows without nll (blank in
-        # the csv): then ties go to the later step alone.
-        by_nll = all(isinstance(r.get("nll"), float) for r in rows)
+        # the csv): then ties go to the later step alone.  A target row's
+        # nll reads its labels, so it never breaks a label-free tie.
+        by_nll = not label_free and all(isinstance(r.get("nll"), float) for r in rows)
         # Equal scores must tie exactly: a UAR is a mean of recalls, and
         # (1 + .8 + .9 + 1) / 4 and (1 + .9 + .9 + .9) / 4 differ in the last bit.
-        chosen = max(rows, key=lambda r: (round(r[metric], 9),
+        chosen = max(rows, key=lambda r: (round(sign * r[metric], 9),
                                           -r["nll"] if by_nll else 0.0,
                                           r["step"]))["step"]
     target_rows = table.select("target")
@@ -290,8 +321,7 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
             "source_val": evaluator.predict(state, source, source.eval_split),
         }
         source_train = evaluator.predict(state, source, source.train_split)
-        for split, outputs in predictions.items():
-            metrics_table.put(step, split, _metric_row(config, outputs, classes))
+        put_metric_rows(metrics_table, step, config, predictions, classes)
         posterior = _posterior(config, predictions["target"])
         adapt = jax.device_get(state.adapt)
         if objective_cfg.cluster_labels and target.eval_split == target.train_split:
@@ -303,6 +333,10 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                 predictions["target"]["z_e"], adapt)
         pseudo_table.put(step, "target", pseudo_label_report(
             passed, pseudo, predictions["target"]["label"], classes))
+        if adapt.cluster_agrees is not None:   # loss.cluster_agreement's verdict
+            pseudo_table.rows[(step, "target")].update(
+                {f"adapted_{name}": int(a) for name, a in
+                 zip(classes, np.asarray(adapt.cluster_agrees))})
         study, scores = ood_study({**predictions["target"], "logits": posterior},
                                   source_train, len(classes))
         for score, values in study.items():
@@ -355,10 +389,10 @@ def rescore(config, workdir: str) -> dict:
             raise FileNotFoundError(f"{path}: missing; rescoring needs the "
                                     "predictions of every evaluated step")
         with np.load(path) as stored:
-            for split in SPLITS:
-                outputs = {k.split("/", 1)[1]: stored[k] for k in stored.files
-                           if k.startswith(split + "/")}
-                metrics_table.put(step, split, _metric_row(config, outputs, classes))
+            predictions = {split: {k.split("/", 1)[1]: stored[k] for k in stored.files
+                                   if k.startswith(split + "/")}
+                           for split in SPLITS}
+        put_metric_rows(metrics_table, step, config, predictions, classes)
     metrics_table.save()
     summary = summarize(
         metrics_table, ResultTable(os.path.join(out_dir, "ood.csv"), "score"),
@@ -382,8 +416,17 @@ def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
                       if (step, name) in ood_table.rows}
         return out
 
+    selections = {}
+    for rule in REPORTED_RULES:
+        try:
+            step = select_step(metrics_table, rule)["selected_step"]
+        except ValueError:      # a table from before the score: not reported
+            continue
+        selections[rule] = {"step": step,
+                            "target_uar": metrics_table.rows[(step, "target")]["uar"]}
     return {
         "selection_rule": choice["rule"],
+        "selections": selections,
         "classes": list(config.data.classes),
         "source": config.data.source, "target": evaluated_corpus(config),
         "ood_score": config.ood_score,

@@ -353,7 +353,7 @@ def class_alignment_loss(z_target: Array, pseudo_labels: Array, mask: Array,
     return cross_entropy(cosines / temperature, pseudo_labels, mask=mask)
 
 
-def prediction_diversity(logits: Array) -> Array:
+def prediction_diversity(logits: Array, groups: Array | None = None) -> Array:
     """KL(mean posterior of the batch || uniform) = log C - H(mean_i p_i).
 
     0 when the batch's predictions are spread evenly over the classes, log C
@@ -364,12 +364,24 @@ def prediction_diversity(logits: Array) -> Array:
 
     Args:
       logits: [B, C] posterior logits of the (target) batch.
+      groups: [C] group index of each class (in [0, C)), or None: each
+        class alone.  Classes of one group pool their mass, and the prior
+        gives a group its classes' share, so the term does not ask how the
+        mass splits inside a group (``loss.cluster_agreement``).
     Returns:
       Scalar >= 0.
     """
     mean = jnp.mean(jax.nn.softmax(_f32(logits), axis=-1), axis=0)
-    entropy = -jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-12)))
-    return jnp.log(jnp.float32(logits.shape[-1])) - entropy
+    num_classes = logits.shape[-1]
+    if groups is None:
+        entropy = -jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-12)))
+        return jnp.log(jnp.float32(num_classes)) - entropy
+    membership = jax.nn.one_hot(groups, num_classes, dtype=jnp.float32)  # [class, group]
+    mass = mean @ membership
+    prior = jnp.sum(membership, axis=0) / num_classes
+    terms = jnp.where(prior > 0, mass * (jnp.log(jnp.maximum(mass, 1e-12))
+                                         - jnp.log(jnp.maximum(prior, 1e-12))), 0.0)
+    return jnp.sum(terms)
 
 
 def prediction_entropy(logits: Array) -> Array:

@@ -66,6 +66,7 @@ class ObjectiveConfig:
     pseudo_agreement: bool
     distribution_alignment: bool
     cluster_labels: bool         # pseudo-labels from AdaptState.cluster_labels
+    cluster_agreement: bool      # AdaptState.class_groups shape L_div's bins
     # MSAC: (name, control, weight) per controlled attribute, control one of
     # msac.CONTROLS, and the largest suppression
     # coefficient (reached by the ramp).
@@ -148,16 +149,26 @@ class AdaptState:
     # [N] class of each target training utterance's cluster, -1 before the
     # first clustering (emodna_jax/cluster_labels.py); None when not used.
     cluster_labels: Optional[jax.Array] = None
+    # loss.cluster_agreement, decided at the first clustering
+    # (cluster_labels.agreement): [C] whether each class's cluster agreed
+    # with the classifier, and [C] the group whose diversity bin it joins
+    # (arange(C) until then); None when not used.
+    cluster_agrees: Optional[jax.Array] = None
+    class_groups: Optional[jax.Array] = None
 
     @classmethod
     def create(cls, num_classes: int, feature_dim: int,
-               num_target: Optional[int] = None) -> "AdaptState":
-        """``num_target``: the target training split's size, with cluster labels."""
+               num_target: Optional[int] = None,
+               agreement: bool = False) -> "AdaptState":
+        """``num_target``: the target training split's size, with cluster
+        labels; ``agreement``: with ``loss.cluster_agreement``."""
         tau_g, p_tilde = losses.init_threshold_state(num_classes)
         return cls(jnp.asarray(tau_g, jnp.float32),
                    jnp.asarray(p_tilde, jnp.float32),
                    losses.init_prototypes(num_classes, feature_dim),
-                   None if num_target is None else jnp.full((num_target,), -1, jnp.int32))
+                   None if num_target is None else jnp.full((num_target,), -1, jnp.int32),
+                   jnp.ones((num_classes,), bool) if agreement else None,
+                   jnp.arange(num_classes, dtype=jnp.int32) if agreement else None)
 
 
 def _classifier_logits(cfg: ObjectiveConfig, logits: jax.Array) -> jax.Array:
@@ -305,7 +316,8 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
 
     if cfg.w_diversity > 0:
         l_div = losses.prediction_diversity(
-            _classifier_logits(cfg, outputs["logits"][n:]))
+            _classifier_logits(cfg, outputs["logits"][n:]),
+            groups=adapt.class_groups if cfg.cluster_agreement else None)
         adaptation += cfg.w_diversity * l_div
         metrics["loss_diversity"] = l_div
 

@@ -71,12 +71,25 @@ def _check_finite(step: int, metrics: dict):
         "the last good checkpoint is kept")
 
 
+def _report_agreement(step: int, classes, counts: np.ndarray, agrees: np.ndarray):
+    """One line per class whose cluster contradicts the classifier: the
+    user's warning that adaptation cannot name it (cluster_labels.agreement)."""
+    for k in np.flatnonzero(~np.asarray(agrees)):
+        others = counts[k].copy()
+        others[k] = 0
+        winner = int(np.argmax(others))
+        print(f"warning: step {step}: the target's {classes[k]} cluster is mostly "
+              f"predicted {classes[winner]} ({others[winner]} of {counts[k].sum()} "
+              f"utterances): {classes[k]} is not adapted (no pseudo-labels; "
+              f"diversity pools it with {classes[winner]})", flush=True)
+
+
 # Config entries that shape the saved state (parameter shapes, the inputs'
 # width, the classes): resuming with another value cannot work.
 STATE_SHAPING = ("model.", "data.classes", "data.feature", "data.feature_dim",
                  "data.n_mels", "data.n_mfcc",
                  "data.sample_rate", "msac.speaker", "msac.gender", "msac.corpus",
-                 "loss.w_dann", "loss.cluster_labels")
+                 "loss.w_dann", "loss.cluster_labels", "loss.cluster_agreement")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -236,7 +249,9 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                   if config.loss.cluster_labels else None)
 
     def recluster(state):
-        """``state`` with the target's cluster labels recomputed by its model."""
+        """``state`` with the target's cluster labels recomputed by its model
+        (with ``loss.cluster_agreement``, checked against it at the first
+        clustering, and the contradicted classes' rows left unlabelled)."""
         predictions = evaluator.predict(state, target, target.train_split,
                                         include_excluded=True)
         logits = np.asarray(losses.posterior_logits(
@@ -244,8 +259,19 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         labels = cluster_labels.cluster(dict(predictions, logits=logits), statistics,
                                         target.num_train, config.loss.cluster_keep)
         host = parallel.get_replicated(state)
+        adapt = host.adapt
+        if config.loss.cluster_agreement:
+            at = int(host.step)
+            if at == cluster_labels.first_step(config.steps, config.loss.adapt_start):
+                counts = cluster_labels.votes(labels[predictions["index"]],
+                                              logits.argmax(-1), len(built.classes))
+                agrees, groups = cluster_labels.agreement(counts)
+                adapt = adapt.replace(cluster_agrees=agrees, class_groups=groups)
+                if distributed.is_primary():
+                    _report_agreement(at, built.classes, counts, agrees)
+            labels = cluster_labels.without_contradicted(labels, adapt.cluster_agrees)
         return parallel.put_replicated(
-            host.replace(adapt=host.adapt.replace(cluster_labels=labels)))
+            host.replace(adapt=adapt.replace(cluster_labels=labels)))
 
     def next_batch(done):
         """The batch of step ``done + 1`` on the devices; None after the last."""

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from configs import cross_corpus
+from configs import default
 from data_prep import builder
 from data_prep import corpora
 from data_prep import extract
@@ -188,7 +189,17 @@ def test_methods_set_exactly_their_losses():
     # Only the thresholds' variant and the methods without pseudo-labels
     # go without the target's clusters.
     assert clustered == set(config_variants.METHODS) - {
-        "no_clusters", "source_only", "dan", "dann"}
+        "no_clusters", "source_only", "dan", "dann", "paper"}
+    checked = {m for m in config_variants.METHODS
+               if cross_corpus.get_config(f"a,b,{m}").loss.cluster_agreement}
+    assert checked == clustered - {"no_agreement"}
+    # The published objective: the paper's weights and thresholds, on the
+    # recipe's input (features, normalisation, statistics) and model.
+    paper, recipe = (cross_corpus.get_config(f"a,b,{m}") for m in ("paper", "emodna"))
+    assert paper.loss.to_dict() == default.get_config().loss.to_dict()
+    assert on("paper") == {"w_cor", "w_cd", "w_ca", "w_mmd"}
+    assert (paper.data.to_dict(), paper.model.to_dict()) == (
+        recipe.data.to_dict(), recipe.model.to_dict())
     assert cross_corpus.get_config("a,b").method == "emodna"
     with pytest.raises(ValueError, match="unknown method 'mdd'"):
         cross_corpus.get_config("a,b,mdd")
