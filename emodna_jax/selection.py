@@ -35,7 +35,10 @@ SND_TEMPERATURE = 0.05   # Saito et al.'s default, for cosine similarities
 
 
 def _entropy_rows(log_p: np.ndarray) -> np.ndarray:
-    return -np.sum(np.exp(log_p) * log_p, axis=1)
+    """Entropy of each row of log-probabilities (a -inf entry counts 0)."""
+    finite = np.isfinite(log_p)
+    return -np.sum(np.where(finite, np.exp(log_p) * np.where(finite, log_p, 0.0), 0.0),
+                   axis=1)
 
 
 def soft_neighborhood_density(posterior_logits, temperature: float = SND_TEMPERATURE
@@ -80,12 +83,12 @@ def density_ratio(source_features, target_features, *, folds: int = 5,
     return p_target / (1 - p_target) * len(source) / len(target)
 
 
-def deep_embedded_validation(source_features, source_losses, target_features
-                             ) -> float:
-    """DEV risk: mean(w l) + eta mean(w) - eta with eta = -Cov(w l, w) / Var(w),
-    w the density ratio of each source validation row and l its loss."""
-    weights = density_ratio(source_features, target_features)
-    weighted = weights * np.asarray(source_losses, np.float64)
+def deep_embedded_validation(weights, losses) -> float:
+    """DEV risk of source validation rows with density ratios ``weights``
+    and losses ``losses``: mean(w l) + eta mean(w) - eta, where
+    eta = -Cov(w l, w) / Var(w) is the control variate (You et al. 2019)."""
+    weights = np.asarray(weights, np.float64)
+    weighted = weights * np.asarray(losses, np.float64)
     variance = weights.var(ddof=1)
     eta = (-np.cov(weighted, weights)[0, 1] / variance) if variance > 0 else 0.0
     return float(weighted.mean() + eta * weights.mean() - eta)
@@ -111,6 +114,6 @@ def scores(target_logits, target_features, source_logits, source_features,
         "snd": soft_neighborhood_density(target_logits),
         "entropy": mean_entropy(target_logits),
         "dev": deep_embedded_validation(
-            source_features, per_row_nll(source_labels, source_logits),
-            target_features),
+            density_ratio(source_features, target_features),
+            per_row_nll(source_labels, source_logits)),
     }

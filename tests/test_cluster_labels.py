@@ -66,6 +66,35 @@ def test_keep_drops_the_rows_a_cluster_is_least_sure_of():
     assert np.all(odd[moved] == -1)
 
 
+def test_agreement_hand_worked():
+    """Rows: clusters; columns: the classifier's predictions of their rows."""
+    counts = np.array([[10, 0, 0, 2],    # agrees
+                       [0, 3, 8, 0],     # 8 of 11 predicted class 2: contradicted
+                       [0, 1, 9, 0],     # agrees
+                       [5, 0, 0, 5]])    # half is no strict majority: agrees
+    agrees, groups = cluster_labels.agreement(counts)
+    np.testing.assert_array_equal(agrees, [True, False, True, True])
+    np.testing.assert_array_equal(groups, [0, 1, 1, 3])
+    # Nothing contradicted: every class alone.
+    agrees, groups = cluster_labels.agreement(np.diag([5, 6, 7, 8]))
+    assert agrees.all() and list(groups) == [0, 1, 2, 3]
+    # Two clusters that take each other's majority, and a chain into them:
+    # one group, named by its smallest class.
+    counts = np.array([[1, 9, 0], [9, 1, 0], [0, 7, 1]])
+    agrees, groups = cluster_labels.agreement(counts)
+    assert not agrees.any() and list(groups) == [0, 0, 0]
+
+
+def test_votes_and_contradicted_rows():
+    labels = np.array([0, 0, 1, 1, 1, -1, 2])
+    predicted = np.array([0, 1, 2, 2, 1, 0, 2])
+    np.testing.assert_array_equal(cluster_labels.votes(labels, predicted, 3),
+                                  [[1, 1, 0], [0, 1, 2], [0, 0, 1]])
+    np.testing.assert_array_equal(
+        cluster_labels.without_contradicted(labels, np.array([True, False, True])),
+        [0, 0, -1, -1, -1, -1, 2])
+
+
 def test_clusters_are_recomputed_from_the_end_of_the_warm_up_on():
     due = [s for s in range(1, 401) if cluster_labels.due(s, 400, 0.3, 50)]
     assert due == [120, 170, 220, 270, 320, 370]       # never after the last step
@@ -175,10 +204,13 @@ def test_training_on_clusters_never_reads_target_labels(pitch_pair, straight_run
     (want, adapt), (got, adapt_got) = _final(straight_run), _final(str(tmp_path / "scrambled"))
     for a, b in zip(want, got):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    # Every one of the 24 target utterances has a cluster by the end.
-    labels = np.asarray(adapt["cluster_labels"])
-    assert labels.shape == (24,) and labels.min() >= 0
-    np.testing.assert_array_equal(labels, np.asarray(adapt_got["cluster_labels"]))
+    # By the end every one of the 24 target utterances has the class of its
+    # cluster, unless that cluster contradicted the classifier (-1).
+    labels, agrees = np.asarray(adapt["cluster_labels"]), np.asarray(adapt["cluster_agrees"])
+    assert labels.shape == (24,) and (labels >= 0).any()
+    assert agrees[labels[labels >= 0]].all()
+    for key in ("cluster_labels", "cluster_agrees", "class_groups"):
+        np.testing.assert_array_equal(np.asarray(adapt[key]), np.asarray(adapt_got[key]))
 
 
 def test_resume_with_clusters_equals_a_straight_run(pitch_pair, straight_run, tmp_path,
@@ -196,8 +228,32 @@ def test_resume_with_clusters_equals_a_straight_run(pitch_pair, straight_run, tm
     (want, adapt_want), (got, adapt_got) = _final(straight_run), _final(workdir)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    np.testing.assert_array_equal(np.asarray(adapt_want["cluster_labels"]),
-                                  np.asarray(adapt_got["cluster_labels"]))
+    for key in ("cluster_labels", "cluster_agrees", "class_groups"):
+        np.testing.assert_array_equal(np.asarray(adapt_want[key]),
+                                      np.asarray(adapt_got[key]))
+
+
+def test_agreement_is_decided_once_and_keeps_contradicted_rows_unlabelled(
+        pitch_pair, tmp_path, monkeypatch, capsys):
+    """The verdict is taken at the first clustering (after step 2) alone,
+    stored in the state, printed, and applied to every later clustering."""
+    calls = []
+
+    def verdict(counts):
+        calls.append(counts)
+        return np.array([True, False, True, True]), np.array([0, 1, 1, 3], np.int32)
+
+    monkeypatch.setattr(cluster_labels, "agreement", verdict)
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(_config(pitch_pair), workdir)
+    assert len(calls) == 1 and calls[0].sum() == 24   # every target utterance voted
+    _, adapt = _final(workdir)
+    np.testing.assert_array_equal(np.asarray(adapt["cluster_agrees"]), [1, 0, 1, 1])
+    np.testing.assert_array_equal(np.asarray(adapt["class_groups"]), [0, 1, 1, 3])
+    labels = np.asarray(adapt["cluster_labels"])
+    assert not (labels == 1).any() and (labels >= 0).any()
+    assert "warning: step 2: the target's angry cluster is mostly predicted" in (
+        capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -207,6 +263,9 @@ def test_resume_with_clusters_equals_a_straight_run(pitch_pair, straight_run, tm
                                             "pseudo-labels"),
     ({"loss.cluster_every": 0}, "config.loss.cluster_every: must be an integer >= 1"),
     ({"loss.cluster_keep": 0.0}, r"config.loss.cluster_keep: must be in \(0, 1\], got 0.0"),
+    ({"loss.cluster_labels": False, "loss.cluster_agreement": True},
+     "config.loss.cluster_agreement: checks the target's clusters: needs "
+     "loss.cluster_labels=True"),
 ])
 def test_bad_cluster_settings_are_named(overrides, message):
     config = _config("unused", **overrides)

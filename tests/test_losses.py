@@ -632,6 +632,30 @@ def test_prediction_diversity_is_the_kl_of_the_mean_posterior_from_uniform():
     assert float(losses.prediction_diversity(collapsed)) == pytest.approx(np.log(4), rel=1e-5)
 
 
+def test_grouped_diversity_pools_each_group_s_mass_against_its_share():
+    rng = np.random.default_rng(6)
+    logits = rng.normal(size=(6, 4)).astype(np.float32)
+    # Every class alone: the plain term.
+    assert float(losses.prediction_diversity(logits, groups=jnp.arange(4))) == (
+        pytest.approx(float(losses.prediction_diversity(logits)), rel=1e-5))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    mean = p.mean(0)
+    # Class 2 joins class 1's group: (p1 + p2) is judged against 2/4.
+    merged = mean[1] + mean[2]
+    want = (mean[0] * np.log(mean[0] / 0.25) + merged * np.log(merged / 0.5)
+            + mean[3] * np.log(mean[3] / 0.25))
+    got = losses.prediction_diversity(logits, groups=jnp.array([0, 1, 1, 3]))
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # How a group's mass splits costs nothing: all of it on class 1 or on 2.
+    one = np.tile(30.0 * np.eye(4, dtype=np.float32)[[0, 1, 1, 3]], (2, 1))
+    other = np.tile(30.0 * np.eye(4, dtype=np.float32)[[0, 2, 2, 3]], (2, 1))
+    for rows in (one, other):
+        assert float(losses.prediction_diversity(rows, groups=jnp.array([0, 1, 1, 3]))
+                     ) == pytest.approx(0.0, abs=1e-6)
+    assert float(losses.prediction_diversity(one)) > 0.3
+
+
 def test_prediction_entropy_is_the_mean_entropy_of_the_rows():
     rng = np.random.default_rng(5)
     logits = rng.normal(scale=3.0, size=(7, 4)).astype(np.float32)
