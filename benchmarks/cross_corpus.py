@@ -44,6 +44,12 @@ from data_prep import files  # noqa: E402  (after the path above)
 # source and a target at least once, each direction of three channels.
 DEV_TASKS = ("it_festival:en_flite", "en_flite:it_festival", "fr_espeak:es_phone",
              "es_phone:fr_espeak", "cs_festival:fr_espeak", "es_phone:cs_festival")
+# The shifted pairs (../shared/corpora/shifted_corpora.py), both directions:
+# en_phone's actors swap anger and happiness against hi_festival's (no
+# label-free method can name those two), en_subdued's keep every cue's order.
+SWAPPED_TASKS = ("hi_festival:en_phone", "en_phone:hi_festival")
+ORDER_KEEPING_TASKS = ("hi_festival:en_subdued", "en_subdued:hi_festival")
+SHIFTED_TASKS = SWAPPED_TASKS + ORDER_KEEPING_TASKS
 METHODS = ("source_only", "dan", "dann", "emodna")
 LABELS = {"source_only": "source-only", "dan": "DAN (MMD)", "dann": "DANN",
           "emodna": "Emo-DNA", "no_cd": "Emo-DNA w/o L_cd",
@@ -55,7 +61,18 @@ LABELS = {"source_only": "source-only", "dan": "DAN (MMD)", "dann": "DANN",
           "paper": "Emo-DNA as published"}
 COLUMNS = ("task", "method", "seed", "uar", "war", "uar_last", "war_last",
            "source_val_uar", "selected_step", "pseudo_passed_fraction",
-           "pseudo_passed_accuracy", "seconds")
+           "pseudo_passed_accuracy", "seconds",
+           # Target UAR at the checkpoint each label-free rule picks, and the
+           # oracle's (target labels: a reference, never a selection).
+           "uar_snd", "uar_dev", "uar_entropy", "uar_oracle",
+           # Per-class recall at the selected checkpoint ("class=recall;..."),
+           # and the classes loss.cluster_agreement left unadapted.
+           "recall", "unadapted")
+# Columns a row written by an older version lacks: read as missing.
+TEXT_COLUMNS = ("task", "method", "recall", "unadapted")
+SELECTION_RULES = (("uar", "source validation"), ("uar_snd", "SND"),
+                   ("uar_dev", "DEV"), ("uar_entropy", "entropy"),
+                   ("uar_oracle", "ORACLE (target labels)"))
 
 
 def run_dir(out: str, task: str, method: str, seed: int) -> str:
@@ -129,6 +146,8 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
     to ``WORKDIR/result.json``."""
     selected, last = summary["selected"], summary["last"]
     pseudo = selected.get("pseudo_labels", {})
+    chosen = summary.get("selections", {})
+    classes = summary["classes"]
     result = {"task": task, "method": method, "seed": seed,
               "uar": selected["target"]["uar"], "war": selected["target"]["war"],
               "uar_last": last["target"]["uar"], "war_last": last["target"]["war"],
@@ -136,7 +155,15 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
               "selected_step": selected["step"],
               "pseudo_passed_fraction": pseudo.get("passed_fraction", float("nan")),
               "pseudo_passed_accuracy": pseudo.get("passed_accuracy", float("nan")),
-              "seconds": seconds}
+              "seconds": seconds,
+              **{f"uar_{rule}": chosen.get(f"target_{rule}", {}).get("target_uar",
+                                                                     float("nan"))
+                 for rule in ("snd", "dev", "entropy")},
+              "uar_oracle": summary["oracle_best_on_target"]["target"]["uar"],
+              "recall": ";".join(f"{c}={selected['target'][f'recall_{c}']:.4f}"
+                                 for c in classes),
+              "unadapted": ";".join(c for c in classes
+                                    if pseudo.get(f"adapted_{c}", 1) == 0)}
     with files.atomic_write(os.path.join(workdir, "result.json")) as f:
         json.dump(result, f, indent=2)
     return result
@@ -202,11 +229,44 @@ def aggregate(results: list[dict], tasks, methods) -> dict:
             runs = [r for r in results if r["task"] == task and r["method"] == method]
             if runs:
                 table[task, method] = {
-                    key: (*_mean_std([r[key] for r in runs]), len(runs))
+                    key: (*_mean_std([r.get(key, np.nan) for r in runs]), len(runs))
                     for key in ("uar", "war", "uar_last", "war_last",
                                 "source_val_uar", "pseudo_passed_fraction",
-                                "pseudo_passed_accuracy")}
+                                "pseudo_passed_accuracy")
+                    + tuple(k for k, _ in SELECTION_RULES[1:])}
+                recalls = [_recalls(r) for r in runs]
+                if all(recalls):
+                    table[task, method]["recall"] = {
+                        c: (*_mean_std([x[c] for x in recalls]), len(runs))
+                        for c in recalls[0]}
+                unadapted = [r.get("unadapted") or "" for r in runs]
+                table[task, method]["unadapted"] = {
+                    c: sum(c in u.split(";") for u in unadapted)
+                    for c in dict.fromkeys(";".join(unadapted).split(";")) if c}
     return table
+
+
+def _recalls(row) -> dict:
+    """class -> recall of a row's "recall" column ({} if it has none)."""
+    text = row.get("recall") or ""
+    return {c: float(v) for c, v in (item.split("=") for item in text.split(";") if item)}
+
+
+GROUPS = (("development suite", DEV_TASKS), ("swapped pair", SWAPPED_TASKS),
+          ("order-keeping pair", ORDER_KEEPING_TASKS))
+
+
+def task_groups(tasks) -> list[tuple[str, list]]:
+    """(name suffix, tasks) for each mean row: one row over all ``tasks``
+    when they fall in at most one of GROUPS, else one row per group (and
+    one for tasks of none), since each group has its own bar to meet."""
+    found = [(f", {name}", [t for t in tasks if t in members])
+             for name, members in GROUPS]
+    found = [(name, members) for name, members in found if members]
+    rest = [t for t in tasks if not any(t in members for _, members in GROUPS)]
+    if len(found) + bool(rest) <= 1:
+        return [("", list(tasks))]
+    return found + ([(", other tasks", rest)] if rest else [])
 
 
 def _cell(stats, key) -> str:
@@ -242,15 +302,16 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
                 row += [f"{a[k]:.3f}" if a else "-" for k, _, _ in ANCHORS]
             out.append("| " + " | ".join(row) + " |")
         complete = [t for t in tasks if all((t, m) in table for m in methods)]
-        row = [f"**mean over {len(complete)} complete tasks**"]
-        for m in methods:
-            values = [table[t, m][key][0] for t in complete]
-            row.append(f"**{np.mean(values):.3f}**" if values else "-")
-        if with_anchor and anchors:
-            for col, _, _ in ANCHORS:
-                values = [anchors[t][col] for t in complete if t in anchors]
+        for name, members in task_groups(complete):
+            row = [f"**mean over {len(members)} complete tasks{name}**"]
+            for m in methods:
+                values = [table[t, m][key][0] for t in members]
                 row.append(f"**{np.mean(values):.3f}**" if values else "-")
-        out.append("| " + " | ".join(row) + " |")
+            if with_anchor and anchors:
+                for col, _, _ in ANCHORS:
+                    values = [anchors[t][col] for t in members if t in anchors]
+                    row.append(f"**{np.mean(values):.3f}**" if values else "-")
+            out.append("| " + " | ".join(row) + " |")
         if "source_only" in methods and key in ("uar", "uar_last"):
             row = ["tasks won against source-only"]
             for m in methods:
@@ -286,7 +347,68 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
                 row += ([_cell(stats, "pseudo_passed_fraction"),
                          _cell(stats, "pseudo_passed_accuracy")] if stats else ["-", "-"])
             lines.append("| " + " | ".join(row) + " |")
+        lines += ["", "Classes `loss.cluster_agreement` left unadapted at the first "
+                  "clustering (their cluster was mostly predicted as another class), "
+                  "with the number of seeds:", "",
+                  "| task | " + " | ".join(LABELS.get(m, m) for m in adapting) + " |",
+                  "|---|" + "---|" * len(adapting)]
+        for task in tasks:
+            row = [task.replace(":", " → ")]
+            for m in adapting:
+                stats = table.get((task, m))
+                unadapted = stats["unadapted"] if stats else {}
+                row.append(", ".join(f"{c} ({k}/{stats['uar'][2]})"
+                                     for c, k in unadapted.items()) or
+                           ("none" if stats else "-"))
+            lines.append("| " + " | ".join(row) + " |")
+    lines += _selection_table(table, tasks, methods)
+    lines += _recall_table(table, [t for t in tasks if t in SHIFTED_TASKS], methods)
     return "\n".join(lines) + "\n"
+
+
+def _selection_table(table, tasks, methods) -> list[str]:
+    """Target UAR at the checkpoint each rule picks: source validation (the
+    headline), the label-free target scores, and the oracle."""
+    header = ["task", "method"] + [name for _, name in SELECTION_RULES]
+    out = ["", "### Target UAR by checkpoint selection rule", "",
+           "Every rule but the oracle reads no target label; each run's "
+           "checkpoints, the source-only warm-up's included, are the candidates "
+           "(emodna_jax/selection.py).", "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for task in tasks:
+        for m in methods:
+            stats = table.get((task, m))
+            if stats is not None:
+                out.append("| " + " | ".join(
+                    [task.replace(":", " → "), LABELS.get(m, m)]
+                    + [_cell(stats, k) for k, _ in SELECTION_RULES]) + " |")
+    complete = [t for t in tasks if all((t, m) in table for m in methods)]
+    for name, members in task_groups(complete):
+        for m in methods:
+            out.append("| " + " | ".join(
+                [f"**mean over {len(members)} tasks{name}**", LABELS.get(m, m)]
+                + [f"**{np.nanmean([table[t, m][k][0] for t in members]):.3f}**"
+                   for k, _ in SELECTION_RULES]) + " |")
+    return out
+
+
+def _recall_table(table, tasks, methods) -> list[str]:
+    """Per-class target recall at the selected checkpoint, mean over seeds."""
+    rows = [(t, m) for t in tasks for m in methods
+            if "recall" in table.get((t, m), {})]
+    if not rows:
+        return []
+    classes = list(dict.fromkeys(c for key in rows for c in table[key]["recall"]))
+    out = ["", "### Per-class target recall, checkpoint selected by "
+           "source-validation UAR", "",
+           "| task | method | " + " | ".join(classes) + " |",
+           "|---|---|" + "---|" * len(classes)]
+    for task, m in rows:
+        recall = table[task, m]["recall"]
+        out.append("| " + " | ".join(
+            [task.replace(":", " → "), LABELS.get(m, m)]
+            + [f"{recall[c][0]:.2f}" if c in recall else "-" for c in classes]) + " |")
+    return out
 
 
 def figure(results, tasks, methods, anchors, path: str):
@@ -328,9 +450,12 @@ def read_results(path: str) -> dict:
     rows = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            row = {k: (v if k in ("task", "method") else
-                       int(v) if k in ("seed", "selected_step") else float(v))
+            row = {k: (v if k in TEXT_COLUMNS else
+                       int(v) if k in ("seed", "selected_step") else
+                       float(v) if v not in ("", None) else float("nan"))
                    for k, v in row.items()}
+            for key in COLUMNS:     # a csv from before the column
+                row.setdefault(key, "" if key in TEXT_COLUMNS else float("nan"))
             rows[row["task"], row["method"], row["seed"]] = row
     return rows
 
@@ -407,8 +532,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True, help="Prepared corpora.")
     parser.add_argument("--out", required=True, help="Runs and tables go here.")
-    parser.add_argument("--tasks", default=",".join(DEV_TASKS),
-                        help="SRC:TGT pairs, comma-separated (default: the dev suite).")
+    parser.add_argument("--tasks", default=",".join(DEV_TASKS + SHIFTED_TASKS),
+                        help="SRC:TGT pairs, comma-separated (default: the "
+                             "development suite and the shifted pairs).")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -334,6 +334,13 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
         assert float(row["uar"]) == pytest.approx(summary["selected"]["target"]["uar"])
         assert float(row["uar_last"]) == pytest.approx(summary["last"]["target"]["uar"])
         assert summary["selection_rule"] == "source_val_uar"
+        for rule in ("snd", "dev", "entropy"):
+            assert float(row[f"uar_{rule}"]) == pytest.approx(
+                summary["selections"][f"target_{rule}"]["target_uar"])
+        assert float(row["uar_oracle"]) >= float(row["uar"])
+        recall = dict(item.split("=") for item in row["recall"].split(";"))
+        assert np.mean([float(v) for v in recall.values()]) == pytest.approx(
+            float(row["uar"]), abs=1e-3)
     table = open(os.path.join(out, "results.md")).read()
     assert "| toy_src → toy_tgt | " in table and "DANN" in table
     assert "eGeMAPS + LR" in table and "mean over 1 complete tasks" in table
@@ -378,6 +385,37 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
     assert runner.main(only) == 0
     assert not os.path.exists(runner.run_dir(out, "toy_src:toy_tgt", "dan", 0))
     assert "--tables_only" not in doc.read_text()
+
+
+def test_runner_means_each_task_group_apart_and_shows_selection_and_recall():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from benchmarks import cross_corpus as runner
+    tasks = [runner.DEV_TASKS[0], runner.SWAPPED_TASKS[0], runner.SWAPPED_TASKS[1]]
+
+    def row(task, method, uar):
+        return {"task": task, "method": method, "seed": 0, "uar": uar, "war": uar,
+                "uar_last": uar, "war_last": uar, "source_val_uar": 0.9,
+                "pseudo_passed_fraction": 1.0, "pseudo_passed_accuracy": 0.5,
+                "uar_snd": uar - 0.1, "uar_dev": uar, "uar_entropy": uar,
+                "uar_oracle": uar + 0.1, "recall": f"angry={uar:.4f};happy=0.5000",
+                "unadapted": "angry" if method == "emodna" else ""}
+    results = [row(t, m, u) for t, u in zip(tasks, (0.8, 0.4, 0.6))
+               for m in ("source_only", "emodna")]
+    text = runner.markdown(results, tasks, ["source_only", "emodna"], {}, "c")
+    grid = text.split("### Target UAR, checkpoint selected")[1].split("###")[0]
+    assert "| **mean over 1 complete tasks, development suite** | **0.800** | **0.800** |" in grid
+    assert "| **mean over 2 complete tasks, swapped pair** | **0.500** | **0.500** |" in grid
+    assert "mean over 3" not in grid
+    selection = text.split("### Target UAR by checkpoint selection rule")[1]
+    assert ("| **mean over 2 tasks, swapped pair** | Emo-DNA | **0.500** | **0.400** | "
+            "**0.500** | **0.500** | **0.600** |") in selection
+    recall = text.split("### Per-class target recall")[1]
+    assert "| hi_festival → en_phone | Emo-DNA | 0.40 | 0.50 |" in recall
+    assert "it_festival" not in recall        # the shifted pairs only
+    assert "| hi_festival → en_phone | angry (1/1) |" in text
+    # One group only: the single mean row of before.
+    assert runner.task_groups(list(runner.DEV_TASKS[:2])) == [("", list(runner.DEV_TASKS[:2]))]
+    assert runner.task_groups(["a:b"]) == [("", ["a:b"])]
 
 
 def test_runner_table_shows_both_anchors_and_counts_their_wins():
