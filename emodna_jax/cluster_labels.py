@@ -16,8 +16,8 @@ clusters") measured the same step after training.
 
 ``loss.cluster_agreement`` (``agreement``) checks the clusters against
 the classifier once, at the first clustering, before any pseudo-label has
-taught: a cluster whose utterances the classifier gives to one other class
-by a strict majority contradicts its own class.  Between corpora whose
+taught: a cluster on whose utterances the classifier puts more than half of
+its posterior mass on one other class contradicts its own class.  Between corpora whose
 actors swap two emotions that is what the target looks like, and no
 label-free method can tell which of the two names is right, so such a class
 is not adapted: its cluster gives no pseudo-label, and the diversity term
@@ -85,11 +85,15 @@ def cluster(predictions: dict, statistics: np.ndarray, num_target: int,
     return labels
 
 
-def votes(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """[cluster, predicted class] counts over the clustered rows."""
-    counts = np.zeros((num_classes, num_classes), np.int64)
+def votes(labels: np.ndarray, posteriors: np.ndarray) -> np.ndarray:
+    """[cluster, class] the classifier's posterior mass summed over each
+    cluster's rows (``posteriors`` [N, C], rows of -1 left out): soft votes,
+    so that a near tie between two classes on many rows counts as one."""
+    posteriors = np.asarray(posteriors, np.float64)
+    num_classes = posteriors.shape[1]
+    counts = np.zeros((num_classes, num_classes))
     clustered = labels >= 0
-    np.add.at(counts, (labels[clustered], predicted[clustered]), 1)
+    np.add.at(counts, labels[clustered], posteriors[clustered])
     return counts
 
 
@@ -97,8 +101,8 @@ def agreement(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(agrees [C] bool, groups [C] int32)`` from ``votes``' counts.
 
     Cluster k contradicts its class when the classifier gives one other
-    class a strict majority of its rows; otherwise it agrees (a minority is
-    what the clusters are there to outvote).  A contradicted class shares a
+    class a strict majority of the cluster's posterior mass; otherwise it
+    agrees (a minority is what the clusters are there to outvote).  A contradicted class shares a
     group with the class that took its majority (the diversity term counts
     their posterior mass together); every group is named by its smallest
     class, so with no contradiction ``groups`` is ``arange(C)``.

@@ -19,6 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import scipy.special
 
 from emodna_jax import checkpointing
 from emodna_jax import cluster_labels
@@ -75,13 +76,15 @@ def _report_agreement(step: int, classes, counts: np.ndarray, agrees: np.ndarray
     """One line per class whose cluster contradicts the classifier: the
     user's warning that adaptation cannot name it (cluster_labels.agreement)."""
     for k in np.flatnonzero(~np.asarray(agrees)):
-        others = counts[k].copy()
+        share = counts[k] / counts[k].sum()
+        others = share.copy()
         others[k] = 0
         winner = int(np.argmax(others))
-        print(f"warning: step {step}: the target's {classes[k]} cluster is mostly "
-              f"predicted {classes[winner]} ({others[winner]} of {counts[k].sum()} "
-              f"utterances): {classes[k]} is not adapted (no pseudo-labels; "
-              f"diversity pools it with {classes[winner]})", flush=True)
+        print(f"warning: step {step}: the classifier calls the target's {classes[k]} "
+              f"cluster {classes[winner]} (mean posterior {share[winner]:.2f}, "
+              f"{classes[k]} {share[k]:.2f}; {round(counts[k].sum())} utterances): "
+              f"{classes[k]} is not adapted (no pseudo-labels; diversity pools it "
+              f"with {classes[winner]})", flush=True)
 
 
 # Config entries that shape the saved state (parameter shapes, the inputs'
@@ -264,7 +267,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
             at = int(host.step)
             if at == cluster_labels.first_step(config.steps, config.loss.adapt_start):
                 counts = cluster_labels.votes(labels[predictions["index"]],
-                                              logits.argmax(-1), len(built.classes))
+                                              scipy.special.softmax(logits, axis=-1))
                 agrees, groups = cluster_labels.agreement(counts)
                 adapt = adapt.replace(cluster_agrees=agrees, class_groups=groups)
                 if distributed.is_primary():
