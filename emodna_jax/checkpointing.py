@@ -49,6 +49,26 @@ def _is_disk_full(error: BaseException) -> bool:
             or "No space left on device" in str(error))
 
 
+def _only_new_none_fields(abstract_state, stored: dict) -> bool:
+    """Whether ``abstract_state`` and the ``stored`` tree (nested dicts of a
+    checkpoint's metadata) differ only by None-valued fields the checkpoint
+    lacks."""
+    def keys(tree, prefix=()):
+        if isinstance(tree, (list, tuple)):
+            tree = dict(enumerate(tree))
+        if isinstance(tree, dict):
+            return {k for name, sub in tree.items() for k in keys(sub, prefix + (str(name),))}
+        return set() if tree is None else {prefix}
+    wanted, nones = set(), set()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(
+            abstract_state, is_leaf=lambda x: x is None)[0]:
+        key = tuple(str(getattr(p, "name", getattr(p, "key", getattr(p, "idx", p))))
+                    for p in path)
+        (nones if leaf is None else wanted).add(key)
+    on_disk = keys(stored)
+    return wanted == on_disk - nones and bool(nones - on_disk)
+
+
 class Checkpointer:
     """A CheckpointManager with the three items a run needs to resume exactly."""
 
@@ -122,18 +142,52 @@ class Checkpointer:
         tree, dtypes and placement, so a checkpoint written on 8 devices
         restores onto 1 and the reverse.
         """
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data_iter=ocp.args.JsonRestore()))
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data_iter=ocp.args.JsonRestore()))
+        except ValueError as error:
+            state = self._restore_without_new_fields(step, abstract_state, error)
+            return state, self.restore_iterator(step)
         return restored.state, restored.data_iter
 
     def restore_state(self, step: int, abstract_state):
         """Only the train state (for evaluation)."""
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state)))
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state)))
+        except ValueError as error:
+            return self._restore_without_new_fields(step, abstract_state, error)
         return restored.state
+
+    def restore_iterator(self, step: int) -> dict:
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(data_iter=ocp.args.JsonRestore()))
+        return restored.data_iter
+
+    def _restore_without_new_fields(self, step: int, abstract_state, error):
+        """A checkpoint written before an optional field of the state existed
+        (one that is None when unused, such as ``AdaptState.cluster_agrees``)
+        lacks its key, and orbax refuses the tree.  When the state's extra
+        keys are exactly such None fields, the rest is restored as written;
+        any other mismatch re-raises ``error``."""
+        reader = ocp.CheckpointManager(
+            self.manager.directory,
+            item_handlers={"state": ocp.PyTreeCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        try:
+            stored = reader.item_metadata(step)["state"]
+            stored = getattr(stored, "tree", stored)
+            if stored is None or not _only_new_none_fields(abstract_state, stored):
+                raise error
+            return reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                abstract_state,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+                partial_restore=True))).state
+        finally:
+            reader.close()
 
     def restore_config(self, step: int) -> dict:
         restored = self.manager.restore(

@@ -143,3 +143,44 @@ def test_unknown_config_key_fails_before_training(tmp_path):
     assert run.returncode != 0
     assert "w_typo" in run.stderr
     assert not os.path.exists(os.path.join(tmp_path, "checkpoints"))
+
+
+def test_a_checkpoint_from_before_an_optional_state_field_still_restores(
+        toy_data_dir, tmp_path):
+    """A state saved before ``AdaptState`` gained the None-when-unused
+    agreement fields lacks their keys; it restores into today's state with
+    every array as written, and a checkpoint of another tree is still refused."""
+    import flax
+    from emodna_jax import experiment
+
+    @flax.struct.dataclass
+    class AdaptBefore:               # AdaptState as it was saved then
+        tau_g: jax.Array
+        p_tilde: jax.Array
+        prototypes: jax.Array
+        cluster_labels: object = None
+
+    config = toy_config(toy_data_dir)
+    built = experiment.build(config, parallel=experiment.single_device())
+    state = jax.device_get(built.init_state())
+    state = state.replace(step=np.int32(7), adapt=AdaptBefore(
+        np.float32(0.6), np.full(4, 0.25, np.float32), np.ones((4, 8), np.float32)))
+    workdir = str(tmp_path / "old")
+    writer = checkpointing.Checkpointer(workdir)
+    writer.save(7, state, {"position": 3}, {"seed": 0})
+    writer.wait()
+    writer.close()
+    reader = checkpointing.Checkpointer(workdir, read_only=True)
+    restored, iterator = reader.restore(7, built.abstract_state())
+    assert iterator == {"position": 3} and int(restored.step) == 7
+    assert restored.adapt.cluster_agrees is None and restored.adapt.class_groups is None
+    np.testing.assert_array_equal(np.asarray(restored.adapt.prototypes), np.ones((4, 8)))
+    assert_bitwise_equal(jax.tree.leaves(restored.params), jax.tree.leaves(state.params))
+    assert float(reader.restore_state(7, built.abstract_state()).adapt.tau_g) == (
+        pytest.approx(0.6))
+    # A state whose arrays differ from the checkpoint's is not papered over.
+    wider = built.abstract_state()
+    wider = wider.replace(adapt=wider.adapt.replace(
+        cluster_labels=jax.ShapeDtypeStruct((5,), np.int32, sharding=wider.adapt.tau_g.sharding)))
+    with pytest.raises(ValueError, match="tree structures do not match"):
+        reader.restore_state(7, wider)
