@@ -71,8 +71,12 @@ def load_audio(path: str, sample_rate: int, *, corpus_rate: int | None = None,
             f"too short ({duration_s:.3f} s < {min_duration_s} s)")
     if np.max(np.abs(waveform)) < SILENCE_PEAK:
         raise AudioProblem("silent (peak below -80 dBFS)")
-    if file_rate != sample_rate:
-        waveform = librosa.resample(
-            waveform, orig_sr=file_rate, target_sr=sample_rate)
-    return LoadedAudio(np.ascontiguousarray(waveform, np.float32), duration_s,
+    return LoadedAudio(to_rate(waveform, file_rate, sample_rate), duration_s,
                        tuple(conversions))
+
+
+def to_rate(waveform: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """A mono waveform at ``rate`` resampled to ``sample_rate`` (float32)."""
+    if rate != sample_rate:
+        waveform = librosa.resample(waveform, orig_sr=rate, target_sr=sample_rate)
+    return np.ascontiguousarray(waveform, np.float32)

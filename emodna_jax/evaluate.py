@@ -33,6 +33,7 @@ from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
 from emodna_jax import objective as objective_lib
 from emodna_jax import ood as ood_lib
+from emodna_jax import scoring
 from emodna_jax import selection
 from emodna_jax import step as step_lib
 
@@ -53,11 +54,12 @@ class Evaluator:
 
     def predict(self, state, task: input_pipeline.TaskCorpus, split: str, *,
                 include_excluded: bool = False) -> dict:
-        """Model outputs and labels for every utterance of ``split``.
+        """Model outputs and labels for every utterance of ``split``, each
+        utterance scored whole (emodna_jax/scoring.py, as prediction does).
 
-        Returns numpy arrays over the split's utterances: the model outputs of
-        ``step.OUTPUT_KEYS`` plus ``label`` (task class or EXCLUDED),
-        ``emotion`` (the corpus's own emotion index) and ``index``.
+        Returns numpy arrays over the split's utterances, in index order: the
+        model outputs of ``step.OUTPUT_KEYS`` plus ``label`` (task class or
+        EXCLUDED), ``emotion`` (the corpus's own emotion index) and ``index``.
         """
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         chunks = []
@@ -74,7 +76,13 @@ class Evaluator:
             keep = rows["weight"] > 0
             chunks.append({**{k: v[keep] for k, v in outputs.items()},
                            **{k: rows[k][keep] for k in ("label", "emotion", "index")}})
-        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        windows = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+        index, combined = scoring.combine(
+            {k: v for k, v in windows.items() if k not in ("label", "emotion", "index")},
+            windows["index"])
+        first = np.unique(windows["index"], return_index=True)[1]
+        return {**combined, "index": index.astype(np.int32),
+                **{k: windows[k][first] for k in ("label", "emotion")}}
 
     def report(self, state, task) -> dict:
         """UAR, WAR, macro-F1, per-class recall, confusion of the eval split."""

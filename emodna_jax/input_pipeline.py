@@ -29,6 +29,7 @@ from data_prep import stats as stats_lib
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig
 from emodna_jax import distributed
+from emodna_jax import scoring
 from emodna_jax import utterance_stats as utterance_stats_lib
 
 EXCLUDED = -1  # task label of an utterance whose emotion the task leaves out
@@ -139,6 +140,12 @@ class TaskCorpus:
             raise ValueError(f"{self.corpus.name}: no utterance statistics "
                              "(config.data.utterance_stats is off)")
         return self.utterance_stats.of_split(split)
+
+    def lengths(self, split: str) -> np.ndarray:
+        """Frames of every example of ``split`` (one pass over it)."""
+        source = self.corpus.source(split)
+        return np.array([int(source[i]["num_frames"]) for i in range(len(source))],
+                        np.int64)
 
     def task_labels(self, split: str) -> np.ndarray:
         """Task label of every example of ``split`` (one pass over it)."""
@@ -313,36 +320,47 @@ def eval_batches(task: TaskCorpus, split: str, *, batch_size: int,
                  num_frames: int, include_excluded: bool = False,
                  process_index: int = 0, process_count: int = 1,
                  ) -> Iterator[dict]:
-    """One ordered pass over ``split`` in fixed-shape batches.
+    """One ordered pass over ``split``'s utterances in fixed-shape batches
+    of windows (emodna_jax/scoring.py: an utterance longer than
+    ``num_frames`` is several windows; ``scoring.combine`` averages them).
 
-    Yields dicts with ``frames``, ``mask``, ``label`` (task class, or EXCLUDED
-    for out-of-task emotions when ``include_excluded``), ``emotion`` (the
-    corpus's own emotion index, for OOD studies), ``index`` and ``weight``
-    (0 for the padding examples that fill the last batch).
+    Every process plans the same windows and takes its ``batch_size //
+    process_count`` rows of each batch, so all run the same number of
+    batches.  Yields dicts with ``frames``, ``mask``, and per row ``label``
+    (task class, or EXCLUDED for out-of-task emotions when
+    ``include_excluded``), ``emotion`` (the corpus's own emotion index, for
+    OOD studies), ``index`` (the utterance) and ``weight`` (0 for the
+    padding rows that fill the last batch).
     """
     source = task.corpus.source(split)
     labels = task.task_labels(split)
     keep = np.arange(len(source)) if include_excluded else np.flatnonzero(
         labels != EXCLUDED)
-    num_batches = -(-len(keep) // batch_size)  # the same on every process
-    keep = keep[process_index::process_count]
+    lengths = task.lengths(split)
+    plan = [(int(i), start) for i in keep
+            for start in scoring.window_starts(int(lengths[i]), num_frames)]
+    num_batches = -(-len(plan) // batch_size)
     local = batch_size // process_count
     num_feat = task.num_values
-    for start in range(0, num_batches * local, local):
-        chunk = keep[start:start + local]
-        items = []
-        for i in chunk:
-            raw = source[int(i)]
-            item = task.example(raw, num_frames, None, with_label=False)
-            item.update(label=labels[i], emotion=np.int32(raw["emotion"]),
-                        index=np.int32(i), weight=np.float32(1.0))
-            items.append(item)
-        while len(items) < local:
-            items.append({"frames": np.zeros((num_frames, num_feat), np.float32),
-                          "mask": np.arange(num_frames) < 1,
-                          "label": np.int32(0), "emotion": np.int32(0),
-                          "index": np.int32(-1), "weight": np.float32(0.0)})
-        yield {k: np.stack([item[k] for item in items]) for k in items[0]}
+    frames = {}            # this process's utterances, normalised once each
+    for batch in range(num_batches):
+        first = batch * batch_size + process_index * local
+        rows = []
+        for i, start in plan[first:first + local]:
+            if i not in frames:
+                frames.clear()   # the plan visits an utterance's windows in a row
+                raw = source[i]
+                frames[i] = (task.normalize(raw), np.int32(raw["emotion"]))
+            values, mask = scoring.window(frames[i][0], start, num_frames)
+            rows.append({"frames": values, "mask": mask, "label": labels[i],
+                         "emotion": frames[i][1], "index": np.int32(i),
+                         "weight": np.float32(1.0)})
+        while len(rows) < local:
+            rows.append({"frames": np.zeros((num_frames, num_feat), np.float32),
+                         "mask": np.arange(num_frames) < 1,
+                         "label": np.int32(0), "emotion": np.int32(0),
+                         "index": np.int32(-1), "weight": np.float32(0.0)})
+        yield {k: np.stack([row[k] for row in rows]) for k in rows[0]}
 
 
 def feature_config(data_config):

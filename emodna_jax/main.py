@@ -3,6 +3,7 @@ r"""Entry point.
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=evaluate
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=predict --inputs=clips/
+  python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=export --export_dir=/tmp/model
 """
 
 import os
@@ -24,8 +25,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and reports."
 _MODE = flags.DEFINE_enum("mode", "train", list(runs.MODES), "What to do.")
 _FORCE = flags.DEFINE_bool("force", False, "evaluate: redo evaluated steps too.")
 _INPUTS = flags.DEFINE_list("inputs", [], "predict: audio files or directories.")
-_CHECKPOINT = flags.DEFINE_integer("checkpoint", None,
-                                   "predict: checkpoint step (default: latest).")
+_CHECKPOINT = flags.DEFINE_integer(
+    "checkpoint", None, "predict: checkpoint step (default: latest); export: "
+    "default the one --mode=evaluate selected, else the latest.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None,
+                                  "export: the folder to write (default WORKDIR/export).")
 _JSON = flags.DEFINE_bool("json", False, "predict: print JSON.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "Several processes (one per host): the "
@@ -50,7 +54,8 @@ def main(argv):
             sys.stdout = open(os.devnull, "w")
         return runs.run(_MODE.value, _CONFIG.value, _WORKDIR.value,
                         force=_FORCE.value, inputs=_INPUTS.value,
-                        checkpoint=_CHECKPOINT.value, as_json=_JSON.value)
+                        checkpoint=_CHECKPOINT.value, as_json=_JSON.value,
+                        export_dir=_EXPORT_DIR.value)
     except (ValueError, FileNotFoundError, workdir_lock.WorkdirInUse,
             checkpointing.DiskFull) as error:
         # Bad config values and missing data: one line (the traceback with

@@ -13,7 +13,7 @@ from emodna_jax import input_pipeline
 from emodna_jax import predict
 from emodna_jax import train
 
-MODES = ("train", "evaluate", "watch", "predict")
+MODES = ("train", "evaluate", "watch", "predict", "export")
 
 
 def _line(name: str, result: dict) -> str:
@@ -84,7 +84,8 @@ def _print_summary(summary: dict, workdir: str):
 
 
 def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
-        checkpoint: int | None = None, as_json: bool = False) -> int:
+        checkpoint: int | None = None, as_json: bool = False,
+        export_dir: str | None = None) -> int:
     """Runs ``mode``; returns the process exit code."""
     config = config_variants.with_task_classes(config)
     if mode == "train":
@@ -112,4 +113,12 @@ def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
                                         checkpoint=checkpoint)
         print(predict.format_predictions(results, as_json), flush=True)
         return 1 if any(r.error for r in results) else 0
+    if mode == "export":
+        from emodna_jax import export  # jax.export, jax2onnx: only here
+        written = export.export(config, workdir, export_dir or os.path.join(workdir, "export"),
+                                checkpoint)
+        print(f"exported checkpoint {written['step']} to {written['export_dir']} "
+              f"(model.jax for {', '.join(written['platforms'])}; model.onnx; "
+              "preprocess.json)", flush=True)
+        return 0
     raise ValueError(f"unknown mode {mode!r}; one of {MODES}")

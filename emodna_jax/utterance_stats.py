@@ -94,6 +94,14 @@ class SpeakerStats:
         or unknown)."""
         return self._standardise(functionals(features), speaker)
 
+    def of_group(self, values: np.ndarray) -> np.ndarray:
+        """[N, 17] raw statistics of one speaker's utterances (a speaker this
+        corpus has not seen, as in prediction) standardised with their own
+        mean and std, the std floored as ``of_corpus`` floors a speaker's."""
+        values = np.asarray(values, np.float64)
+        std = np.maximum(values.std(0), 0.1 * self.corpus_std)
+        return ((values - values.mean(0)) / std).astype(np.float32)
+
     def of_split(self, split: str) -> np.ndarray:
         """[N, 17] every utterance of ``split`` ('train', 'all', 'train+test';
         not the folds, which repeat the partition), standardised, in the

@@ -264,7 +264,8 @@ def test_speaker_probe_of_a_checkpoint(trained, toy_data_dir):
 
 def test_predict_covers_a_long_file_with_windows(trained, toy_data_dir, tmp_path):
     """A file whose halves differ: every part is judged, the verdict is the
-    mean of the windows' posteriors, and each window's posterior is the
+    softmax of the mean of the windows' logits (as evaluation scores a long
+    utterance, emodna_jax/scoring.py), and each window's posterior is the
     model's on exactly that stretch of frames."""
     workdir, _ = trained
     config = eval_config(toy_data_dir)
@@ -291,11 +292,13 @@ def test_predict_covers_a_long_file_with_windows(trained, toy_data_dir, tmp_path
     probs = np.asarray(jax.nn.softmax(logits, -1))
     got = np.array([list(w["probabilities"].values()) for w in result.windows])
     np.testing.assert_allclose(got, probs, atol=1e-5)
-    np.testing.assert_allclose(list(result.probabilities.values()), probs.mean(0), atol=1e-5)
-    assert result.emotion == CLASSES[int(probs.mean(0).argmax())]
+    mean_logits = np.asarray(logits).mean(0, keepdims=True)
+    verdict = np.asarray(jax.nn.softmax(mean_logits, -1))[0]
+    np.testing.assert_allclose(list(result.probabilities.values()), verdict, atol=1e-5)
+    assert result.emotion == CLASSES[int(verdict.argmax())]
     assert not np.allclose(probs[0], probs[-1], atol=1e-6)  # the halves differ
-    scores = ood_lib.SCORES[config.ood_score](np.asarray(logits))
-    assert result.ood_score == pytest.approx(float(np.mean(scores)), abs=1e-5)
+    score = ood_lib.SCORES[config.ood_score](mean_logits)[0]
+    assert result.ood_score == pytest.approx(float(score), abs=1e-5)
     listed = json.loads(predict.format_predictions([result], as_json=True))[0]
     assert len(listed["windows"]) == len(starts)
 

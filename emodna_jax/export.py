@@ -1,0 +1,180 @@
+"""``--mode=export``: one folder that predicts without the training data.
+
+``EXPORT_DIR`` gets ``preprocess.json`` (emodna_jax/serving.py says what it
+holds and how prediction uses it), ``model.jax`` and ``model.onnx``: the
+inference function ``(frames [B, T, F], mask [B, T]) -> (posterior logits
+[B, C], emotion embedding e [B, D])`` of one checkpoint, with the
+checkpoint's parameters and BatchNorm statistics baked in.
+
+* ``model.jax`` is a ``jax.export`` serialisation with symbolic batch and
+  frames, lowered for every platform the installed JAX can lower for (cpu,
+  and cuda and tpu where it can), so it runs on any of them without the
+  project's code.
+* ``model.onnx`` comes from jax2onnx with a dynamic batch.  Its frames are
+  fixed at the window length (``data.eval_num_frames``): prediction scores
+  every file in windows of exactly that many frames (emodna_jax/scoring.py),
+  and jax2onnx cannot yet trace the model's convolutions over a symbolic
+  time axis.  Its mask is float (1 = a real frame).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_prep import files
+from emodna_jax import checkpointing
+from emodna_jax import evaluate
+from emodna_jax import experiment
+from emodna_jax import losses
+from emodna_jax import serving
+
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def default_step(workdir: str) -> int:
+    """The checkpoint ``--mode=evaluate`` selected (``eval/summary.json``),
+    else the newest."""
+    summary = os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")
+    if os.path.exists(summary):
+        with open(summary) as f:
+            return int(json.load(f)["selected"]["step"])
+    step = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoints in {checkpointing.checkpoint_dir(workdir)}: "
+                                "train first (--mode=train)")
+    return step
+
+
+def ood_threshold(config, workdir: str) -> float | None:
+    """The configured threshold, else the 95%-TPR one found by evaluation."""
+    if config.ood_threshold is not None:
+        return float(config.ood_threshold)
+    summary_path = os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")
+    if not os.path.exists(summary_path):
+        return None
+    with open(summary_path) as f:
+        entry = json.load(f)["selected"].get("ood", {}).get(config.ood_score)
+    return None if entry is None else float(entry["threshold_at_95_tpr"])
+
+
+def config_hash(config) -> str:
+    return hashlib.sha256(config.to_json(sort_keys=True).encode()).hexdigest()[:16]
+
+
+def preprocess_info(config, built, step: int, ood_threshold) -> dict:
+    """What prediction needs besides the model (serving.Preprocessor reads it)."""
+    target = built.target
+    stats = target.utterance_stats
+    per_corpus = config.data.normalization == "corpus"
+
+    def listed(values):
+        return None if values is None else np.asarray(values, np.float64).tolist()
+
+    return {
+        "format": serving.FORMAT, "format_version": serving.FORMAT_VERSION,
+        "classes": list(built.classes),
+        "features": target.corpus.feature_config.to_dict(),
+        "normalization": {
+            "kind": config.data.normalization, "std_floor": float(target.std_floor),
+            "mean": listed(target.mean) if per_corpus else None,
+            "std": listed(target.std) if per_corpus else None,
+            "band_mask": listed(target.band_mask),
+            "unknown_speaker": "each file with its own statistics",
+        },
+        "utterance_stats": None if stats is None else {
+            "corpus_mean": listed(stats.corpus_mean), "corpus_std": listed(stats.corpus_std)},
+        "window": {"frames": int(config.data.eval_num_frames),
+                   "hop_frames": int(config.data.eval_num_frames // 2 or 1)},
+        "posterior": {"classifier": config.model.classifier,
+                      "am_scale": float(config.loss.am_scale),
+                      "note": "the models return posterior logits: softmax them"},
+        "ood": {"score": config.ood_score, "threshold": ood_threshold},
+        "source": {"checkpoint_step": int(step), "config_hash": config_hash(config),
+                   "source_corpus": config.data.source, "target_corpus": config.data.target,
+                   "emodna_jax": _version("emodna_jax"), "jax": jax.__version__},
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def inference_function(config, built, state):
+    """``(frames, mask) -> (posterior logits, e)`` with the state's
+    variables as constants."""
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+
+    def infer(frames, mask):
+        out = built.model.apply(variables, frames, mask, train=False)
+        return (losses.posterior_logits(out["logits"], config.model.classifier,
+                                        config.loss.am_scale), out["e"])
+    return infer
+
+
+def in_process(config, workdir: str, checkpoint: int | None = None) -> serving.Predictor:
+    """A Predictor on a workdir's checkpoint (by default the one ``export``
+    takes) that runs the model in this process (``--mode=predict``): what an
+    export of that checkpoint predicts, without writing one."""
+    built, state, step = experiment.restore(
+        config, workdir, default_step(workdir) if checkpoint is None else checkpoint)
+    infer = jax.jit(inference_function(config, built, state))
+    info = preprocess_info(config, built, step, ood_threshold(config, workdir))
+    return serving.Predictor(info, lambda frames, mask: infer(frames, mask))
+
+
+def export(config, workdir: str, export_dir: str, checkpoint: int | None = None) -> dict:
+    """Writes the export folder; returns what was written (paths, step,
+    platforms).  Files are written whole or not at all."""
+    step = default_step(workdir) if checkpoint is None else checkpoint
+    built, state, step = experiment.restore(config, workdir, step)
+    info = preprocess_info(config, built, step, ood_threshold(config, workdir))
+    infer = inference_function(config, built, state)
+    num_values = built.target.num_values
+    batch, frames = jax.export.symbolic_shape("batch, frames")
+    exported, platforms = None, []
+    for count in range(len(PLATFORMS), 0, -1):   # as many platforms as lower
+        try:
+            exported = jax.export.export(jax.jit(infer), platforms=PLATFORMS[:count])(
+                jax.ShapeDtypeStruct((batch, frames, num_values), jnp.float32),
+                jax.ShapeDtypeStruct((batch, frames), jnp.bool_))
+            platforms = list(PLATFORMS[:count])
+            break
+        except Exception:   # a platform this JAX cannot lower for
+            continue
+    if exported is None:
+        raise ValueError("jax.export could not lower the model for cpu")
+    info["platforms"] = platforms
+    window = info["window"]["frames"]
+    onnx_model = _to_onnx(infer, window, num_values)
+    os.makedirs(export_dir, exist_ok=True)
+    with files.atomic_write(os.path.join(export_dir, serving.MODEL_JAX), "wb") as f:
+        f.write(exported.serialize())
+    with files.atomic_write(os.path.join(export_dir, serving.MODEL_ONNX), "wb") as f:
+        f.write(onnx_model.SerializeToString())
+    with files.atomic_write(os.path.join(export_dir, serving.PREPROCESS)) as f:
+        json.dump(info, f, indent=2)
+    return {"export_dir": export_dir, "step": step, "platforms": platforms}
+
+
+def _to_onnx(infer, window: int, num_values: int):
+    """The ONNX graph of ``infer`` for windows of ``window`` frames, any batch."""
+    # jax2onnx imports every plugin it has and logs a traceback for those
+    # that need other libraries (dm_pix ...); none of them is ours.
+    logging.getLogger("jax2onnx").setLevel(logging.ERROR)
+    import jax2onnx  # the [onnx] extra: pip install -e ".[onnx]"
+
+    def with_float_mask(frames, mask):
+        return infer(frames, mask > 0.5)
+    return jax2onnx.to_onnx(with_float_mask, [("B", window, num_values), ("B", window)],
+                            input_names=["frames", "mask"], output_names=["logits", "e"])

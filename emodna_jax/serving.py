@@ -1,0 +1,312 @@
+"""Prediction with a trained model, without its training data.
+
+An export folder (``--mode=export``, emodna_jax/export.py) holds the model
+(``model.jax``: a ``jax.export`` serialisation with symbolic batch and
+frames; ``model.onnx``: the same function for onnxruntime) and
+``preprocess.json``: everything that turns audio into the frames the model
+reads (feature settings, normalisation, the target corpus's utterance
+statistics), the class names, the OOD score and threshold, and the window.
+:class:`Predictor` needs nothing else; with ``backend="onnx"`` it does not
+import JAX either (numpy, librosa, soundfile and onnxruntime).
+
+How a file is normalised.  Training standardised every utterance with its
+own speaker's statistics.  ``predict_batch(items, speaker=...)`` does the
+same for a batch that is one speaker's recordings: the frames of all of them
+give the per-bin mean and std, and their utterance statistics the
+speaker's.  Without ``speaker`` each file stands alone: its frames are
+standardised with its own mean and std (as an utterance of unknown speaker
+is during training), and its utterance statistics with the target corpus's
+(``preprocess.json``), since nothing says what this speaker's neutral
+sounds like.  A file is then judged against itself, so a recording that is
+one emotion throughout carries less of its level cues; pass ``speaker``
+when you have several files of one person.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from data_prep import audio
+from data_prep import stats as stats_lib
+from data_prep.features import FeatureConfig, FeatureExtractor
+from emodna_jax import ood
+from emodna_jax import scoring
+from emodna_jax import utterance_stats
+
+FORMAT = "emodna_jax export"
+FORMAT_VERSION = 1
+PREPROCESS = "preprocess.json"
+MODEL_JAX = "model.jax"
+MODEL_ONNX = "model.onnx"
+BACKENDS = ("jax", "onnx")
+WINDOWS_PER_CALL = 8        # one compiled shape for any file length
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One file's verdict, as ``--mode=predict`` prints it."""
+    path: str
+    emotion: str | None = None
+    probabilities: dict | None = None
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
+    error: str | None = None
+    windows: list | None = None  # per window: start_s, end_s, probabilities
+
+
+class ExportError(ValueError):
+    """A folder that is not a usable export: one line says why."""
+
+
+def read_preprocess(folder: str, backend: str = "jax") -> dict:
+    """``preprocess.json`` of an export folder, checked: the files the
+    backend needs exist and the format is one this version reads."""
+    if backend not in BACKENDS:
+        raise ExportError(f"backend={backend!r}: one of {', '.join(BACKENDS)}")
+    path = os.path.join(folder, PREPROCESS)
+    if not os.path.isfile(path):
+        raise ExportError(f"{folder}: not an export folder (no {PREPROCESS}); write one "
+                          "with --mode=export --export_dir=...")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ExportError(f"{path}: unreadable ({error})") from None
+    if info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{path}: format {info.get('format')!r} version "
+                          f"{info.get('format_version')!r}; this version of emodna_jax "
+                          f"reads {FORMAT!r} version {FORMAT_VERSION}: export it again")
+    model = os.path.join(folder, MODEL_JAX if backend == "jax" else MODEL_ONNX)
+    if not os.path.isfile(model):
+        raise ExportError(f"{model}: missing (the {backend} backend needs it)")
+    return info
+
+
+class Preprocessor:
+    """Audio -> the frames the model reads, as the training data were made:
+    data_prep's loading and features, then the normalisation and the
+    utterance statistics of training (module docstring)."""
+
+    def __init__(self, info: dict):
+        self.info = info
+        self.feature_config = FeatureConfig.from_dict(info["features"])
+        self._extractor = None
+        norm = info["normalization"]
+        self.kind, self.std_floor = norm["kind"], norm["std_floor"]
+        self.mean = None if norm.get("mean") is None else np.asarray(norm["mean"], np.float32)
+        self.std = None if norm.get("std") is None else np.asarray(norm["std"], np.float32)
+        self.band_mask = (None if norm.get("band_mask") is None
+                          else np.asarray(norm["band_mask"], np.float32))
+        stats = info.get("utterance_stats")
+        self.stats = None if stats is None else utterance_stats.SpeakerStats(
+            {}, {}, np.asarray(stats["corpus_mean"]), np.asarray(stats["corpus_std"]), {})
+
+    def features(self, item) -> np.ndarray:
+        """Stored-form features [T, bins] of a path or ``(waveform, rate)``."""
+        if self._extractor is None:   # refuses 'npy' features, with the reason
+            self._extractor = FeatureExtractor(self.feature_config)
+        rate = self.feature_config.sample_rate
+        if isinstance(item, (str, os.PathLike)):
+            if not os.path.isfile(item):
+                raise FileNotFoundError(item)
+            waveform = audio.load_audio(str(item), rate).waveform
+        else:
+            waveform, item_rate = item
+            waveform = audio.to_rate(np.asarray(waveform, np.float32), int(item_rate), rate)
+        return self._extractor(waveform)
+
+    def frames(self, stored: list, speaker: bool) -> list:
+        """Model frames of each of ``stored`` (features from ``features``):
+        with ``speaker``, all of them one speaker's, normalised together."""
+        if self.kind == "corpus":
+            moments = [(self.mean, self.std)] * len(stored)
+        elif speaker:
+            sums = stats_lib.GroupSums()
+            for values in stored:
+                as_f64 = values.astype(np.float64)
+                sums.add("speaker", len(values), as_f64.sum(0), np.square(as_f64).sum(0))
+            mean, std = stats_lib.mean_std(sums.to_json(), ["speaker"])
+            moments = [(mean.astype(np.float32),
+                        np.maximum(std, self.std_floor).astype(np.float32))] * len(stored)
+        else:
+            moments = [(values.astype(np.float32).mean(0),
+                        np.maximum(values.astype(np.float32).std(0), self.std_floor))
+                       for values in stored]
+        out = []
+        stats = self._statistics(stored, speaker)
+        for k, (values, (mean, std)) in enumerate(zip(stored, moments)):
+            frames = ((values.astype(np.float32) - mean) / std).astype(np.float32)
+            if self.band_mask is not None:
+                frames = frames * self.band_mask
+            if stats is not None:
+                frames = np.concatenate(
+                    [frames, np.broadcast_to(stats[k], (len(frames), stats.shape[1]))], 1)
+            out.append(frames)
+        return out
+
+    def _statistics(self, stored: list, speaker: bool):
+        """[N, 17] standardised utterance statistics, or None without them."""
+        if self.stats is None:
+            return None
+        raw = np.stack([utterance_stats.functionals(values) for values in stored])
+        if speaker:
+            return self.stats.of_group(raw)
+        return np.stack([self.stats.standardised(values, None) for values in stored])
+
+
+class _JaxBackend:
+    def __init__(self, folder: str):
+        import jax
+        with open(os.path.join(folder, MODEL_JAX), "rb") as f:
+            exported = jax.export.deserialize(bytearray(f.read()))
+        self._call = jax.jit(exported.call)
+
+    def __call__(self, frames, mask):
+        logits, e = self._call(frames, mask)
+        return np.asarray(logits), np.asarray(e)
+
+
+class _OnnxBackend:
+    def __init__(self, folder: str):
+        import onnxruntime
+        self._session = onnxruntime.InferenceSession(
+            os.path.join(folder, MODEL_ONNX), providers=["CPUExecutionProvider"])
+
+    def __call__(self, frames, mask):
+        logits, e = self._session.run(None, {"frames": frames,
+                                             "mask": mask.astype(np.float32)})
+        return logits, e
+
+
+class Predictor:
+    """A trained model on new audio: ``Predictor.load(folder)``, then
+    ``predict_file``, ``predict_waveform`` or ``predict_batch``."""
+
+    def __init__(self, info: dict, model):
+        """``model``: ``(frames [B, W, F] float32, mask [B, W] bool) ->
+        (posterior logits [B, C], embedding [B, D])`` for windows of
+        ``info["window"]["frames"]`` frames."""
+        self.info, self._model = info, model
+        self.preprocessor = Preprocessor(info)
+        self.classes = list(info["classes"])
+        self.window = int(info["window"]["frames"])
+        self.hop_s = self.preprocessor.feature_config.hop_ms / 1000
+        ood = info["ood"]
+        self.ood_score, self.ood_threshold = ood["score"], ood["threshold"]
+
+    @classmethod
+    def load(cls, path: str, backend: str = "jax") -> "Predictor":
+        """``path``: an export folder, or a workdir holding one in ``export/``."""
+        if not os.path.isfile(os.path.join(path, PREPROCESS)) and os.path.isfile(
+                os.path.join(path, "export", PREPROCESS)):
+            path = os.path.join(path, "export")
+        info = read_preprocess(path, backend)
+        return cls(info, (_JaxBackend if backend == "jax" else _OnnxBackend)(path))
+
+    def predict_file(self, path: str) -> Prediction:
+        return self.predict_batch([path])[0]
+
+    def predict_waveform(self, waveform: np.ndarray, rate: int) -> Prediction:
+        return self.predict_batch([(waveform, rate)])[0]
+
+    def predict_batch(self, items, speaker: str | None = None) -> list[Prediction]:
+        """One Prediction per item (a path, or ``(waveform, rate)``), in
+        order.  ``speaker``: the items are all this speaker's recordings and
+        are normalised together (module docstring); without it each stands
+        alone, and items are read one at a time.  An item that cannot be read
+        gets its error, the others are still predicted (a speaker's
+        statistics then come from the rest)."""
+        names = [str(item) if isinstance(item, (str, os.PathLike)) else f"<waveform {k}>"
+                 for k, item in enumerate(items)]
+        if speaker is None:
+            return [self._predict_group([item], [name], False)[0]
+                    for item, name in zip(items, names)]
+        return self._predict_group(items, names, True)
+
+    def _predict_group(self, items, names, speaker: bool) -> list[Prediction]:
+        stored, results = [], [None] * len(items)
+        for k, item in enumerate(items):
+            try:
+                stored.append((k, self.preprocessor.features(item)))
+            except FileNotFoundError:
+                results[k] = Prediction(names[k], error="file not found")
+            except (audio.AudioProblem, OSError) as problem:
+                results[k] = Prediction(names[k], error=str(problem))
+        if stored:
+            frames = self.preprocessor.frames([v for _, v in stored], speaker)
+            for (k, _), values in zip(stored, frames):
+                results[k] = self._score(names[k], values)
+        return results
+
+    def _score(self, name: str, frames: np.ndarray) -> Prediction:
+        """One utterance's verdict: its windows through the model, combined
+        as evaluation combines them (emodna_jax/scoring.py)."""
+        starts = scoring.window_starts(len(frames), self.window)
+        logits, embeddings = [], []
+        for first in range(0, len(starts), WINDOWS_PER_CALL):
+            chunk = starts[first:first + WINDOWS_PER_CALL]
+            batch = np.zeros((WINDOWS_PER_CALL, self.window, frames.shape[1]), np.float32)
+            mask = np.zeros((WINDOWS_PER_CALL, self.window), bool)
+            mask[len(chunk):, 0] = True   # padding rows: one valid frame, ignored
+            for row, start in enumerate(chunk):
+                batch[row], mask[row] = scoring.window(frames, start, self.window)
+            out_logits, out_e = self._model(batch, mask)
+            logits.append(np.asarray(out_logits)[:len(chunk)])
+            embeddings.append(np.asarray(out_e)[:len(chunk)])
+        logits = np.concatenate(logits)
+        _, combined = scoring.combine({"logits": logits}, np.zeros(len(starts), np.int32))
+        utterance = combined["logits"]                       # [1, C]
+        probs = _softmax(utterance)[0]
+        score = float(ood.SCORES[self.ood_score](utterance)[0])
+        windows = [{"start_s": round(start * self.hop_s, 3),
+                    "end_s": round(min(start + self.window, len(frames)) * self.hop_s, 3),
+                    "probabilities": {c: float(p) for c, p in zip(self.classes, row)}}
+                   for start, row in zip(starts, _softmax(logits))]
+        return Prediction(
+            name, emotion=self.classes[int(np.argmax(probs))],
+            probabilities={c: float(p) for c, p in zip(self.classes, probs)},
+            ood_score=score,
+            out_of_distribution=(None if self.ood_threshold is None
+                                 else bool(score < self.ood_threshold)),
+            windows=windows)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(-1, keepdims=True)
+
+
+def expand_inputs(inputs) -> list[str]:
+    """Files, and the audio files found (recursively) in directories."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for root, _, files in sorted(os.walk(item)):
+                paths += [os.path.join(root, f) for f in sorted(files)
+                          if f.lower().endswith(AUDIO_EXTENSIONS)]
+        else:
+            paths.append(item)
+    if not paths:
+        raise FileNotFoundError(f"no audio files in {list(inputs)}")
+    return paths
+
+
+def format_predictions(results, as_json: bool) -> str:
+    if as_json:
+        return json.dumps([dataclasses.asdict(r) for r in results], indent=2)
+    lines = []
+    for r in results:
+        if r.error:
+            lines.append(f"{r.path}: ERROR {r.error}")
+            continue
+        probs = "  ".join(f"{c}={p:.3f}" for c, p in r.probabilities.items())
+        flag = {None: "ood=unknown (no threshold)", True: "OOD", False: "in-task"}[
+            r.out_of_distribution]
+        lines.append(f"{r.path}: {r.emotion}  [{probs}]  {flag}")
+    return "\n".join(lines)
