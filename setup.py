@@ -26,6 +26,8 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.3",  # t-SNE of the embedding figure
 ]
 
+ONNX = ["jax2onnx==0.13.0", "onnxruntime>=1.20"]
+
 setuptools.setup(
     name="emodna_jax",
     version="0.1.0",
@@ -41,7 +43,11 @@ setuptools.setup(
         # (tested too, so the test extra installs it).
         # torch: the eager PyTorch twin of benchmarks/train_step.py.
         "bench": ["opensmile>=2.5", "torch==2.13.0"],
+        # model.onnx of --mode=export, and the Predictor's ONNX backend.
+        # jax2onnx 0.13.1 and later pin orbax-checkpoint below 0.11.37.
+        "onnx": ONNX,
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "opensmile>=2.5",
-                 "filelock>=3.0"],   # the tests' shared compilation cache
+                 "filelock>=3.0"]   # the tests' shared compilation cache
+                + ONNX,
     },
 )

@@ -1,0 +1,182 @@
+"""The export folder and the Predictor: exported and ONNX models against the
+in-process model, evaluation and prediction scoring alike, a fresh process
+with no data (and, for ONNX, no JAX), and bad folders."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from emodna_jax import evaluate
+from emodna_jax import experiment
+from emodna_jax import export
+from emodna_jax import serving
+from emodna_jax import train
+from tests.test_cluster_labels import _config, pitch_pair  # noqa: F401  (fixture)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def exported(pitch_pair, tmp_path_factory):  # noqa: F811
+    """The recipe trained for 6 steps on the pitch pair, evaluated, and its
+    selected checkpoint exported."""
+    root = tmp_path_factory.mktemp("serving")
+    workdir, folder = str(root / "run"), str(root / "export")
+    config = _config(pitch_pair)
+    train.train_and_evaluate(config, workdir)
+    summary = evaluate.evaluate_checkpoints(config, workdir, progress=False)
+    written = export.export(config, workdir, folder)
+    return config, workdir, folder, summary, written
+
+
+def _in_process(config, workdir, step):
+    built, state, _ = experiment.restore(config, workdir, step)
+    return built, export.inference_function(config, built, state)
+
+
+def _random_frames(batch, frames, width, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, frames, width)).astype(np.float32)
+    mask = np.arange(frames)[None, :] < rng.integers(1, frames + 1, size=(batch, 1))
+    return x, mask
+
+
+def test_export_takes_the_selected_checkpoint_and_names_what_it_holds(exported):
+    config, _, folder, summary, written = exported
+    assert written["step"] == summary["selected"]["step"]
+    info = serving.read_preprocess(folder)
+    assert info["source"]["checkpoint_step"] == written["step"]
+    assert info["classes"] == list(config.data.classes)
+    assert info["window"] == {"frames": config.data.eval_num_frames,
+                              "hop_frames": config.data.eval_num_frames // 2}
+    assert info["source"]["config_hash"] == export.config_hash(config)
+    assert info["platforms"][0] == "cpu"
+    assert info["utterance_stats"] is not None and info["normalization"]["kind"] == "speaker"
+
+
+def test_the_jax_export_equals_the_model_for_three_shapes(exported):
+    config, workdir, folder, _, written = exported
+    built, infer = _in_process(config, workdir, written["step"])
+    with open(os.path.join(folder, serving.MODEL_JAX), "rb") as f:
+        model = jax.export.deserialize(bytearray(f.read()))
+    for batch, frames in ((1, 7), (3, 56), (2, 131)):
+        x, mask = _random_frames(batch, frames, built.target.num_values)
+        for want, got in zip(infer(x, mask), model.call(x, mask)):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def test_the_onnx_model_equals_the_model(exported):
+    ort = pytest.importorskip("onnxruntime")
+    config, workdir, folder, _, written = exported
+    built, infer = _in_process(config, workdir, written["step"])
+    session = ort.InferenceSession(os.path.join(folder, serving.MODEL_ONNX),
+                                   providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        x, mask = _random_frames(batch, config.data.eval_num_frames, built.target.num_values, 1)
+        got = session.run(None, {"frames": x, "mask": mask.astype(np.float32)})
+        for want, value in zip(infer(x, mask), got):
+            np.testing.assert_allclose(value, np.asarray(want), atol=1e-4)
+
+
+def _speaker_files(config):
+    """(speaker name, its target utterances' wav paths, their indices)."""
+    from emodna_jax import input_pipeline
+    _, target = input_pipeline.open_task(config)
+    corpus = target.corpus
+    source = corpus.source(target.train_split)
+    root = corpus.metadata["source"]
+    rows = [(int(source[i]["speaker"]), i, source[i]["path"].decode())
+            for i in range(len(source))]
+    speaker = rows[0][0]
+    mine = [(i, os.path.join(root, p)) for s, i, p in rows if s == speaker]
+    return corpus.metadata["speakers"][speaker], [p for _, p in mine], [i for i, _ in mine]
+
+
+def test_an_utterance_s_evaluation_posterior_is_its_prediction(exported):
+    """One target speaker's recordings, predicted together as that speaker,
+    get exactly the posteriors evaluation stored for them (per-speaker
+    frames and statistics, windows, mean logits), from audio and the
+    export alone."""
+    config, workdir, folder, _, written = exported
+    name, paths, indices = _speaker_files(config)
+    with np.load(os.path.join(workdir, "eval", "predictions",
+                              f"step_{written['step']}.npz")) as stored:
+        logits, index = stored["target/logits"], stored["target/index"]
+    want = np.asarray(jax.nn.softmax(logits[[list(index).index(i) for i in indices]], -1))
+    for backend in ("jax", "onnx"):
+        results = serving.Predictor.load(folder, backend).predict_batch(paths, speaker=name)
+        got = np.array([list(r.probabilities.values()) for r in results])
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    # Alone, each file is normalised with its own statistics: another input.
+    alone = serving.Predictor.load(folder).predict_file(paths[0])
+    assert not np.allclose(list(alone.probabilities.values()), want[0], atol=1e-4)
+
+
+FRESH = """
+import json, sys
+if sys.argv[3] == "onnx":      # the ONNX backend must not need JAX or flax
+    for name in ("jax", "jaxlib", "flax", "optax", "orbax"):
+        sys.modules[name] = None
+from emodna_jax import serving
+prediction = serving.Predictor.load(sys.argv[1], backend=sys.argv[3]).predict_file(sys.argv[2])
+print(json.dumps(prediction.probabilities))
+"""
+
+
+def test_an_export_predicts_in_a_fresh_process_without_the_data(exported, tmp_path):
+    config, workdir, folder, _, written = exported
+    moved = str(tmp_path / "moved_export")
+    shutil.copytree(folder, moved)
+    _, paths, _ = _speaker_files(config)
+    want = serving.Predictor.load(folder).predict_file(paths[0]).probabilities
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    env = dict(os.environ, EMODNA_DATA_DIR=str(empty), PYTHONPATH=REPO)
+    for backend in ("jax", "onnx"):
+        done = subprocess.run([sys.executable, "-c", FRESH, moved, paths[0], backend],
+                              capture_output=True, text=True, env=env, cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr[-2000:]
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        assert got.keys() == want.keys()
+        np.testing.assert_allclose(list(got.values()), list(want.values()), atol=1e-4)
+
+
+def test_bad_export_folders_are_one_line_errors(exported, tmp_path):
+    _, _, folder, _, _ = exported
+    with pytest.raises(serving.ExportError, match="not an export folder"):
+        serving.Predictor.load(str(tmp_path))
+    broken = tmp_path / "old"
+    shutil.copytree(folder, broken)
+    info = json.loads((broken / serving.PREPROCESS).read_text())
+    (broken / serving.PREPROCESS).write_text(json.dumps(dict(info, format_version=0)))
+    with pytest.raises(serving.ExportError, match="version 0; this version of emodna_jax "
+                                                  "reads 'emodna_jax export' version 1"):
+        serving.Predictor.load(str(broken))
+    (broken / serving.PREPROCESS).write_text(json.dumps(info))
+    os.remove(broken / serving.MODEL_ONNX)
+    serving.Predictor.load(str(broken))          # the jax backend has its file
+    with pytest.raises(serving.ExportError, match=r"model.onnx: missing \(the onnx backend"):
+        serving.Predictor.load(str(broken), backend="onnx")
+    (broken / serving.PREPROCESS).write_text("{not json")
+    with pytest.raises(serving.ExportError, match="preprocess.json: unreadable"):
+        serving.Predictor.load(str(broken))
+    for error in ("not an export folder", "unreadable"):
+        assert "\n" not in error
+
+
+def test_a_missing_or_unreadable_file_is_reported_and_the_rest_predicted(exported, tmp_path):
+    config, _, folder, _, _ = exported
+    _, paths, _ = _speaker_files(config)
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF....WAVEnot audio")
+    results = serving.Predictor.load(folder).predict_batch(
+        [paths[0], str(tmp_path / "nope.wav"), str(bad)])
+    assert results[0].error is None and results[0].emotion in config.data.classes
+    assert results[1].error == "file not found"
+    assert "unreadable" in results[2].error
