@@ -164,6 +164,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.select_by = "source_val_uar"   # never the target: that is an oracle
     config.ood_score = "energy"           # msp | max_logit | energy | mahalanobis
     config.ood_threshold = ml_collections.config_dict.placeholder(float)  # None: 95%-TPR one
+    # Prediction: a file that is not speech (steady noise, a tone, music)
+    # gets no emotion and is flagged out of distribution (speech_gate.py).
+    config.speech_gate = True
 
     # The printed name of the run's method (config_variants.METHODS).
     config.method = "emodna"

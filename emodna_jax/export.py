@@ -97,6 +97,7 @@ def preprocess_info(config, built, step: int, ood_threshold) -> dict:
                       "am_scale": float(config.loss.am_scale),
                       "note": "the models return posterior logits: softmax them"},
         "ood": {"score": config.ood_score, "threshold": ood_threshold},
+        "speech_gate": bool(config.speech_gate),
         "source": {"checkpoint_step": int(step), "config_hash": config_hash(config),
                    "source_corpus": config.data.source, "target_corpus": config.data.target,
                    "emodna_jax": _version("emodna_jax"), "jax": jax.__version__},

@@ -32,9 +32,10 @@ import numpy as np
 
 from data_prep import audio
 from data_prep import stats as stats_lib
-from data_prep.features import FeatureConfig, FeatureExtractor
+from data_prep.features import FeatureConfig, FeatureExtractor, pitch_features
 from emodna_jax import ood
 from emodna_jax import scoring
+from emodna_jax import speech_gate
 from emodna_jax import utterance_stats
 
 FORMAT = "emodna_jax export"
@@ -57,6 +58,9 @@ class Prediction:
     out_of_distribution: bool | None = None
     error: str | None = None
     windows: list | None = None  # per window: start_s, end_s, probabilities
+    # Why the file is not speech (emodna_jax/speech_gate.py): then no emotion
+    # is given and out_of_distribution is True.
+    not_speech: str | None = None
 
 
 class ExportError(ValueError):
@@ -106,19 +110,24 @@ class Preprocessor:
         self.stats = None if stats is None else utterance_stats.SpeakerStats(
             {}, {}, np.asarray(stats["corpus_mean"]), np.asarray(stats["corpus_std"]), {})
 
-    def features(self, item) -> np.ndarray:
-        """Stored-form features [T, bins] of a path or ``(waveform, rate)``."""
+    def features(self, item) -> tuple[np.ndarray, np.ndarray]:
+        """``(features [T, bins] as stored, pitch tracks [T, 3])`` of a path
+        or ``(waveform, rate)``; the tracks are what the speech gate reads."""
         if self._extractor is None:   # refuses 'npy' features, with the reason
             self._extractor = FeatureExtractor(self.feature_config)
-        rate = self.feature_config.sample_rate
+        cfg = self.feature_config
         if isinstance(item, (str, os.PathLike)):
             if not os.path.isfile(item):
                 raise FileNotFoundError(item)
-            waveform = audio.load_audio(str(item), rate).waveform
+            waveform = audio.load_audio(str(item), cfg.sample_rate).waveform
         else:
             waveform, item_rate = item
-            waveform = audio.to_rate(np.asarray(waveform, np.float32), int(item_rate), rate)
-        return self._extractor(waveform)
+            waveform = audio.to_rate(np.asarray(waveform, np.float32), int(item_rate),
+                                     cfg.sample_rate)
+        stored = self._extractor(waveform)
+        tracks = (stored[:, -3:] if cfg.kind == "logmel_pitch"
+                  else pitch_features(waveform, cfg))
+        return stored, tracks
 
     def frames(self, stored: list, speaker: bool) -> list:
         """Model frames of each of ``stored`` (features from ``features``):
@@ -198,6 +207,7 @@ class Predictor:
         self.hop_s = self.preprocessor.feature_config.hop_ms / 1000
         ood = info["ood"]
         self.ood_score, self.ood_threshold = ood["score"], ood["threshold"]
+        self.speech_gate = bool(info["speech_gate"])
 
     @classmethod
     def load(cls, path: str, backend: str = "jax") -> "Predictor":
@@ -232,11 +242,20 @@ class Predictor:
         stored, results = [], [None] * len(items)
         for k, item in enumerate(items):
             try:
-                stored.append((k, self.preprocessor.features(item)))
+                values, tracks = self.preprocessor.features(item)
             except FileNotFoundError:
                 results[k] = Prediction(names[k], error="file not found")
+                continue
             except (audio.AudioProblem, OSError) as problem:
                 results[k] = Prediction(names[k], error=str(problem))
+                continue
+            reason = (speech_gate.verdict(speech_gate.descriptors(tracks, self.hop_s))
+                      if self.speech_gate else None)
+            if reason is None:
+                stored.append((k, values))
+            else:     # no emotion for what is not speech, whatever the model says
+                results[k] = Prediction(names[k], out_of_distribution=True,
+                                        not_speech=reason)
         if stored:
             frames = self.preprocessor.frames([v for _, v in stored], speaker)
             for (k, _), values in zip(stored, frames):
@@ -304,6 +323,9 @@ def format_predictions(results, as_json: bool) -> str:
     for r in results:
         if r.error:
             lines.append(f"{r.path}: ERROR {r.error}")
+            continue
+        if r.not_speech:
+            lines.append(f"{r.path}: {r.not_speech}")
             continue
         probs = "  ".join(f"{c}={p:.3f}" for c, p in r.probabilities.items())
         flag = {None: "ood=unknown (no threshold)", True: "OOD", False: "in-task"}[

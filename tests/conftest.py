@@ -162,6 +162,7 @@ def toy_config(data_dir, **overrides):
     config.data.n_mels = 16
     config.data.num_frames = 24
     config.data.eval_num_frames = 56
+    config.speech_gate = False   # the toy corpora are tones
     config.model.channels = 8
     config.model.num_blocks = 2
     config.model.projection_dim = 8

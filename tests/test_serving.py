@@ -17,6 +17,7 @@ from emodna_jax import experiment
 from emodna_jax import export
 from emodna_jax import serving
 from emodna_jax import train
+from benchmarks.speech_gate import non_speech_signals
 from tests.test_cluster_labels import _config, pitch_pair  # noqa: F401  (fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +29,7 @@ def exported(pitch_pair, tmp_path_factory):  # noqa: F811
     selected checkpoint exported."""
     root = tmp_path_factory.mktemp("serving")
     workdir, folder = str(root / "run"), str(root / "export")
-    config = _config(pitch_pair)
+    config = _config(pitch_pair, speech_gate=False)   # the corpora are tones
     train.train_and_evaluate(config, workdir)
     summary = evaluate.evaluate_checkpoints(config, workdir, progress=False)
     written = export.export(config, workdir, folder)
@@ -180,3 +181,45 @@ def test_a_missing_or_unreadable_file_is_reported_and_the_rest_predicted(exporte
     assert results[0].error is None and results[0].emotion in config.data.classes
     assert results[1].error == "file not found"
     assert "unreadable" in results[2].error
+
+
+def test_the_speech_gate_rejects_noise_tones_music_and_silence_and_passes_speech(tmp_path):
+    from data_prep import audio, synthetic
+    from data_prep.features import FeatureConfig, pitch_features
+    from emodna_jax import speech_gate
+    config = FeatureConfig(kind="logmel_pitch")
+
+    def reason(waveform):
+        tracks = pitch_features(np.asarray(waveform, np.float32), config)
+        return speech_gate.verdict(speech_gate.descriptors(tracks, config.hop_ms / 1000))
+
+    reasons = {name: reason(x) for name, x in non_speech_signals().items()}
+    assert all(r and r.startswith("not speech") for r in reasons.values()), reasons
+    assert "hardly varies" in reasons["near-silence"] and "tone" in reasons["tone"]
+    # Digital silence never reaches the gate: loading refuses it.
+    silent = tmp_path / "silent.wav"
+    import soundfile as sf
+    sf.write(silent, np.zeros(16000), 16000)
+    with pytest.raises(audio.AudioProblem, match="silent"):
+        audio.load_audio(str(silent), 16000)
+    # The synthetic corpora's speech-like utterances pass, every one.
+    import dataclasses
+    spec = dataclasses.replace(synthetic.default_pair()[0], utterances_per_speaker=2,
+                               n_speakers=2)
+    manifest = synthetic.generate_corpus(spec, tmp_path / "synthetic")
+    wavs = sorted(manifest.parent.rglob("*.wav"))
+    assert wavs and all(reason(audio.load_audio(str(w), 16000).waveform) is None
+                        for w in wavs)
+
+
+def test_prediction_gives_no_emotion_for_what_is_not_speech(exported):
+    _, _, folder, _, _ = exported
+    predictor = serving.Predictor.load(folder)
+    predictor.speech_gate = True          # as an export of real speech has it
+    for name, waveform in non_speech_signals(seconds=3.0).items():
+        result = predictor.predict_waveform(waveform, 16000)
+        assert result.emotion is None and result.probabilities is None, name
+        assert result.out_of_distribution is True and result.not_speech.startswith(
+            "not speech"), name
+    text = serving.format_predictions([result], as_json=False)
+    assert text == f"<waveform 0>: {result.not_speech}"
