@@ -153,6 +153,12 @@ def fill_unvoiced(values: np.ndarray, voiced: np.ndarray) -> np.ndarray:
     return np.interp(index, index[voiced], values[voiced]).astype(values.dtype)
 
 
+def pitch_frame_length(sample_rate: int) -> int:
+    """Samples of the pitch analysis window: two periods of the lowest F0,
+    rounded up to a power of two."""
+    return int(2 ** np.ceil(np.log2(2 * sample_rate / PITCH_RANGE_HZ[0])))
+
+
 def pitch_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     """``[T, 3]``: log F0, voicing (NCCF) and log energy per frame, on the
     STFT's frame grid (``1 + len // hop_length`` frames, centred).
@@ -170,7 +176,7 @@ def pitch_features(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     cfg = config
     y = np.asarray(waveform, np.float32)
     low, high = PITCH_RANGE_HZ
-    frame_length = int(2 ** np.ceil(np.log2(2 * cfg.sample_rate / low)))
+    frame_length = pitch_frame_length(cfg.sample_rate)
     f0 = librosa.yin(y, fmin=low, fmax=high, sr=cfg.sample_rate,
                      frame_length=frame_length, hop_length=cfg.hop_length,
                      center=True)

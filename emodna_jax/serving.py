@@ -29,10 +29,12 @@ import json
 import os
 
 import numpy as np
+import soundfile as sf
 
 from data_prep import audio
 from data_prep import stats as stats_lib
-from data_prep.features import FeatureConfig, FeatureExtractor, pitch_features
+from data_prep.features import (FeatureConfig, FeatureExtractor, pitch_features,
+                                pitch_frame_length)
 from emodna_jax import ood
 from emodna_jax import scoring
 from emodna_jax import speech_gate
@@ -45,6 +47,10 @@ MODEL_JAX = "model.jax"
 MODEL_ONNX = "model.onnx"
 BACKENDS = ("jax", "onnx")
 WINDOWS_PER_CALL = 8        # one compiled shape for any file length
+# Files longer than this are read and featurised in blocks of BLOCK_S, so
+# memory does not grow with their length (an hour-long recording).
+LONG_FILE_S = 60.0
+BLOCK_S = 10.0
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 
@@ -113,8 +119,6 @@ class Preprocessor:
     def features(self, item) -> tuple[np.ndarray, np.ndarray]:
         """``(features [T, bins] as stored, pitch tracks [T, 3])`` of a path
         or ``(waveform, rate)``; the tracks are what the speech gate reads."""
-        if self._extractor is None:   # refuses 'npy' features, with the reason
-            self._extractor = FeatureExtractor(self.feature_config)
         cfg = self.feature_config
         if isinstance(item, (str, os.PathLike)):
             if not os.path.isfile(item):
@@ -124,10 +128,93 @@ class Preprocessor:
             waveform, item_rate = item
             waveform = audio.to_rate(np.asarray(waveform, np.float32), int(item_rate),
                                      cfg.sample_rate)
-        stored = self._extractor(waveform)
+        stored = self._extractor_for()(waveform)
         tracks = (stored[:, -3:] if cfg.kind == "logmel_pitch"
                   else pitch_features(waveform, cfg))
         return stored, tracks
+
+    def is_long(self, item) -> bool:
+        """Whether ``item`` is a file over ``LONG_FILE_S`` (read in blocks)."""
+        if not isinstance(item, (str, os.PathLike)) or not os.path.isfile(item):
+            return False
+        try:
+            return sf.info(str(item)).duration > LONG_FILE_S
+        except RuntimeError:   # unreadable: the whole-file path names the problem
+            return False
+
+    def _blocks(self, path: str):
+        """``(features, tracks)`` of consecutive stretches of ``BLOCK_S`` of a
+        long file, each computed with enough audio on either side that its
+        frames are the whole file's (but for the pitch interpolated across
+        unvoiced frames near a block's edge)."""
+        cfg = self.feature_config
+        hop, rate = cfg.hop_length, cfg.sample_rate
+        context = -(-2 * max(cfg.n_fft, pitch_frame_length(rate)) // hop) * hop  # whole hops
+        with sf.SoundFile(path) as f:
+            native, length = f.samplerate, f.frames
+            samples = int(np.ceil(length * rate / native))           # at ``rate``
+            total = 1 + samples // hop
+            step = int(BLOCK_S * rate) // hop
+            for first in range(0, total, step):
+                last = min(first + step, total)
+                begin = max(first * hop - context, 0)
+                end = min(last * hop + context, samples)
+                lo = int(np.floor(begin * native / rate))
+                hi = min(int(np.ceil(end * native / rate)) + 1, length)
+                f.seek(lo)
+                block = f.read(hi - lo, dtype="float32", always_2d=True).mean(1)
+                if not np.all(np.isfinite(block)):
+                    raise audio.AudioProblem("audio holds NaN or infinite samples")
+                waveform = audio.to_rate(block, native, rate)
+                shift = int(round(begin - lo * rate / native))
+                waveform = waveform[shift:shift + (end - begin)]
+                stored = self._extractor_for()(waveform)
+                tracks = (stored[:, -3:] if cfg.kind == "logmel_pitch"
+                          else pitch_features(waveform, cfg))
+                keep = slice(first - begin // hop, last - begin // hop)
+                yield stored[keep], tracks[keep]
+
+    def long_file_moments(self, path: str):
+        """First pass over a long file: ``((mean, std) of its frames, its
+        pitch tracks [T, 3])``; a file whose loudest frame is under
+        ``load_audio``'s silence level (in RMS) is refused as silent."""
+        sums, tracks, peak = stats_lib.GroupSums(), [], 0.0
+        for stored, block_tracks in self._blocks(path):
+            as_f64 = stored.astype(np.float64)
+            sums.add("file", len(stored), as_f64.sum(0), np.square(as_f64).sum(0))
+            tracks.append(block_tracks.copy())   # not a view holding the block
+            peak = max(peak, float(np.exp(block_tracks[:, 2].max() / 2)))
+        if peak < audio.SILENCE_PEAK:
+            raise audio.AudioProblem("silent (peak below -80 dBFS)")
+        mean, std = stats_lib.mean_std(sums.to_json(), ["file"])
+        return (mean.astype(np.float32), np.maximum(std, self.std_floor).astype(np.float32)
+                ), np.concatenate(tracks)
+
+    def long_file_frames(self, path: str, moments, tracks):
+        """Second pass: the model frames of a long file, block by block,
+        normalised as a file of unknown speaker is (``frames``)."""
+        stats = (None if self.stats is None else
+                 self.stats.standardised(np.asarray(tracks, np.float64), None))
+        for stored, _ in self._blocks(path):
+            yield self._normalised(stored, moments, stats)
+
+    def _extractor_for(self):
+        if self._extractor is None:   # refuses 'npy' features, with the reason
+            self._extractor = FeatureExtractor(self.feature_config)
+        return self._extractor
+
+    def _normalised(self, stored, moments, stats):
+        """One utterance's (or block's) model frames: standardised with
+        ``moments`` (mean, std), the band mask, the utterance statistics."""
+        if self.kind == "corpus":
+            moments = (self.mean, self.std)
+        mean, std = moments
+        frames = ((stored.astype(np.float32) - mean) / std).astype(np.float32)
+        if self.band_mask is not None:
+            frames = frames * self.band_mask
+        if stats is not None:
+            frames = np.concatenate([frames, np.broadcast_to(stats, (len(frames), len(stats)))], 1)
+        return frames
 
     def frames(self, stored: list, speaker: bool) -> list:
         """Model frames of each of ``stored`` (features from ``features``):
@@ -146,17 +233,9 @@ class Preprocessor:
             moments = [(values.astype(np.float32).mean(0),
                         np.maximum(values.astype(np.float32).std(0), self.std_floor))
                        for values in stored]
-        out = []
         stats = self._statistics(stored, speaker)
-        for k, (values, (mean, std)) in enumerate(zip(stored, moments)):
-            frames = ((values.astype(np.float32) - mean) / std).astype(np.float32)
-            if self.band_mask is not None:
-                frames = frames * self.band_mask
-            if stats is not None:
-                frames = np.concatenate(
-                    [frames, np.broadcast_to(stats[k], (len(frames), stats.shape[1]))], 1)
-            out.append(frames)
-        return out
+        return [self._normalised(values, moment, None if stats is None else stats[k])
+                for k, (values, moment) in enumerate(zip(stored, moments))]
 
     def _statistics(self, stored: list, speaker: bool):
         """[N, 17] standardised utterance statistics, or None without them."""
@@ -234,7 +313,8 @@ class Predictor:
         names = [str(item) if isinstance(item, (str, os.PathLike)) else f"<waveform {k}>"
                  for k, item in enumerate(items)]
         if speaker is None:
-            return [self._predict_group([item], [name], False)[0]
+            return [self._predict_long(item) if self.preprocessor.is_long(item)
+                    else self._predict_group([item], [name], False)[0]
                     for item, name in zip(items, names)]
         return self._predict_group(items, names, True)
 
@@ -263,27 +343,38 @@ class Predictor:
         return results
 
     def _score(self, name: str, frames: np.ndarray) -> Prediction:
-        """One utterance's verdict: its windows through the model, combined
-        as evaluation combines them (emodna_jax/scoring.py)."""
+        """One utterance's verdict from its frames in memory."""
         starts = scoring.window_starts(len(frames), self.window)
-        logits, embeddings = [], []
-        for first in range(0, len(starts), WINDOWS_PER_CALL):
-            chunk = starts[first:first + WINDOWS_PER_CALL]
-            batch = np.zeros((WINDOWS_PER_CALL, self.window, frames.shape[1]), np.float32)
-            mask = np.zeros((WINDOWS_PER_CALL, self.window), bool)
-            mask[len(chunk):, 0] = True   # padding rows: one valid frame, ignored
-            for row, start in enumerate(chunk):
-                batch[row], mask[row] = scoring.window(frames, start, self.window)
-            out_logits, out_e = self._model(batch, mask)
-            logits.append(np.asarray(out_logits)[:len(chunk)])
-            embeddings.append(np.asarray(out_e)[:len(chunk)])
+        return self._verdict(name, len(frames), starts, (
+            (start,) + scoring.window(frames, start, self.window) for start in starts))
+
+    def _verdict(self, name: str, num_frames: int, starts, windows) -> Prediction:
+        """The windows (``(start, frames, mask)`` in ``starts``' order) through
+        the model in fixed batches, combined as evaluation combines them
+        (emodna_jax/scoring.py)."""
+        logits = []
+        batch = mask = None
+        rows = 0
+        for _, frames, valid in windows:
+            if batch is None:
+                batch = np.zeros((WINDOWS_PER_CALL, self.window, frames.shape[1]), np.float32)
+                mask = np.zeros((WINDOWS_PER_CALL, self.window), bool)
+            batch[rows], mask[rows] = frames, valid
+            rows += 1
+            if rows == WINDOWS_PER_CALL:
+                logits.append(np.asarray(self._model(batch, mask)[0]))
+                rows = 0
+        if rows:
+            mask[rows:] = False
+            mask[rows:, 0] = True   # padding rows: one valid frame, ignored
+            logits.append(np.asarray(self._model(batch, mask)[0])[:rows])
         logits = np.concatenate(logits)
         _, combined = scoring.combine({"logits": logits}, np.zeros(len(starts), np.int32))
         utterance = combined["logits"]                       # [1, C]
         probs = _softmax(utterance)[0]
         score = float(ood.SCORES[self.ood_score](utterance)[0])
         windows = [{"start_s": round(start * self.hop_s, 3),
-                    "end_s": round(min(start + self.window, len(frames)) * self.hop_s, 3),
+                    "end_s": round(min(start + self.window, num_frames) * self.hop_s, 3),
                     "probabilities": {c: float(p) for c, p in zip(self.classes, row)}}
                    for start, row in zip(starts, _softmax(logits))]
         return Prediction(
@@ -293,6 +384,42 @@ class Predictor:
             out_of_distribution=(None if self.ood_threshold is None
                                  else bool(score < self.ood_threshold)),
             windows=windows)
+
+    def _predict_long(self, path: str) -> Prediction:
+        """A file over ``LONG_FILE_S``, in blocks: a first pass for its
+        statistics and the speech gate, a second for the frames, which are
+        windowed as they come, so memory does not grow with the file."""
+        try:
+            moments, tracks = self.preprocessor.long_file_moments(path)
+        except (audio.AudioProblem, OSError, RuntimeError) as problem:
+            return Prediction(path, error=str(problem))
+        reason = (speech_gate.verdict(speech_gate.descriptors(tracks, self.hop_s))
+                  if self.speech_gate else None)
+        if reason is not None:
+            return Prediction(path, out_of_distribution=True, not_speech=reason)
+        num_frames = len(tracks)
+        starts = scoring.window_starts(num_frames, self.window)
+        blocks = self.preprocessor.long_file_frames(path, moments, tracks)
+        return self._verdict(path, num_frames, starts,
+                             _windows_of_blocks(blocks, starts, self.window))
+
+
+def _windows_of_blocks(blocks, starts, window: int):
+    """``(start, frames, mask)`` of each window in ``starts`` from frames that
+    arrive in consecutive blocks; only the frames a window still needs are
+    kept."""
+    buffer, offset = None, 0       # buffer holds frames offset, offset + 1, ...
+    pending = list(starts)
+    for block in blocks:
+        buffer = block if buffer is None else np.concatenate([buffer, block])
+        while pending and pending[0] + window <= offset + len(buffer):
+            start = pending.pop(0)
+            yield (start,) + scoring.window(buffer, start - offset, window)
+        if pending:
+            keep = pending[0] - offset
+            buffer, offset = buffer[keep:], pending[0]
+    for start in pending:          # the last window may run past the end
+        yield (start,) + scoring.window(buffer, start - offset, window)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

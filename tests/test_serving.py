@@ -14,6 +14,7 @@ import pytest
 
 from emodna_jax import evaluate
 from emodna_jax import experiment
+from emodna_jax import scoring
 from emodna_jax import export
 from emodna_jax import serving
 from emodna_jax import train
@@ -223,3 +224,51 @@ def test_prediction_gives_no_emotion_for_what_is_not_speech(exported):
             "not speech"), name
     text = serving.format_predictions([result], as_json=False)
     assert text == f"<waveform 0>: {result.not_speech}"
+
+
+def test_windows_of_blocks_are_the_windows_of_the_whole():
+    rng = np.random.default_rng(3)
+    for length, window in ((5, 8), (100, 8), (101, 10), (37, 4)):
+        frames = rng.normal(size=(length, 3)).astype(np.float32)
+        starts = scoring.window_starts(length, window)
+        cuts = np.sort(rng.choice(np.arange(1, length), size=min(4, length - 1),
+                                  replace=False))
+        blocks = np.split(frames, cuts)
+        got = list(serving._windows_of_blocks(iter(blocks), starts, window))
+        assert [g[0] for g in got] == starts
+        for (start, values, mask) in got:
+            want_values, want_mask = scoring.window(frames, start, window)
+            np.testing.assert_array_equal(values, want_values)
+            np.testing.assert_array_equal(mask, want_mask)
+
+
+def test_a_long_file_read_in_blocks_has_the_whole_file_s_frames(exported, tmp_path,
+                                                                 monkeypatch):
+    """Blocks of 1.5 s with their context give the whole file's frames (the
+    pitch of unvoiced frames, interpolated within a block, aside), and the
+    file's verdict is the whole-file path's."""
+    import soundfile as sf
+    from data_prep import audio
+    config, _, folder, _, _ = exported
+    _, paths, _ = _speaker_files(config)
+    waveform = np.concatenate([audio.load_audio(p, 16000).waveform for p in paths] * 3)
+    path = str(tmp_path / "long.wav")
+    sf.write(path, waveform, 16000)
+    predictor = serving.Predictor.load(folder)
+    whole = predictor.predict_file(path)
+    features, tracks = predictor.preprocessor.features(path)
+    monkeypatch.setattr(serving, "LONG_FILE_S", 1.0)
+    monkeypatch.setattr(serving, "BLOCK_S", 1.5)
+    assert predictor.preprocessor.is_long(path)
+    blocks = list(predictor.preprocessor._blocks(path))
+    assert len(blocks) > 3
+    streamed = np.concatenate([b for b, _ in blocks])
+    assert streamed.shape == features.shape
+    np.testing.assert_allclose(streamed[:, :-3], features[:, :-3], atol=1e-3)
+    np.testing.assert_allclose(streamed[:, -2:], features[:, -2:], atol=1e-4)
+    voiced = features[:, -2] >= 0.5
+    np.testing.assert_allclose(streamed[voiced, -3], features[voiced, -3], atol=1e-4)
+    long = predictor.predict_file(path)
+    assert long.emotion == whole.emotion and len(long.windows) == len(whole.windows)
+    np.testing.assert_allclose(list(long.probabilities.values()),
+                               list(whole.probabilities.values()), atol=2e-3)
