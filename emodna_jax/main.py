@@ -40,9 +40,24 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def use_compilation_cache() -> str:
+    """Points JAX's persistent compilation cache at the user's cache folder
+    (``$XDG_CACHE_HOME/emodna_jax/xla``, else ``~/.cache/emodna_jax/xla``)
+    unless ``JAX_COMPILATION_CACHE_DIR`` names another, so that a second
+    launch of the same config loads its compiled step instead of compiling
+    it again (about 10 s on 2 CPU cores).  Returns the folder."""
+    folder = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        "emodna_jax", "xla")
+    import jax
+    jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    use_compilation_cache()
     verbose = logging.get_verbosity() >= logging.DEBUG  # --verbosity=1
     # orbax and TFDS chatter, and orbax's background-thread tracebacks whose
     # error reaches us as an exception anyway: we print results and one line.

@@ -184,3 +184,17 @@ def test_a_checkpoint_from_before_an_optional_state_field_still_restores(
         cluster_labels=jax.ShapeDtypeStruct((5,), np.int32, sharding=wider.adapt.tau_g.sharding)))
     with pytest.raises(ValueError, match="tree structures do not match"):
         reader.restore_state(7, wider)
+
+
+def test_the_entry_point_keeps_compiled_steps_in_the_user_s_cache(tmp_path, monkeypatch):
+    from emodna_jax import main
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert main.use_compilation_cache() == str(tmp_path / "cache" / "emodna_jax" / "xla")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache" / "emodna_jax" / "xla")
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
+        assert main.use_compilation_cache() == str(tmp_path / "mine")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
