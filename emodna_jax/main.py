@@ -45,6 +45,8 @@ def main(argv):
     # orbax and TFDS chatter, and orbax's background-thread tracebacks whose
     # error reaches us as an exception anyway: we print results and one line.
     logging.set_verbosity(logging.ERROR if verbose else logging.FATAL)
+    if not verbose:
+        checkpointing.quiet_failed_reads()
     try:
         # Before anything touches a device.
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

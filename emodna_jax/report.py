@@ -173,7 +173,9 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
         plot_ood_histograms(target, os.path.join(out_dir, "ood_histograms.png"))
         figures.append("ood_histograms.png")
 
-    lines = [f"# Evaluation: {summary['source']} -> {summary['target']}", "",
+    lines = [f"# Evaluation: {summary['task']}", "",
+             f"Config hash `{summary['config_hash']}`: the config entries these "
+             "numbers depend on (evaluate.evaluation_label).", "",
              f"Classes: {', '.join(classes)}. Checkpoint selection rule: "
              f"`{summary['selection_rule']}` (target labels are never used to "
              "select).", "", "## Summary", ""]

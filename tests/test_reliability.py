@@ -269,3 +269,174 @@ def test_main_reports_a_full_disk_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == ("error: No space left on device writing checkpoint 30; "
                                    "last good checkpoint 20")
+
+
+# --------------------------------------------------------------------------
+# Checkpoints that do not fit, or do not read; labelled results.
+
+CLASSES3 = ("neutral", "angry", "happy")  # the toy target's 'sad' is excluded
+
+
+def labelled_config(data_dir, **overrides):
+    return toy_config(data_dir, **{"data.classes": CLASSES3, **overrides})
+
+
+@pytest.fixture(scope="module")
+def evaluated(toy_data_dir, tmp_path_factory):
+    """A toy run (checkpoints 2, 4, 6) and its evaluation; tests copy it."""
+    from emodna_jax import evaluate
+    workdir = str(tmp_path_factory.mktemp("evaluated") / "w")
+    train.train_and_evaluate(labelled_config(toy_data_dir), workdir)
+    evaluate.evaluate_checkpoints(labelled_config(toy_data_dir), workdir,
+                                  progress=False)
+    return workdir
+
+
+def _copy(workdir, tmp_path):
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    return copy
+
+
+def _contents(folder):
+    """path -> bytes of every file below ``folder``."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return out
+
+
+def test_evaluating_with_another_state_shape_is_refused_by_name(
+        evaluated, toy_data_dir, tmp_path):
+    """Evaluation makes training's check before reading a checkpoint: the
+    mismatch is named, not every checkpoint called unreadable, and eval/ is
+    left as it was; prediction refuses too."""
+    from emodna_jax import evaluate, experiment
+    workdir = _copy(evaluated, tmp_path)
+    before = _contents(os.path.join(workdir, "eval"))
+    wider = labelled_config(toy_data_dir, **{"model.channels": 16})
+    with pytest.raises(ValueError, match=r"checkpoint 2 was trained with another state "
+                                         r"shape \(model.channels 8 -> 16\); evaluate it "
+                                         r"with the config it was trained with$"):
+        evaluate.evaluate_checkpoints(wider, workdir, force=True, progress=False)
+    assert _contents(os.path.join(workdir, "eval")) == before
+    with pytest.raises(ValueError, match=r"checkpoint 6 was trained with another state "
+                                         r"shape \(model.channels 8 -> 16\)"):
+        experiment.restore(wider, workdir)
+
+
+def test_results_carry_their_label_and_another_config_does_not_write_under_it(
+        evaluated, toy_data_dir, tmp_path):
+    """summary.json and report.md name the task and the config hash; a
+    config that would compute other numbers (or a summary of another task,
+    as an older version wrote it) is refused before anything is written."""
+    from emodna_jax import evaluate
+    workdir = _copy(evaluated, tmp_path)
+    out_dir = os.path.join(workdir, "eval")
+    with open(os.path.join(out_dir, "summary.json")) as f:
+        summary = json.load(f)
+    label = evaluate.evaluation_label(labelled_config(toy_data_dir))
+    assert summary["task"] == "toy_src -> toy_tgt" == label["task"]
+    assert summary["config_hash"] == label["config_hash"]
+    with open(os.path.join(out_dir, "report.md")) as f:
+        report = f.read()
+    assert report.startswith("# Evaluation: toy_src -> toy_tgt\n")
+    assert f"Config hash `{label['config_hash']}`" in report
+    before = _contents(out_dir)
+    other = labelled_config(toy_data_dir, **{"data.eval_num_frames": 48})
+    with pytest.raises(ValueError, match=rf"{out_dir} holds the evaluation of config "
+                                         rf"{label['config_hash']}, not \w+ \(data."
+                                         r"eval_num_frames 56 -> 48\): evaluate with"):
+        evaluate.evaluate_checkpoints(other, workdir, force=True, progress=False)
+    assert _contents(out_dir) == before
+    old = {k: v for k, v in summary.items()
+           if k not in ("task", "config_hash", "config_entries")}
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(dict(old, target="other_corpus"), f)
+    with pytest.raises(ValueError, match=r"holds the evaluation of the task toy_src -> "
+                                         r"other_corpus, not toy_src -> toy_tgt"):
+        evaluate.evaluate_checkpoints(labelled_config(toy_data_dir), workdir,
+                                      progress=False)
+
+
+def test_a_failed_read_is_described_by_its_innermost_cause():
+    """orbax's wrapper repeats the whole TensorStore spec; the cause names
+    the array and what is wrong with it."""
+    from emodna_jax import checkpointing
+    try:
+        try:
+            raise ValueError('OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT '
+                             'database at local file "/w/checkpoints/6/state/": '
+                             'Requested byte range [10, 20) is not valid for value '
+                             "of size 5 [source locations='tensorstore/kvstore/"
+                             "ocdbt/io.cc:97']")
+        except ValueError as cause:
+            raise Exception("Encountered error while reading array index: (). See full "
+                            "TensorStore details: <bound method spec of TensorStore({\n"
+                            "  'driver': 'zarr',\n})>.") from cause
+    except Exception as error:
+        assert checkpointing.describe_failure(error) == (
+            'OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT database at local '
+            'file "/w/checkpoints/6/state/": Requested byte range [10, 20) is not '
+            "valid for value of size 5")
+
+
+ORBAX_LIKE = '''
+import types
+
+@types.coroutine
+def _pause():
+    yield
+
+async def read():
+    try:
+        await _pause()
+    finally:
+        raise Exception("read failed")
+'''
+
+
+def _dying_coroutine(filename):
+    """A started coroutine of code from ``filename`` that raises when it is
+    closed unfinished, as orbax's read coroutines do after a failed read."""
+    space = {}
+    exec(compile(ORBAX_LIKE, filename, "exec"), space)
+    coroutine = space["read"]()
+    coroutine.send(None)
+    return coroutine
+
+
+def test_orbax_read_coroutines_closed_by_a_failed_read_are_not_reported(monkeypatch):
+    import gc
+    from emodna_jax import checkpointing
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    checkpointing.quiet_failed_reads()
+    orbax = _dying_coroutine(os.path.join(os.sep, "site", "orbax", "serialization.py"))
+    mine = _dying_coroutine(os.path.join(os.sep, "site", "mine", "code.py"))
+    del orbax, mine
+    gc.collect()
+    assert [str(u.exc_value) for u in reported] == ["read failed"]
+    assert "mine" in reported[0].object.cr_code.co_filename
+
+
+def test_prediction_falls_back_to_the_newest_readable_checkpoint(
+        evaluated, toy_data_dir, tmp_path, capsys):
+    from emodna_jax import experiment, predict
+    workdir = _copy(evaluated, tmp_path)
+    _truncate_largest(os.path.join(workdir, "checkpoints", "6", "state"))
+    capsys.readouterr()
+    wav = os.path.join(os.path.dirname(toy_data_dir), "raw", "toy_tgt", "spk0_0.wav")
+    [result] = predict.predict_files(labelled_config(toy_data_dir), workdir, [wav])
+    assert result.error is None and result.emotion in CLASSES3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: checkpoint 6 is unreadable (")
+    assert err[0].endswith("); using checkpoint 4, the newest readable one")
+    assert "TensorStore" not in err[0]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))  # only read
+    with pytest.raises(ValueError, match=r"checkpoint 6 is unreadable \(.*\); pick "
+                                         r"another with --checkpoint \(it has \[2, 4, 6\]\)$"):
+        experiment.restore(labelled_config(toy_data_dir), workdir, 6)
