@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -86,6 +87,9 @@ def _print_summary(summary: dict, workdir: str):
 def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
         checkpoint: int | None = None, as_json: bool = False) -> int:
     """Runs ``mode``; returns the process exit code."""
+    config, note = config_variants.for_feature_kind(config)
+    if note:  # on stderr: --json output stays parseable
+        print(note, file=sys.stderr, flush=True)
     config = config_variants.with_task_classes(config)
     if mode == "train":
         return _train(config, workdir)
