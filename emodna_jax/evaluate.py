@@ -36,6 +36,7 @@ from emodna_jax import objective as objective_lib
 from emodna_jax import ood as ood_lib
 from emodna_jax import selection
 from emodna_jax import step as step_lib
+from emodna_jax import workdir_lock
 
 EVAL_DIR = "eval"
 SPLITS = ("target", "source_val")
@@ -515,19 +516,51 @@ def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
 
 def watch(config, workdir: str, *, poll_seconds: float = 10.0,
           timeout_seconds: float | None = None) -> dict:
-    """Evaluates checkpoints as they appear; returns once step ``config.steps``
-    is evaluated (training finished), or after ``timeout_seconds``."""
+    """Evaluates checkpoints as they appear; returns once no more will come
+    (``training_stopped``), or after ``timeout_seconds``.  While it waits it
+    says what for."""
     start = time.time()
     summary = setup = None
+    said = False
     while True:
-        steps = checkpointing.Checkpointer(workdir, read_only=True).all_steps()
-        if steps:
-            setup = setup or evaluation_setup(config)  # compiled once
-            summary = evaluate_checkpoints(config, workdir, progress=False,
-                                           setup=setup)
-            print(f"evaluated up to step {steps[-1]}", flush=True)
-            if steps[-1] >= config.steps:
-                return summary
+        checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+        try:
+            steps = checkpointer.all_steps()
+            stopped = waiting = ""
+            if steps:
+                setup = setup or evaluation_setup(config)  # compiled once
+                summary = evaluate_checkpoints(config, workdir, progress=False,
+                                               setup=setup)
+                stopped, waiting = training_stopped(checkpointer, workdir, steps[-1])
+                print(f"evaluated up to step {steps[-1]}; {stopped or waiting}",
+                      flush=True)
+        finally:
+            checkpointer.close()
+        if stopped:
+            return summary
+        if not steps and not said:
+            said = True
+            print("waiting for the first checkpoint in "
+                  f"{checkpointing.checkpoint_dir(workdir)}", flush=True)
         if timeout_seconds is not None and time.time() - start > timeout_seconds:
             return summary
         time.sleep(poll_seconds)
+
+
+def training_stopped(checkpointer, workdir: str, latest: int) -> tuple[str, str]:
+    """``(why no checkpoint will follow `latest`, '')``, or ``('', what
+    watch waits for)``.  The run is done when its last checkpoint is its
+    final step, by the ``steps`` saved with it (the watcher's own config
+    may say another number), or when nothing holds the workdir's lock:
+    a run that stopped (killed, preempted, failed) adds nothing until it
+    is restarted."""
+    saved = checkpointer.saved_config(latest) or {}
+    total = saved.get("steps")
+    if total is not None and latest >= total:
+        return f"training finished (its final step {total}); stopping", ""
+    of = f" of {total}" if total is not None else ""
+    if not workdir_lock.is_held(workdir):
+        return (f"training is not running in {workdir} (no run holds it) and "
+                f"stopped at step {latest}{of}; stopping"), ""
+    return "", (f"waiting for training to reach step {total}" if total is not None
+                else "waiting for training to save its next checkpoint")

@@ -272,7 +272,7 @@ def test_main_reports_a_full_disk_in_one_line(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Checkpoints that do not fit, or do not read; labelled results.
+# Checkpoints that do not fit, or do not read; labelled results; watch.
 
 CLASSES3 = ("neutral", "angry", "happy")  # the toy target's 'sad' is excluded
 
@@ -440,3 +440,30 @@ def test_prediction_falls_back_to_the_newest_readable_checkpoint(
     with pytest.raises(ValueError, match=r"checkpoint 6 is unreadable \(.*\); pick "
                                          r"another with --checkpoint \(it has \[2, 4, 6\]\)$"):
         experiment.restore(labelled_config(toy_data_dir), workdir, 6)
+
+
+def test_watch_stops_when_the_run_is_finished_whatever_its_own_steps(
+        evaluated, toy_data_dir, tmp_path, capsys):
+    """The run's own steps (saved with its checkpoints) say it finished, not
+    the watcher's config; a run no process holds has stopped; a held one is
+    waited for, saying what for."""
+    from emodna_jax import checkpointing, evaluate
+    workdir = _copy(evaluated, tmp_path)
+    capsys.readouterr()
+    summary = evaluate.watch(labelled_config(toy_data_dir, steps=8), workdir,
+                             poll_seconds=0.01, timeout_seconds=1)
+    assert summary["last"]["step"] == 6
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "evaluated up to step 6; training finished (its final step 6); stopping")
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    assert evaluate.training_stopped(checkpointer, workdir, 4) == (
+        f"training is not running in {workdir} (no run holds it) and stopped at "
+        "step 4 of 6; stopping", "")
+    child = _hold(workdir)
+    try:
+        assert evaluate.training_stopped(checkpointer, workdir, 4) == (
+            "", "waiting for training to reach step 6")
+    finally:
+        child.kill()
+        child.wait()
+        checkpointer.close()
