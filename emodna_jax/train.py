@@ -234,9 +234,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return _train_and_evaluate(built, workdir)
 
 
+def _say_where(built: experiment.Experiment, workdir: str):
+    """Where a run reads and writes, once at its start: a first run
+    otherwise leaves the shards, the logs and the report to be guessed."""
+    for role, task in (("source", built.source), ("target", built.target)):
+        print(f"{role}: {task.corpus.name} ({task.corpus.path})", flush=True)
+    print(f"workdir: {workdir} (checkpoints/, metrics.jsonl with every logged "
+          "value, tensorboard/)", flush=True)
+
+
 def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
     config, source, target = built.config, built.source, built.target
     parallel, model = built.parallel, built.model
+    _say_where(built, workdir)
 
     checkpointer = checkpointing.Checkpointer(
         workdir, keep=config.keep_checkpoints, keep_every=config.keep_every)

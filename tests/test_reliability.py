@@ -272,7 +272,8 @@ def test_main_reports_a_full_disk_in_one_line(tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Checkpoints that do not fit, or do not read; labelled results; watch.
+# Checkpoints that do not fit, or do not read; labelled results; watch; what
+# a first run says.
 
 CLASSES3 = ("neutral", "angry", "happy")  # the toy target's 'sad' is excluded
 
@@ -467,3 +468,36 @@ def test_watch_stops_when_the_run_is_finished_whatever_its_own_steps(
         child.kill()
         child.wait()
         checkpointer.close()
+
+
+def test_a_first_run_says_where_things_are_and_what_its_figures_are(
+        evaluated, toy_data_dir, tmp_path, capsys):
+    """Where the shards, the workdir and the report are; short [train]
+    lines (every value still in metrics.jsonl); why evaluation's figures
+    differ from training's; the figure that shows excluded emotions says so."""
+    from emodna_jax import metric_writer
+    workdir = _copy(evaluated, tmp_path)
+    capsys.readouterr()
+    assert runs.run("train", labelled_config(toy_data_dir, steps=8), workdir) == 0
+    out = capsys.readouterr().out.splitlines()
+    data = os.path.join(toy_data_dir, "ser_corpus")
+    assert out[0].startswith(f"source: toy_src ({data}")
+    assert out[1].startswith(f"target: toy_tgt ({data}")
+    assert out[2].startswith(f"workdir: {workdir} (checkpoints/, metrics.jsonl")
+    [line] = [line for line in out if line.startswith("[train] step 8:")]
+    assert [kv.split("=")[0] for kv in line.split(": ", 1)[1].split()] == [
+        "loss", "loss_cls", "source_accuracy", "confident_fraction", "steps_per_second"]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        [record] = [r for r in map(json.loads, f)
+                    if r["step"] == 8 and r["split"] == "train"]
+    assert len(record) > 15
+    assert out[-1] == runs.LAST_STEP_NOTE.format(
+        rule="source_val_uar", report=os.path.join(workdir, "eval", "report.md"))
+    assert runs.run("evaluate", labelled_config(toy_data_dir, steps=8), workdir) == 0
+    out = capsys.readouterr().out
+    assert "selected step " in out and "last step 8 (what training printed): " in out
+    with open(os.path.join(workdir, "eval", "report.md")) as f:
+        assert ("embeddings.png: Includes 8 target utterances of sad, emotions the "
+                "task excludes (its OOD set)") in f.read()
+    assert metric_writer.echoed({"target_uar": 0.5, "source_val_uar": 0.25}) == (
+        "source_val_uar=0.25  target_uar=0.5")
