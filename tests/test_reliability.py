@@ -1,5 +1,6 @@
 """One run per workdir; a preempted source-only comparison exits cleanly."""
 
+import contextlib
 import json
 import os
 import signal
@@ -501,3 +502,157 @@ def test_a_first_run_says_where_things_are_and_what_its_figures_are(
                 "task excludes (its OOD set)") in f.read()
     assert metric_writer.echoed({"target_uar": 0.5, "source_val_uar": 0.25}) == (
         "source_val_uar=0.25  target_uar=0.5")
+
+
+# --------------------------------------------------------------------------
+# A user error never prints a traceback: each error path through the entry
+# points, as a user meets it.
+
+TOY_CONFIG = '''
+from tests.conftest import toy_config
+
+def get_config(data_dir):
+    return toy_config(data_dir, **{"data.classes": ("neutral", "angry", "happy")})
+'''
+
+
+@contextlib.contextmanager
+def _read_only(path):
+    """``path`` and everything below it unwritable, also for root (which
+    chmod does not stop): an immutable folder, as a read-only mount is."""
+    subprocess.run(["chmod", "-R", "a-w", path], check=True)
+    immutable = os.geteuid() == 0 and subprocess.run(
+        ["chattr", "-R", "+i", path], capture_output=True).returncode == 0
+    try:
+        if os.access(path, os.W_OK) and not immutable:
+            pytest.skip("cannot make a folder read-only here")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-R", "-i", path], check=True)
+        subprocess.run(["chmod", "-R", "u+w", path], check=True)
+
+
+def _toy_main(case, *flags):
+    return [sys.executable, "-m", "emodna_jax.main",
+            f"--config={case['config']}:{case['data']}", f"--workdir={case['workdir']}",
+            *flags]
+
+
+def _data_prep(manifest, *flags):
+    return [sys.executable, "-m", "data_prep", "--corpus=csv", f"--manifest={manifest}",
+            f"--data_dir={os.path.dirname(manifest)}/data", "--workers=2", *flags]
+
+
+def _stereo_corpus(case):
+    from tests.conftest import make_corpus, tone
+    import soundfile as sf
+    manifest = make_corpus(case["tmp"] / "raw")
+    sf.write(case["tmp"] / "raw" / "spk0_0.wav", tone(0.6, 16000, 0, channels=2), 16000)
+    return _data_prep(manifest, "--strict")
+
+
+def _bad_manifest(case):
+    from tests.conftest import make_corpus
+    manifest = make_corpus(case["tmp"] / "raw")
+    with open(manifest, "a") as f:
+        f.write("gone.wav,sad,spk9,male\nspk0_1.wav,bored,spk9,male\n"
+                "spk0_2.wav,sad,spk9,male\n")
+    return _data_prep(manifest)
+
+
+def _truncated(case, step):
+    """The issue's damage: the largest array file of a checkpoint, halved."""
+    _truncate_largest(os.path.join(case["workdir"], "checkpoints", str(step), "state",
+                                   "ocdbt.process_0", "d"))
+
+
+def _wav(case):
+    return os.path.join(os.path.dirname(case["data"]), "raw", "toy_tgt", "spk0_0.wav")
+
+
+# name: (what to do, the exit status, a line the output must have)
+ERROR_PATHS = {
+    "a config file name with a typo (6)": (
+        lambda case: [sys.executable, "-m", "emodna_jax.main", "--config=configs/defualt.py",
+                      f"--workdir={case['workdir']}"],
+        1, "error: --config=configs/defualt.py: no such config file; did you mean "
+           "configs/default.py?"),
+    "a config without its argument (6)": (
+        lambda case: [sys.executable, "-m", "emodna_jax.main",
+                      "--config=configs/cross_corpus.py", f"--workdir={case['workdir']}"],
+        1, "error: configs/cross_corpus.py needs SOURCE,TARGET[,METHOD] after the colon, "
+           "got ''"),
+    "evaluating with another state shape (1)": (
+        lambda case: _toy_main(case, "--mode=evaluate", "--force",
+                               "--config.model.channels=16"),
+        1, f"error: {{workdir}}: checkpoint 2 was trained with another state shape "
+           "(model.channels 8 -> 16); evaluate it with the config it was trained with"),
+    "resuming after a truncated checkpoint (2)": (
+        lambda case: _truncated(case, 6) or _toy_main(case),
+        0, "warning: checkpoint 6 is unreadable: {workdir}/checkpoints/6/state ("),
+    "evaluating a truncated checkpoint (2)": (
+        lambda case: _truncated(case, 4) or _toy_main(case, "--mode=evaluate", "--force"),
+        0, "warning: checkpoint 4 is unreadable ("),
+    "predicting with a truncated checkpoint (2)": (
+        lambda case: _truncated(case, 6) or _toy_main(case, "--mode=predict",
+                                                      f"--inputs={_wav(case)}"),
+        0, "warning: checkpoint 6 is unreadable ("),
+    "training in a read-only workdir (3)": (
+        lambda case: _toy_main(case), 1,
+        "error: {workdir}/.lock: Operation not permitted; give --workdir a folder"),
+    "evaluating in a read-only workdir (3)": (
+        lambda case: _toy_main(case, "--mode=evaluate", "--force"), 1,
+        "error: {workdir}/eval/"),
+    "a feature file of another shape, two workers (4)": (
+        lambda case: _data_prep(_npy(case, odd_one=(100, 19)), "--feature=npy",
+                                "--feature_dim=20"),
+        1, "error: {tmp}/c/s0_0.npy: "),
+    "--strict and a stereo file, two workers (4)": (_stereo_corpus, 1, "error: {tmp}/raw/"),
+    "a clean build, two workers (4)": (
+        lambda case: _data_prep(_npy(case), "--feature=npy", "--feature_dim=20"), 0,
+        "c: "),
+    "a manifest with three problems (5)": (
+        _bad_manifest, 1, "error: {tmp}/raw/corpus.csv: 3 problems: row 22: file not found"),
+}
+
+
+def _npy(case, odd_one=None):
+    from tests.conftest import make_npy_corpus
+    return make_npy_corpus(str(case["tmp"] / "c"), 20, odd_one=odd_one)
+
+
+@pytest.fixture(scope="module")
+def toy_config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "toy.py"
+    path.write_text(TOY_CONFIG)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", list(ERROR_PATHS))
+def test_a_user_error_is_one_line_from_the_entry_points(
+        name, evaluated, toy_data_dir, toy_config_file, tmp_path):
+    """At most 3 lines on stderr and no traceback, the exit status a user
+    can script on, and the line that says what is wrong (or, carrying on,
+    the one warning, with the cause rather than orbax's wrapper)."""
+    command, status, expected = ERROR_PATHS[name]
+    case = {"workdir": _copy(evaluated, tmp_path), "data": toy_data_dir,
+            "config": toy_config_file, "tmp": tmp_path}
+    argv = command(case)
+    guard = _read_only(case["workdir"]) if "read-only" in name else contextlib.nullcontext()
+    with guard:
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=600)
+    stdout, stderr = _terminal_lines(done.stdout), _terminal_lines(done.stderr)
+    assert done.returncode == status, stderr[-20:]
+    assert len(stderr) <= 3 and not any("Traceback" in line for line in stderr), stderr[-20:]
+    expected = expected.format(workdir=case["workdir"], tmp=tmp_path)
+    assert any(line.startswith(expected) for line in stdout + stderr), (stdout, stderr)
+    assert sum(line.startswith("warning:") for line in stdout + stderr) <= 1
+    # orbax's wrapper message: a repr of the TensorStore spec, not a cause
+    assert not any("TensorStore" in line for line in stdout + stderr)
+
+
+def _terminal_lines(output: bytes) -> list[str]:
+    """The lines a terminal shows: a progress bar redraws its line ('\\r')."""
+    text = output.decode(errors="replace").strip()
+    return [line.rsplit("\r", 1)[-1] for line in text.split("\n")] if text else []
