@@ -565,14 +565,14 @@ def test_every_problem_of_a_manifest_is_reported_in_one_run(tmp_path):
     wav(tmp_path / "x.wav")
     manifest = text(tmp_path / "m.csv", "path,emotion,speaker\n"
                     "x.wav,sad,s1\ngone.wav,sad,s1\nx.wav,happy,s2\n"
-                    "x.wav,bored,s3\n")
+                    "x.wav,grumpy,s3\n")
     with pytest.raises(ValueError) as error:
         parse_csv(manifest)
     message = str(error.value)
     assert message.splitlines() == [message]
     assert message.startswith(f"{manifest}: 4 problems: row 3: file not found: ")
     assert "row 4: " in message and "is already listed in row 2" in message
-    assert "row 5: unknown emotion label 'bored'; row 5: " in message
+    assert "row 5: unknown emotion label 'grumpy'; row 5: " in message
     many = text(tmp_path / "many.csv", "path,emotion,speaker\n"
                 + "".join(f"gone{k}.wav,sad,s1\n" for k in range(9)))
     with pytest.raises(FileNotFoundError, match=r"many\.csv: 9 problems: row 2: .*"

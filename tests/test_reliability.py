@@ -556,8 +556,7 @@ def _bad_manifest(case):
     from tests.conftest import make_corpus
     manifest = make_corpus(case["tmp"] / "raw")
     with open(manifest, "a") as f:
-        f.write("gone.wav,sad,spk9,male\nspk0_1.wav,bored,spk9,male\n"
-                "spk0_2.wav,sad,spk9,male\n")
+        f.write("gone.wav,sad,spk9,male\nspk0_1.wav,grumpy,spk9,male\n")
     return _data_prep(manifest)
 
 
@@ -613,7 +612,9 @@ ERROR_PATHS = {
         lambda case: _data_prep(_npy(case), "--feature=npy", "--feature_dim=20"), 0,
         "c: "),
     "a manifest with three problems (5)": (
-        _bad_manifest, 1, "error: {tmp}/raw/corpus.csv: 3 problems: row 22: file not found"),
+        _bad_manifest, 1, "error: {tmp}/raw/corpus.csv: 3 problems: row 22: file not found: "
+                          "{tmp}/raw/gone.wav; row 23: unknown emotion label 'grumpy'; row 23: "
+                          "{tmp}/raw/spk0_1.wav is already listed in row 3"),
 }
 
 
