@@ -20,6 +20,7 @@ import optax
 from emodna_jax import augment as augment_lib
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
+from emodna_jax import distributed
 from emodna_jax import input_pipeline
 from emodna_jax import models
 from emodna_jax import msac
@@ -181,7 +182,7 @@ def restore(config, workdir: str, step: int | None = None, *,
             except Exception as error:  # orbax/TensorStore raise many kinds
                 unreadable[chosen] = checkpointing.describe_failure(error)
                 continue
-            if unreadable:
+            if unreadable and distributed.is_primary():
                 print(f"warning: {_unreadable(unreadable)}; using checkpoint {chosen}, "
                       "the newest readable one", file=sys.stderr, flush=True)
             return built, state, chosen
