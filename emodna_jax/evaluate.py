@@ -524,21 +524,17 @@ def watch(config, workdir: str, *, poll_seconds: float = 10.0,
     said = False
     while True:
         checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-        try:
-            steps = checkpointer.all_steps()
-            stopped = waiting = ""
-            if steps:
-                setup = setup or evaluation_setup(config)  # compiled once
-                summary = evaluate_checkpoints(config, workdir, progress=False,
-                                               setup=setup)
-                stopped, waiting = training_stopped(checkpointer, workdir, steps[-1])
-                print(f"evaluated up to step {steps[-1]}; {stopped or waiting}",
-                      flush=True)
-        finally:
-            checkpointer.close()
-        if stopped:
-            return summary
-        if not steps and not said:
+        steps = checkpointer.all_steps()
+        checkpointer.close()
+        if steps:
+            setup = setup or evaluation_setup(config)  # compiled once
+            summary = evaluate_checkpoints(config, workdir, progress=False,
+                                           setup=setup)
+            stopped, waiting = training_stopped(workdir, steps[-1])
+            print(f"evaluated up to step {steps[-1]}; {stopped or waiting}", flush=True)
+            if stopped:
+                return summary
+        elif not said:
             said = True
             print("waiting for the first checkpoint in "
                   f"{checkpointing.checkpoint_dir(workdir)}", flush=True)
@@ -547,20 +543,29 @@ def watch(config, workdir: str, *, poll_seconds: float = 10.0,
         time.sleep(poll_seconds)
 
 
-def training_stopped(checkpointer, workdir: str, latest: int) -> tuple[str, str]:
-    """``(why no checkpoint will follow `latest`, '')``, or ``('', what
-    watch waits for)``.  The run is done when its last checkpoint is its
-    final step, by the ``steps`` saved with it (the watcher's own config
-    may say another number), or when nothing holds the workdir's lock:
-    a run that stopped (killed, preempted, failed) adds nothing until it
-    is restarted."""
-    saved = checkpointer.saved_config(latest) or {}
+def training_stopped(workdir: str, evaluated: int) -> tuple[str, str]:
+    """``(why no checkpoint will follow step `evaluated`, '')``, or ``('',
+    what watch waits for)``.  The run is done when its newest checkpoint
+    is its final step, by the ``steps`` saved with it (the watcher's own
+    config may say another number), or when nothing holds the workdir's
+    lock: a run that stopped (killed, preempted, failed) adds nothing until
+    it is restarted.  The lock is read before the checkpoints, so that a
+    run that saved its last one and ended meanwhile is not cut short."""
+    held = workdir_lock.is_held(workdir)
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    try:
+        newest = checkpointer.all_steps()[-1]
+        saved = checkpointer.saved_config(newest) or {}
+    finally:
+        checkpointer.close()
+    if newest > evaluated:
+        return "", f"checkpoint {newest} is next"
     total = saved.get("steps")
-    if total is not None and latest >= total:
+    if total is not None and newest >= total:
         return f"training finished (its final step {total}); stopping", ""
     of = f" of {total}" if total is not None else ""
-    if not workdir_lock.is_held(workdir):
+    if not held:
         return (f"training is not running in {workdir} (no run holds it) and "
-                f"stopped at step {latest}{of}; stopping"), ""
+                f"stopped at step {newest}{of}; stopping"), ""
     return "", (f"waiting for training to reach step {total}" if total is not None
                 else "waiting for training to save its next checkpoint")

@@ -447,9 +447,11 @@ def test_prediction_falls_back_to_the_newest_readable_checkpoint(
 def test_watch_stops_when_the_run_is_finished_whatever_its_own_steps(
         evaluated, toy_data_dir, tmp_path, capsys):
     """The run's own steps (saved with its checkpoints) say it finished, not
-    the watcher's config; a run no process holds has stopped; a held one is
+    the watcher's config; a checkpoint saved while watch evaluated is
+    evaluated next; a run no process holds has stopped; a held one is
     waited for, saying what for."""
-    from emodna_jax import checkpointing, evaluate
+    import shutil
+    from emodna_jax import evaluate
     workdir = _copy(evaluated, tmp_path)
     capsys.readouterr()
     summary = evaluate.watch(labelled_config(toy_data_dir, steps=8), workdir,
@@ -457,18 +459,18 @@ def test_watch_stops_when_the_run_is_finished_whatever_its_own_steps(
     assert summary["last"]["step"] == 6
     assert capsys.readouterr().out.splitlines()[-1] == (
         "evaluated up to step 6; training finished (its final step 6); stopping")
-    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-    assert evaluate.training_stopped(checkpointer, workdir, 4) == (
+    assert evaluate.training_stopped(workdir, 4) == ("", "checkpoint 6 is next")
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # a run that stopped at 4
+    assert evaluate.training_stopped(workdir, 4) == (
         f"training is not running in {workdir} (no run holds it) and stopped at "
         "step 4 of 6; stopping", "")
     child = _hold(workdir)
     try:
-        assert evaluate.training_stopped(checkpointer, workdir, 4) == (
+        assert evaluate.training_stopped(workdir, 4) == (
             "", "waiting for training to reach step 6")
     finally:
         child.kill()
         child.wait()
-        checkpointer.close()
 
 
 def test_a_first_run_says_where_things_are_and_what_its_figures_are(
