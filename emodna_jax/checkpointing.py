@@ -210,22 +210,43 @@ def _from_orbax(unraisable) -> bool:
     return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
 
 
+def _late_loop_callback(error: BaseException | None) -> bool:
+    """Whether ``error`` is a read that finished after its event loop was
+    closed: TensorStore's thread hands the result to
+    ``loop.call_soon_threadsafe`` of the restore that already failed."""
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        return False
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def quiet_failed_reads():
     """Stops a failed restore from printing thousands of lines.
 
     When one array of a checkpoint fails to read, orbax's other read
     coroutines are closed with the same error; Python reports each as
     'Exception ignored in: <coroutine ...>' with a traceback and the
-    TensorStore spec (10,000 lines for one truncated file).  The failure
-    itself still reaches the caller as an exception, so those reports are
-    dropped; any other unraisable exception is reported as before."""
-    previous = sys.unraisablehook
+    TensorStore spec (10,000 lines for one truncated file).  Reads that
+    finish after the failed restore closed its event loop raise 'Event
+    loop is closed' in TensorStore's threads, which print them as bare
+    tracebacks.  The failure itself still reaches the caller as an
+    exception, so those reports are dropped; any other exception is
+    reported as before."""
+    unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
 
-    def hook(unraisable):
-        if not _from_orbax(unraisable):
-            previous(unraisable)
+    def unraisable(report):
+        if not (_from_orbax(report) or _late_loop_callback(report.exc_value)):
+            unraisable_hook(report)
 
-    sys.unraisablehook = hook
+    def uncaught(kind, error, tb):
+        if not _late_loop_callback(error):
+            except_hook(kind, error, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, uncaught
 
 
 def with_sharding(abstract_tree, sharding):

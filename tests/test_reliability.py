@@ -411,11 +411,25 @@ def _dying_coroutine(filename):
     return coroutine
 
 
+def _closed_loop_error():
+    """What TensorStore's thread meets handing a late read to a closed loop."""
+    import asyncio
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError as error:
+        return error
+
+
 def test_orbax_read_coroutines_closed_by_a_failed_read_are_not_reported(monkeypatch):
+    """Neither orbax's coroutines closed with the failed read, nor reads
+    finishing into its closed event loop, print anything; other errors do."""
     import gc
     from emodna_jax import checkpointing
-    reported = []
+    reported, uncaught = [], []
     monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    monkeypatch.setattr(sys, "excepthook", lambda *args: uncaught.append(args[1]))
     checkpointing.quiet_failed_reads()
     orbax = _dying_coroutine(os.path.join(os.sep, "site", "orbax", "serialization.py"))
     mine = _dying_coroutine(os.path.join(os.sep, "site", "mine", "code.py"))
@@ -423,6 +437,10 @@ def test_orbax_read_coroutines_closed_by_a_failed_read_are_not_reported(monkeypa
     gc.collect()
     assert [str(u.exc_value) for u in reported] == ["read failed"]
     assert "mine" in reported[0].object.cr_code.co_filename
+    late, other = _closed_loop_error(), RuntimeError("Event loop is closed")
+    for error in (late, other):
+        sys.excepthook(RuntimeError, error, error.__traceback__)
+    assert uncaught == [other]
 
 
 def test_prediction_falls_back_to_the_newest_readable_checkpoint(
