@@ -121,6 +121,7 @@ def test_the_recipe_appends_the_utterance_statistics_to_every_frame(emotion_sets
     for stats, values in ((True, 16 + 3 + utterance_stats.NUM_STATS), (False, 16 + 3)):
         config.data.utterance_stats = stats
         config.loss.cluster_labels = stats    # the clusters are of the statistics
+        config.loss.cluster_agreement = stats  # and checks them
         built = experiment.build(config)
         assert built.num_bins == values
         kernel = built.abstract_state().params["backbone"]["forward_input"]["kernel"]
