@@ -240,7 +240,7 @@ def build_corpus(records: Sequence[Record], *, corpus: str, root: str,
     try:
         extracted, skipped = extract_lib.extract_corpus(
             records, feature_config, os.path.join(staging, "frames"),
-            workers=workers, strict=strict, progress=progress)
+            workers=workers, strict=strict, progress=progress, corpus=corpus)
         skipped = list(parse_skipped) + skipped
         if not extracted:
             reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])

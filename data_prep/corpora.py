@@ -592,6 +592,61 @@ def _manifest_value(table: dict, value: str, where: str, what: str):
             f"{', '.join(sorted(k for k in table if k))} or empty") from None
 
 
+# A manifest's problems are reported together, in one line: this many, then a count.
+MAX_LISTED_PROBLEMS = 5
+
+
+def _manifest_record(cell: dict, *, base: str, corpus: str, row: int,
+                     first_row: dict) -> tuple[Optional[Record], list[str]]:
+    """One manifest row as a Record, or None with every problem it has
+    (each 'row N: what is wrong'), so that one run can list them all."""
+    problems = []
+
+    def checked(read):
+        try:
+            return read()
+        except ValueError as error:
+            problems.append(str(error))
+            return None
+
+    where = f"row {row}"
+    if not cell["path"]:
+        problems.append(f"{where}: empty path")
+    if not cell["speaker"]:
+        problems.append(f"{where}: empty speaker")
+    emotion = checked(lambda: canonical_emotion(cell["emotion"], source=where))
+    gender = checked(lambda: _manifest_value(_MANIFEST_GENDERS, cell.get("gender", ""),
+                                             where, "gender"))
+    split = checked(lambda: _manifest_value(_MANIFEST_SPLITS, cell.get("split", ""),
+                                            where, "split"))
+    if cell["path"]:
+        path = os.path.normpath(os.path.join(base, os.path.expanduser(cell["path"])))
+        if not os.path.isfile(path):
+            problems.append(f"{where}: file not found: {path}")
+        if path in first_row:
+            # The same file twice could land in two splits and leak.
+            problems.append(f"{where}: {path} is already listed in row {first_row[path]}")
+        else:
+            first_row[path] = row
+    if problems:
+        return None, problems
+    return Record(path, emotion, cell["speaker"], gender, corpus, split), []
+
+
+def _manifest_error(manifest: str, problems: list[str]) -> Exception:
+    """Every problem of a manifest in one line: one as it is, several as a
+    short list (each up to its first ';'), capped, with their count.  A
+    FileNotFoundError when files are all that is missing."""
+    kind = (FileNotFoundError if all(": file not found: " in p for p in problems)
+            else ValueError)
+    if len(problems) == 1:
+        return kind(f"{manifest} {problems[0]}")
+    listed = "; ".join(p.split(";")[0] for p in problems[:MAX_LISTED_PROBLEMS])
+    more = len(problems) - MAX_LISTED_PROBLEMS
+    return kind(f"{manifest}: {len(problems)} problems: {listed}"
+                + (f"; and {more} more" if more > 0 else ""))
+
+
 def parse_csv(manifest: PathLike, name: Optional[str] = None) -> Result:
     """A user-written manifest for corpora without a parser of their own.
 
@@ -599,9 +654,11 @@ def parse_csv(manifest: PathLike, name: Optional[str] = None) -> Result:
     optional; names are case-insensitive, other columns ignored.  Relative
     paths resolve against the manifest's folder.  Errors name the manifest and
     the row, counted as lines of the file (header = row 1), so they can be
-    found in an editor; blank lines are ignored.  The records' corpus is
-    ``name``, by default the manifest's stem.  Nothing is ever skipped: every
-    row is the user's explicit choice, so a bad row is an error.
+    found in an editor; blank lines are ignored.  Every row's problems are
+    reported in one error (a missing file, an unknown label and a duplicate
+    need one run, not three).  The records' corpus is ``name``, by default
+    the manifest's stem.  Nothing is ever skipped: every row is the user's
+    explicit choice, so a bad row is an error.
     """
     manifest = os.path.abspath(os.path.expanduser(os.fspath(manifest)))
     if not os.path.isfile(manifest):
@@ -610,41 +667,28 @@ def parse_csv(manifest: PathLike, name: Optional[str] = None) -> Result:
     base = os.path.dirname(manifest)
     columns: Optional[dict[str, int]] = None
     records: list[Record] = []
+    problems: list[str] = []
     first_row: dict[str, int] = {}
     with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         for row in reader:
-            where = f"{manifest} row {reader.line_num}"
             if not any(cell.strip() for cell in row):
                 continue
             if columns is None:
-                columns = _manifest_columns(row, where)
+                columns = _manifest_columns(row, f"{manifest} row {reader.line_num}")
                 continue
             cell = {col: row[i].strip() if i < len(row) else ""
                     for col, i in columns.items()}
-            if not cell["path"]:
-                raise ValueError(f"{where}: empty path")
-            if not cell["speaker"]:
-                raise ValueError(f"{where}: empty speaker")
-            emotion = canonical_emotion(cell["emotion"], source=where)
-            gender = _manifest_value(_MANIFEST_GENDERS, cell.get("gender", ""),
-                                     where, "gender")
-            split = _manifest_value(_MANIFEST_SPLITS, cell.get("split", ""),
-                                    where, "split")
-            path = os.path.normpath(os.path.join(
-                base, os.path.expanduser(cell["path"])))
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{where}: file not found: {path}")
-            if path in first_row:
-                # The same file twice could land in two splits and leak.
-                raise ValueError(f"{where}: {path} is already listed in row "
-                                 f"{first_row[path]}")
-            first_row[path] = reader.line_num
-            records.append(Record(path, emotion, cell["speaker"], gender,
-                                  corpus, split))
+            record, found = _manifest_record(cell, base=base, corpus=corpus,
+                                             row=reader.line_num, first_row=first_row)
+            problems += found
+            if record is not None:
+                records.append(record)
     if columns is None:
         raise ValueError(f"{manifest}: empty manifest; expected a header row "
                          "with columns path, emotion, speaker")
+    if problems:
+        raise _manifest_error(manifest, problems)
     if not records:
         raise ValueError(f"{manifest}: the manifest has a header but no rows")
     return sorted(records, key=lambda r: r.path), []

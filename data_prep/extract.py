@@ -9,9 +9,11 @@ scale with cores.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import multiprocessing
 import os
+import signal
 import sys
 from typing import Sequence
 
@@ -59,8 +61,38 @@ def dominant_sample_rate(records: Sequence[Record]) -> int | None:
 _WORKER = {}
 
 
+# Signals a worker leaves to its parent: the pool stops its workers with
+# SIGTERM (after a failed build, and after a successful one too), and Ctrl-C
+# reaches the whole process group.
+_PARENT_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Blocks _PARENT_SIGNALS while the pool starts its workers, which
+    inherit the block.  A forked worker also inherits the CLI's SIGTERM
+    handler (it raises KeyboardInterrupt), so a SIGTERM reaching a worker
+    before _quiet_worker_signals printed a KeyboardInterrupt traceback;
+    held, it waits until the worker's own settings are in place."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _PARENT_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _quiet_worker_signals():
+    """A worker stops silently on SIGTERM and ignores Ctrl-C: its parent
+    handles both, and reports in one line."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PARENT_SIGNALS)
+
+
 def _init_worker(config: features_lib.FeatureConfig, corpus_rate, strict,
-                 cache_dir):
+                 cache_dir, in_pool: bool = True):
+    if in_pool:
+        _quiet_worker_signals()
     _WORKER.update(config=config, corpus_rate=corpus_rate, strict=strict,
                    cache_dir=cache_dir,
                    extractor=(None if config.kind == "npy"
@@ -108,8 +140,9 @@ def _pool_context():
 
 def extract_corpus(records: Sequence[Record], config: features_lib.FeatureConfig,
                    cache_dir: str, *, workers: int = 1, strict: bool = False,
-                   progress: bool = True):
-    """Extracts features of every record into ``cache_dir``.
+                   progress: bool = True, corpus: str = ""):
+    """Extracts features of every record into ``cache_dir``; the progress
+    bar names ``corpus`` (a run that builds two shows two bars).
 
     Returns:
       ``(extracted, skipped)``: usable utterances in the order of ``records``,
@@ -127,8 +160,6 @@ def extract_corpus(records: Sequence[Record], config: features_lib.FeatureConfig
     corpus_rate = None if config.kind == "npy" else dominant_sample_rate(records)
     init_args = (config, corpus_rate, strict, cache_dir)
     tasks = list(enumerate(records))
-    bar = tqdm.tqdm(total=len(tasks), desc="extracting features", unit="file",
-                    disable=not progress)
     extracted, skipped = [], []
 
     def collect(result):
@@ -144,14 +175,21 @@ def extract_corpus(records: Sequence[Record], config: features_lib.FeatureConfig
         # Warm librosa up (lazy imports, JIT) once here, so forked workers start hot.
         features_lib.FeatureExtractor(config)(np.zeros(config.sample_rate // 10,
                                                        np.float32))
+    # After the warm-up: its seconds are not a file's, and in the first
+    # file's rate they made the bar's first ETA hours long.
+    bar = tqdm.tqdm(total=len(tasks), unit="file", disable=not progress,
+                    desc=f"extracting features ({corpus})" if corpus
+                    else "extracting features")
     try:
         if workers == 1:
-            _init_worker(*init_args)
+            _init_worker(*init_args, in_pool=False)
             for task in tasks:
                 collect(_extract_one(task))
         else:
             chunksize = max(1, min(16, len(tasks) // (4 * workers)))
-            with _pool_context().Pool(workers, _init_worker, init_args) as pool:
+            with _signals_held():
+                pool = _pool_context().Pool(workers, _init_worker, init_args)
+            with pool:
                 for result in pool.imap(_extract_one, tasks, chunksize=chunksize):
                     collect(result)
     finally:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -194,6 +196,14 @@ class Checkpointer:
             step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
         return restored.config
 
+    def saved_config(self, step: int) -> dict | None:
+        """The config saved with ``step``, or None when it does not read
+        back (restoring the state then fails too, and says why)."""
+        try:
+            return self.restore_config(step)
+        except Exception:  # orbax raises many kinds for a damaged item
+            return None
+
     def unreadable_part(self, step: int, abstract_state) -> str:
         """The directory of the first item of ``step`` that fails to read
         back (``.../70/state``), to name it in a warning."""
@@ -232,11 +242,65 @@ class Checkpointer:
 
 
 def describe_failure(error: BaseException) -> str:
-    """One line about why a checkpoint could not be read (orbax and
-    TensorStore errors run to many lines)."""
+    """One line about why a checkpoint could not be read.
+
+    orbax wraps TensorStore's error in one whose message is a repr of the
+    whole TensorStore spec (a bound method's name and hundreds of lines);
+    the innermost cause says what is wrong ('... is not valid for value of
+    size 300000'), so that one is described, without TensorStore's
+    bracketed source locations."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
+    text = re.sub(r"\s*\[(source locations|tensorstore_spec)=.*$", "", text)
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _from_orbax(unraisable) -> bool:
+    """Whether an unraisable exception is one of orbax's read coroutines
+    dying with the read's failure (already raised to the caller)."""
+    code = getattr(unraisable.object, "cr_code", None)
+    return code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename
+
+
+def _late_loop_callback(error: BaseException | None) -> bool:
+    """Whether ``error`` is a read that finished after its event loop was
+    closed: TensorStore's thread hands the result to
+    ``loop.call_soon_threadsafe`` of the restore that already failed."""
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        return False
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def quiet_failed_reads():
+    """Stops a failed restore from printing thousands of lines.
+
+    When one array of a checkpoint fails to read, orbax's other read
+    coroutines are closed with the same error; Python reports each as
+    'Exception ignored in: <coroutine ...>' with a traceback and the
+    TensorStore spec (10,000 lines for one truncated file).  Reads that
+    finish after the failed restore closed its event loop raise 'Event
+    loop is closed' in TensorStore's threads, which print them as bare
+    tracebacks.  The failure itself still reaches the caller as an
+    exception, so those reports are dropped; any other exception is
+    reported as before."""
+    unraisable_hook, except_hook = sys.unraisablehook, sys.excepthook
+
+    def unraisable(report):
+        if not (_from_orbax(report) or _late_loop_callback(report.exc_value)):
+            unraisable_hook(report)
+
+    def uncaught(kind, error, tb):
+        if not _late_loop_callback(error):
+            except_hook(kind, error, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, uncaught
 
 
 def with_sharding(abstract_tree, sharding):

@@ -50,6 +50,49 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+# What a feature kind carries beyond its frames: the prosody tracks (F0,
+# voicing, energy) and mel bands.  Features computed elsewhere ('npy') have
+# neither.
+PROSODY_KINDS = ("logmel_pitch",)
+MEL_KINDS = ("logmel", "logmel_pitch")
+
+
+def for_feature_kind(config: ml_collections.ConfigDict
+                     ) -> tuple[ml_collections.ConfigDict, str]:
+    """``config`` with the settings its features cannot serve turned off,
+    and a one-line note naming them ('' when none).
+
+    The real-speech recipe reads what only data_prep's default audio
+    features have: the utterance statistics are taken over the prosody
+    tracks, the cluster pseudo-labels (and their agreement check) cluster
+    those statistics, and a warp moves mel bands.  With other features
+    (``--config.data.feature=npy``, your own WavLM frames) the same recipe
+    runs without them, instead of failing one flag at a time."""
+    off = []
+    if config.data.feature not in PROSODY_KINDS:
+        off += [key for key in ("data.utterance_stats", "loss.cluster_labels",
+                                "loss.cluster_agreement") if _get(config, key)]
+    if config.data.feature not in MEL_KINDS:
+        off += [f"{block}.warp" for block in ("augment", "strong_augment")
+                if config.get(block, {}).get("warp", 0.0) > 0]
+    if not off:
+        return config, ""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key in off:
+        block, name = key.split(".")
+        config[block][name] = 0.0 if name == "warp" else False
+    lacks = " or ".join(what for what, kinds in (("prosody tracks", PROSODY_KINDS),
+                                                 ("mel bands", MEL_KINDS))
+                        if config.data.feature not in kinds)
+    return config, (f"note: data.feature={config.data.feature!r} has no {lacks}: "
+                    f"{', '.join(off)} turned off")
+
+
+def _get(config, key: str):
+    block, name = key.split(".")
+    return config[block].get(name, False)
+
+
 def msac_sernet(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """MSAC-SERNet alone (configs/msac_*.py): the real-speech base without
     adaptation losses, additive-margin softmax, the speaker suppressed and

@@ -15,6 +15,7 @@ with the selection rule), per-step predictions and the report.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import time
@@ -36,6 +37,7 @@ from emodna_jax import ood as ood_lib
 from emodna_jax import scoring
 from emodna_jax import selection
 from emodna_jax import step as step_lib
+from emodna_jax import workdir_lock
 
 EVAL_DIR = "eval"
 SPLITS = ("target", "source_val")
@@ -279,6 +281,74 @@ def select_step(table: ResultTable, rule: str) -> dict:
             "oracle_step": int(oracle["step"])}
 
 
+# The config entries the numbers in WORKDIR/eval depend on, besides the
+# checkpoints themselves: what shapes the state, which data is evaluated and
+# how it is read.  Their hash labels summary.json and report.md.
+EVALUATED_ENTRIES = ("data.source", "data.target", "data.protocol", "data.fold",
+                     "data.source_split", "data.source_eval_split",
+                     "data.target_split", "data.normalization",
+                     "data.utterance_stats", "data.shared_bands", "data.std_floor",
+                     "data.eval_num_frames", "loss.am_scale")
+
+
+def evaluation_label(config) -> dict:
+    """The task and config hash that an evaluation's results belong to,
+    with the entries hashed (so that a mismatch can name them)."""
+    from emodna_jax import train  # train imports this module
+    entries = train.config_entries(json.loads(config.to_json()),
+                                   train.STATE_SHAPING + EVALUATED_ENTRIES)
+    digest = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    return {"task": f"{config.data.source} -> {evaluated_corpus(config)}",
+            "config_hash": digest[:12], "config_entries": entries}
+
+
+def _label_mismatch(stored: dict, ours: dict) -> str:
+    """What differs between a stored summary's label and this config's,
+    '' when nothing does.  A summary written before labels existed has its
+    task in 'source' and 'target' and nothing else to compare."""
+    task = stored.get("task", f"{stored.get('source')} -> {stored.get('target')}")
+    if task != ours["task"]:
+        return f"the task {task}, not {ours['task']}"
+    if "config_entries" not in stored:
+        return ""
+    old, new = stored["config_entries"], ours["config_entries"]
+    changed = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
+    return (f"config {stored['config_hash']}, not {ours['config_hash']} "
+            f"({'; '.join(changed)})" if changed else "")
+
+
+def refuse_other_label(out_dir: str, config):
+    """ValueError when ``out_dir`` holds results of another task or config:
+    adding this config's rows to them would write numbers under a label
+    they do not belong to (and rewrite the report's title over the old
+    numbers).  Nothing is written."""
+    path = os.path.join(out_dir, "summary.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        mismatch = _label_mismatch(json.load(f), evaluation_label(config))
+    if mismatch:
+        raise ValueError(f"{out_dir} holds the evaluation of {mismatch}: evaluate "
+                         "with that run's config, or move that folder away")
+
+
+def refuse_other_state_shape(checkpointer, steps, config, workdir: str):
+    """ValueError naming the entries when a checkpoint of ``steps`` was
+    trained with another state shape than ``config``'s (the check training
+    makes before resuming), before anything is read or written: such a
+    checkpoint cannot be restored into this config's state, and is not
+    unreadable."""
+    from emodna_jax import train  # train imports this module
+    current = json.loads(config.to_json())
+    for step in steps:
+        saved = checkpointer.saved_config(step)
+        if saved is not None:
+            train.refuse_state_change(saved, current, step=step, workdir=workdir,
+                                      remedy="evaluate it with the config it was "
+                                             "trained with")
+
+
 def evaluation_setup(config) -> tuple:
     """``(experiment, evaluator)``: the opened corpora, the model and its
     compiled eval step, built once and reused by every poll of ``watch``."""
@@ -300,17 +370,19 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     if not steps:
         raise FileNotFoundError(
             f"no checkpoints in {checkpointing.checkpoint_dir(workdir)}")
+    out_dir = os.path.join(workdir, EVAL_DIR)
+    metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
+    todo = [s for s in steps if force or s not in metrics_table.steps()]
+    refuse_other_state_shape(checkpointer, todo, config, workdir)
+    refuse_other_label(out_dir, config)
     built, evaluator = setup if setup is not None else evaluation_setup(config)
     source, target, parallel = built.source, built.target, built.parallel
     classes = built.classes
     abstract = built.abstract_state()
     objective_cfg = built.objective
-    out_dir = os.path.join(workdir, EVAL_DIR)
     os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
-    metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
     ood_table = ResultTable(os.path.join(out_dir, "ood.csv"), "score")
     pseudo_table = ResultTable(os.path.join(out_dir, "pseudo_labels.csv"), "split")
-    todo = [s for s in steps if force or s not in metrics_table.steps()]
     unreadable = {}
     for step in tqdm.tqdm(todo, desc="evaluating checkpoints", unit="ckpt",
                           disable=not progress):
@@ -389,6 +461,7 @@ def rescore(config, workdir: str) -> dict:
     its stored predictions alone (no checkpoint, no data): how a workdir
     evaluated by an older version takes up a new metric or selection rule."""
     out_dir = os.path.join(workdir, EVAL_DIR)
+    refuse_other_label(out_dir, config)
     classes = tuple(config.data.classes)
     metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
     for step in metrics_table.steps():
@@ -433,6 +506,7 @@ def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
         selections[rule] = {"step": step,
                             "target_uar": metrics_table.rows[(step, "target")]["uar"]}
     return {
+        **evaluation_label(config),
         "selection_rule": choice["rule"],
         "selections": selections,
         "classes": list(config.data.classes),
@@ -450,19 +524,56 @@ def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
 
 def watch(config, workdir: str, *, poll_seconds: float = 10.0,
           timeout_seconds: float | None = None) -> dict:
-    """Evaluates checkpoints as they appear; returns once step ``config.steps``
-    is evaluated (training finished), or after ``timeout_seconds``."""
+    """Evaluates checkpoints as they appear; returns once no more will come
+    (``training_stopped``), or after ``timeout_seconds``.  While it waits it
+    says what for."""
     start = time.time()
     summary = setup = None
+    said = False
     while True:
-        steps = checkpointing.Checkpointer(workdir, read_only=True).all_steps()
+        checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+        steps = checkpointer.all_steps()
+        checkpointer.close()
         if steps:
             setup = setup or evaluation_setup(config)  # compiled once
             summary = evaluate_checkpoints(config, workdir, progress=False,
                                            setup=setup)
-            print(f"evaluated up to step {steps[-1]}", flush=True)
-            if steps[-1] >= config.steps:
+            stopped, waiting = training_stopped(workdir, steps[-1])
+            print(f"evaluated up to step {steps[-1]}; {stopped or waiting}", flush=True)
+            if stopped:
                 return summary
+        elif not said:
+            said = True
+            print("waiting for the first checkpoint in "
+                  f"{checkpointing.checkpoint_dir(workdir)}", flush=True)
         if timeout_seconds is not None and time.time() - start > timeout_seconds:
             return summary
         time.sleep(poll_seconds)
+
+
+def training_stopped(workdir: str, evaluated: int) -> tuple[str, str]:
+    """``(why no checkpoint will follow step `evaluated`, '')``, or ``('',
+    what watch waits for)``.  The run is done when its newest checkpoint
+    is its final step, by the ``steps`` saved with it (the watcher's own
+    config may say another number), or when nothing holds the workdir's
+    lock: a run that stopped (killed, preempted, failed) adds nothing until
+    it is restarted.  The lock is read before the checkpoints, so that a
+    run that saved its last one and ended meanwhile is not cut short."""
+    held = workdir_lock.is_held(workdir)
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    try:
+        newest = checkpointer.all_steps()[-1]
+        saved = checkpointer.saved_config(newest) or {}
+    finally:
+        checkpointer.close()
+    if newest > evaluated:
+        return "", f"checkpoint {newest} is next"
+    total = saved.get("steps")
+    if total is not None and newest >= total:
+        return f"training finished (its final step {total}); stopping", ""
+    of = f" of {total}" if total is not None else ""
+    if not held:
+        return (f"training is not running in {workdir} (no run holds it) and "
+                f"stopped at step {newest}{of}; stopping"), ""
+    return "", (f"waiting for training to reach step {total}" if total is not None
+                else "waiting for training to save its next checkpoint")

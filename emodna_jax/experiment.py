@@ -10,6 +10,8 @@ built here, once, so the entry points cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ import optax
 from emodna_jax import augment as augment_lib
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
+from emodna_jax import distributed
 from emodna_jax import input_pipeline
 from emodna_jax import models
 from emodna_jax import msac
@@ -147,19 +150,51 @@ def single_device() -> step_lib.Parallel:
 
 def restore(config, workdir: str, step: int | None = None, *,
             built: Experiment | None = None):
-    """``(experiment, state, step)``: a checkpoint of ``workdir`` (the latest
-    by default) restored into ``built`` (default: ``config`` built on one
-    device)."""
+    """``(experiment, state, step)``: a checkpoint of ``workdir`` restored
+    into ``built`` (default: ``config`` built on one device).
+
+    ``step`` None: the newest checkpoint that reads back; an unreadable one
+    (a truncated file) is passed over with one warning line on stderr
+    (stdout may be ``--json``), and left where it is: this only reads the
+    workdir.  A named ``step`` that does not read back is an error.  A
+    config whose state shape differs from the checkpoint's is refused by
+    name before anything is read (train.refuse_state_change)."""
+    from emodna_jax import train  # train imports this module
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    where = checkpointing.checkpoint_dir(workdir)
     try:
         have = checkpointer.all_steps()
-        chosen = step if step is not None else checkpointer.latest_step()
-        if chosen is None or chosen not in have:
-            where = checkpointing.checkpoint_dir(workdir)
-            raise FileNotFoundError(
-                f"no checkpoint {step} in {where} (it has {have})" if have else
-                f"no checkpoints in {where}: train first (--mode=train)")
+        if not have:
+            raise FileNotFoundError(f"no checkpoints in {where}: train first (--mode=train)")
+        if step is not None and step not in have:
+            raise FileNotFoundError(f"no checkpoint {step} in {where} (it has {have})")
         built = built or build(config, parallel=single_device())
-        return built, checkpointer.restore_state(chosen, built.abstract_state()), chosen
+        abstract, current = built.abstract_state(), json.loads(config.to_json())
+        unreadable = {}
+        for chosen in [step] if step is not None else sorted(have, reverse=True):
+            saved = checkpointer.saved_config(chosen)
+            if saved is not None:
+                train.refuse_state_change(
+                    saved, current, step=chosen, workdir=workdir,
+                    remedy="use the config it was trained with")
+            try:
+                state = checkpointer.restore_state(chosen, abstract)
+            except Exception as error:  # orbax/TensorStore raise many kinds
+                unreadable[chosen] = checkpointing.describe_failure(error)
+                continue
+            if unreadable and distributed.is_primary():
+                print(f"warning: {_unreadable(unreadable)}; using checkpoint {chosen}, "
+                      "the newest readable one", file=sys.stderr, flush=True)
+            return built, state, chosen
+        if step is not None:
+            raise ValueError(f"{where}: {_unreadable(unreadable)}; pick another with "
+                             f"--checkpoint (it has {have})")
+        raise ValueError(f"{where}: no readable checkpoint ({_unreadable(unreadable)})")
     finally:
         checkpointer.close()
+
+
+def _unreadable(failures: dict) -> str:
+    """'checkpoint 60 is unreadable (why)' for one or more steps."""
+    return "; ".join(f"checkpoint {step} is unreadable ({why})"
+                     for step, why in failures.items())

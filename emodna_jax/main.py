@@ -6,6 +6,8 @@ r"""Entry point.
   python -m emodna_jax.main --config=configs/default.py --workdir=/tmp/emodna --mode=export --export_dir=/tmp/model
 """
 
+import difflib
+import errno
 import os
 import sys
 
@@ -62,6 +64,8 @@ def main(argv):
     # orbax and TFDS chatter, and orbax's background-thread tracebacks whose
     # error reaches us as an exception anyway: we print results and one line.
     logging.set_verbosity(logging.ERROR if verbose else logging.FATAL)
+    if not verbose:
+        checkpointing.quiet_failed_reads()
     try:
         # Before anything touches a device.
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
@@ -79,17 +83,68 @@ def main(argv):
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        if verbose or error.errno not in _NOT_WRITABLE:
+            raise
+        print(f"error: {_not_writable(error, _MODE.value)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # the last finished checkpoint is intact
         print("interrupted", file=sys.stderr)
         return 130
 
 
+# A workdir on a read-only mount, or one this user may not write: the
+# user's set-up, not a bug (EPERM: an immutable folder).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _not_writable(error: OSError, mode: str) -> str:
+    """The one line for a path the run may not write: which path, why, and
+    what to do instead."""
+    path = error.filename or "the workdir"
+    hint = ("give --workdir a folder this user can write"
+            if mode in ("train", "evaluate", "watch") else
+            "check the permissions of that path")
+    return f"{path}: {error.strerror or error}; {hint}"
+
+
+def _config_argument(argv) -> str:
+    """What the command line gave --config (path[:argument])."""
+    for k, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and k + 1 < len(argv):
+            return argv[k + 1]
+    return "?"
+
+
+def _config_file_error(error: BaseException, argv) -> str:
+    """One line for a --config that does not load: a missing file (with the
+    nearest config file's name) or the config's own error, whose traceback
+    ml_collections folds into its message."""
+    value = _config_argument(argv)
+    path = value.split(":", 1)[0]
+    if not os.path.isfile(path):
+        folder = os.path.dirname(path) or "."
+        known = (sorted(f for f in os.listdir(folder) if f.endswith(".py"))
+                 if os.path.isdir(folder) else [])
+        near = difflib.get_close_matches(os.path.basename(path), known, n=1)
+        hint = (f"; did you mean {os.path.join(os.path.dirname(path), near[0])}?"
+                if near else "")
+        return f"--config={value}: no such config file{hint}"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = (lines[-1] if lines else type(error).__name__).split(": ", 1)[-1]
+    return last if last.startswith(path) else f"--config={value}: {last}"
+
+
 def parse_flags(argv):
     """absl's parsing, with an unknown ``--config.KEY`` as one line: config
     overrides fail inside ml_collections with an AttributeError and a
-    traceback (and the message escaped)."""
+    traceback (and the message escaped).  So is a --config that does not
+    load: a typo'd file name, or a config's own ValueError such as
+    ``configs/cross_corpus.py`` without its ``:SOURCE,TARGET``."""
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
     except (AttributeError, KeyError) as error:
         inner = error
         while isinstance(inner, (AttributeError, KeyError)) and inner.args:
@@ -100,8 +155,17 @@ def parse_flags(argv):
               file=sys.stderr)
         sys.exit(1)
     except flags.Error as error:
-        print(f"error: {error}", file=sys.stderr)
+        if "Error whilst parsing config file" in str(error):
+            print(f"error: {_config_file_error(error, argv)}", file=sys.stderr)
+        else:
+            print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    try:  # ml_collections defers a config file's IOError to the first read
+        _CONFIG.value.get("data")
+    except OSError as error:
+        print(f"error: {_config_file_error(error, argv)}", file=sys.stderr)
+        sys.exit(1)
+    return remaining
 
 
 if __name__ == "__main__":

@@ -36,6 +36,19 @@ def reconcile(workdir: str, step: int, *, finished: bool):
         f.writelines(json.dumps(r) + "\n" for r in keep)
 
 
+# The training values a [train] line shows; every value goes to
+# metrics.jsonl and TensorBoard (more than twenty a step).
+HEADLINE = ("loss", "loss_cls", "source_accuracy", "confident_fraction",
+            "steps_per_second")
+
+
+def echoed(scalars: dict) -> str:
+    """The part of a log line shown on stdout: the HEADLINE values a
+    record has, else (an evaluation's few figures) all of them."""
+    keys = [k for k in HEADLINE if k in scalars] or sorted(scalars)
+    return "  ".join(f"{k}={scalars[k]:.4g}" for k in keys)
+
+
 class MetricWriter:
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
@@ -62,8 +75,7 @@ class MetricWriter:
                 self._tb.add_scalar(f"{prefix}/{key}", value, step)
             self._tb.flush()
         if echo:
-            shown = "  ".join(f"{k}={v:.4g}" for k, v in sorted(scalars.items()))
-            print(f"[{prefix}] step {step}: {shown}", flush=True)
+            print(f"[{prefix}] step {step}: {echoed(scalars)}", flush=True)
 
     def note(self, step: int, split: str, record: dict):
         """A non-scalar record (e.g. the config changes of a resumed run)."""

@@ -88,15 +88,36 @@ def plot_confusion(confusion: np.ndarray, classes, path: str, title: str):
 _CORPUS_COLOURS = ("black", "#e6ab02")
 
 
+def excluded_note(predictions: dict, target_corpus) -> str:
+    """The sentence that says a figure of the evaluated utterances shows
+    target utterances of emotions the task leaves out (the OOD set), or ''."""
+    from emodna_jax.input_pipeline import EXCLUDED
+    target = predictions["target"]
+    excluded = target["label"] == EXCLUDED
+    if not excluded.any():
+        return ""
+    names = sorted(set(_emotion_names(target, target_corpus)[excluded]))
+    return (f"Includes {int(excluded.sum())} target utterances of "
+            f"{', '.join(names)}, emotions the task excludes (its OOD set): "
+            "drawn as crosses, '(excluded)' in the legend.")
+
+
 def plot_embeddings(predictions: dict, source_corpus, target_corpus, path: str):
     """Emotion and corpus features, coloured by emotion and by corpus.
 
     Emo-DNA's qualitative claim: z_e clusters by emotion across corpora, while
-    z_c clusters by corpus.
+    z_c clusters by corpus.  Target utterances of emotions outside the task
+    are drawn as crosses, named so in the legend and the title: they are
+    no class of the model.  Returns that title (``excluded_note``), '' when
+    there are none.
     """
+    from emodna_jax.input_pipeline import EXCLUDED
     parts = [("source", predictions["source_val"], source_corpus),
              ("target", predictions["target"], target_corpus)]
     emotions = np.concatenate([_emotion_names(p, c) for _, p, c in parts])
+    excluded = np.concatenate([p["label"] == EXCLUDED for _, p, _ in parts])
+    emotions = np.where(excluded, np.char.add(emotions.astype(str), " (excluded)"),
+                        emotions)
     corpora = np.concatenate([[name] * len(p["emotion"]) for name, p, _ in parts])
     rng = np.random.default_rng(0)
     keep = np.arange(len(emotions))
@@ -113,15 +134,25 @@ def plot_embeddings(predictions: dict, source_corpus, target_corpus, path: str):
             palette = _CORPUS_COLOURS if colour_by == "corpus" else plt.cm.tab10.colors
             for k, value in enumerate(sorted(set(values))):
                 chosen = values == value
-                ax.scatter(points[chosen, 0], points[chosen, 1], s=6, label=value,
-                           color=palette[k % len(palette)])
+                colour = palette[k % len(palette)]
+                plain, crossed = chosen & ~excluded[keep], chosen & excluded[keep]
+                ax.scatter(points[plain, 0], points[plain, 1], s=6, color=colour,
+                           label=value if plain.any() else None)
+                if crossed.any():
+                    ax.scatter(points[crossed, 0], points[crossed, 1], s=10,
+                               marker="x", color=colour,
+                               label=None if plain.any() else value)
             ax.set_title(f"{title} ({method}), by {colour_by}", fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.legend(fontsize=7, markerscale=2)
+    note = excluded_note(predictions, target_corpus)
+    if note:
+        fig.suptitle(note, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return note
 
 
 def plot_ood_histograms(target: dict, path: str):
@@ -166,14 +197,16 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
         len(classes))
     plot_confusion(confusion, classes, os.path.join(out_dir, "confusion.png"),
                    f"{summary['target']}, step {selected}")
-    plot_embeddings(predictions, source_corpus, target_corpus,
-                    os.path.join(out_dir, "embeddings.png"))
+    embedding_note = plot_embeddings(predictions, source_corpus, target_corpus,
+                                     os.path.join(out_dir, "embeddings.png"))
     figures = ["uar_vs_step.png", "confusion.png", "embeddings.png"]
     if any(k.startswith("score_") for k in target):
         plot_ood_histograms(target, os.path.join(out_dir, "ood_histograms.png"))
         figures.append("ood_histograms.png")
 
-    lines = [f"# Evaluation: {summary['source']} -> {summary['target']}", "",
+    lines = [f"# Evaluation: {summary['task']}", "",
+             f"Config hash `{summary['config_hash']}`: the config entries these "
+             "numbers depend on (evaluate.evaluation_label).", "",
              f"Classes: {', '.join(classes)}. Checkpoint selection rule: "
              f"`{summary['selection_rule']}` (target labels are never used to "
              "select).", "", "## Summary", ""]
@@ -208,5 +241,7 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
                         [[name, v["auroc"], v["aupr_in"], v["aupr_out"],
                           v["fpr_at_95_tpr"]] for name, v in ood.items()])
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    if embedding_note:
+        lines += ["", f"embeddings.png: {embedding_note}"]
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -72,13 +73,24 @@ def _train(config, workdir: str) -> int:
         print("\nfinal target figures (labels of the target read only here):")
         print(_line(_method_name(config), result))
         print(_line("source-only", baseline), flush=True)
+    print(LAST_STEP_NOTE.format(rule=config.select_by, report=os.path.join(
+        workdir, evaluate.EVAL_DIR, "report.md")), flush=True)
     return 0
 
 
+# Training prints its last step's figures, evaluation those of the step it
+# selects: the two differ, and a first run should be told why.
+LAST_STEP_NOTE = ("(the last step's figures; the same command with --mode=evaluate "
+                  "scores every kept checkpoint, selects one by {rule}, and writes "
+                  "{report})")
+
+
 def _print_summary(summary: dict, workdir: str):
-    chosen = summary["selected"]
+    chosen, last = summary["selected"], summary["last"]
     print(f"selected step {chosen['step']} ({summary['selection_rule']}): target "
           f"UAR {chosen['target']['uar']:.3f}  WAR {chosen['target']['war']:.3f}")
+    print(f"last step {last['step']} (what training printed): target UAR "
+          f"{last['target']['uar']:.3f}  WAR {last['target']['war']:.3f}")
     print(f"report: {os.path.join(workdir, evaluate.EVAL_DIR, 'report.md')}",
           flush=True)
 
@@ -87,6 +99,9 @@ def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
         checkpoint: int | None = None, as_json: bool = False,
         export_dir: str | None = None) -> int:
     """Runs ``mode``; returns the process exit code."""
+    config, note = config_variants.for_feature_kind(config)
+    if note:  # on stderr: --json output stays parseable
+        print(note, file=sys.stderr, flush=True)
     config = config_variants.with_task_classes(config)
     if mode == "train":
         return _train(config, workdir)

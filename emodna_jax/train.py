@@ -105,33 +105,62 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def _named(key: str, names) -> bool:
+    """Whether ``key`` is one of ``names`` (a name ending in '.' is a block)."""
+    return any(key.startswith(p) if p.endswith(".") else key == p for p in names)
+
+
 def _shapes_state(key: str) -> bool:
-    return any(key.startswith(p) if p.endswith(".") else key == p
-               for p in STATE_SHAPING)
+    return _named(key, STATE_SHAPING)
 
 
-def config_changes(saved: dict, current: dict, *, step: int, workdir: str) -> dict:
-    """Entries that differ from the config saved with checkpoint ``step``:
-    ValueError naming them when any shapes the state (STATE_SHAPING), else a
-    printed warning; returns key -> (saved, current).  An entry absent from
-    the saved config (added to the project after it) counts only as a
-    switch turned on now: such switches default to off, so the saved run
-    had it off."""
+def config_entries(config_json: dict, names) -> dict:
+    """The flattened entries of a config (as JSON) that ``names`` name."""
+    return {k: v for k, v in sorted(_flat(config_json).items()) if _named(k, names)}
+
+
+def _described(changes: dict) -> str:
+    return "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+
+
+def refuse_state_change(saved: dict, current: dict, *, step: int, workdir: str,
+                        remedy: str) -> dict:
+    """Entries that differ from the config saved with checkpoint ``step``,
+    key -> (saved, current); ValueError naming them, and ``remedy``, when
+    any shapes the state (STATE_SHAPING): that checkpoint cannot be read
+    into this config's state.  Training, evaluation and prediction all ask
+    this before reading a checkpoint.  An entry absent from the saved
+    config (added to the project after it) counts only as a switch turned
+    on now: such switches default to off, so the saved run had it off."""
     saved, current = _flat(saved), _flat(current)
     changes = {k: (saved[k], current[k]) for k in sorted(set(saved) & set(current))
                if saved[k] != current[k]}
     changes.update({k: (None, True) for k in sorted(set(current) - set(saved))
                     if current[k] is True})
     shaping = {k: v for k, v in changes.items() if _shapes_state(k)}
-    described = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in
-                          (shaping or changes).items())
     if shaping:
         raise ValueError(f"{workdir}: checkpoint {step} was trained with another "
-                         f"state shape ({described}); use a new workdir")
-    if changes:
-        print(f"warning: resuming step {step} with a changed config: {described}",
-              flush=True)
+                         f"state shape ({_described(shaping)}); {remedy}")
     return changes
+
+
+def config_changes(saved: dict, current: dict, *, step: int, workdir: str) -> dict:
+    """Entries that differ from the config saved with checkpoint ``step``:
+    ValueError naming them when any shapes the state (refuse_state_change),
+    else a printed warning; returns key -> (saved, current)."""
+    changes = refuse_state_change(saved, current, step=step, workdir=workdir,
+                                  remedy=_NEW_WORKDIR)
+    _warn_changes(step, changes)
+    return changes
+
+
+_NEW_WORKDIR = "use a new workdir"
+
+
+def _warn_changes(step: int, changes: dict):
+    if changes:
+        print(f"warning: resuming step {step} with a changed config: "
+              f"{_described(changes)}", flush=True)
 
 
 def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir: str):
@@ -143,20 +172,20 @@ def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir:
     directory) is reported in one line and set aside, not deleted: the run
     goes on from the one before instead of failing for good."""
     while (step := checkpointer.latest_step()) is not None:
+        saved = checkpointer.saved_config(step)  # None: the restore sets it aside
+        changes = ({} if saved is None else refuse_state_change(
+            saved, config_json, step=step, workdir=workdir, remedy=_NEW_WORKDIR))
         try:
-            saved = checkpointer.restore_config(step)
-        except Exception:  # unreadable: the restore below sets it aside
-            saved = None
-        changes = ({} if saved is None else
-                   config_changes(saved, config_json, step=step, workdir=workdir))
-        try:
-            return (step, *checkpointer.restore(step, abstract), changes)
+            state, iterator_state = checkpointer.restore(step, abstract)
         except Exception as error:  # orbax/TensorStore raise many kinds
             part = checkpointer.unreadable_part(step, abstract)
             aside = checkpointer.set_aside(step)
             print(f"warning: checkpoint {step} is unreadable: {part} "
                   f"({checkpointing.describe_failure(error)}); moved to {aside}",
                   flush=True)
+            continue
+        _warn_changes(step, changes)  # of the checkpoint resumed, not one set aside
+        return step, state, iterator_state, changes
     return None
 
 
@@ -205,9 +234,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return _train_and_evaluate(built, workdir)
 
 
+def _say_where(built: experiment.Experiment, workdir: str):
+    """Where a run reads and writes, once at its start: a first run
+    otherwise leaves the shards, the logs and the report to be guessed."""
+    for role, task in (("source", built.source), ("target", built.target)):
+        print(f"{role}: {task.corpus.name} ({task.corpus.path})", flush=True)
+    print(f"workdir: {workdir} (checkpoints/, metrics.jsonl with every logged "
+          "value, tensorboard/)", flush=True)
+
+
 def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
     config, source, target = built.config, built.source, built.target
     parallel, model = built.parallel, built.model
+    _say_where(built, workdir)
 
     checkpointer = checkpointing.Checkpointer(
         workdir, keep=config.keep_checkpoints, keep_every=config.keep_every)

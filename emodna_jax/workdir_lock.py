@@ -11,8 +11,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 
 LOCK_FILE = ".lock"
+# is_held() holds a shared lock for an instant; a run starting in that
+# instant tries again this many times, 50 ms apart, before it is refused.
+_ATTEMPTS = 5
 
 
 class WorkdirInUse(RuntimeError):
@@ -29,12 +33,10 @@ def exclusive(workdir: str, process: int = 0):
     name = LOCK_FILE if process == 0 else f"{LOCK_FILE}.{process}"
     handle = open(os.path.join(workdir, name), "a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _take(handle):
             handle.seek(0)
             holder = handle.read().strip() or "?"
-            raise WorkdirInUse(f"workdir {workdir} is in use by pid {holder}") from None
+            raise WorkdirInUse(f"workdir {workdir} is in use by pid {holder}")
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -42,3 +44,32 @@ def exclusive(workdir: str, process: int = 0):
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+def _take(handle) -> bool:
+    """Takes the exclusive lock; False when another process holds it."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < _ATTEMPTS:
+                time.sleep(0.05)
+    return False
+
+
+def is_held(workdir: str) -> bool:
+    """Whether a run holds ``workdir`` now (how ``--mode=watch`` tells a
+    run that stopped from one still training).  Reads only: a workdir
+    without a lock file has never been trained in."""
+    try:
+        handle = open(os.path.join(workdir, LOCK_FILE))
+    except FileNotFoundError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False

@@ -126,6 +126,22 @@ def make_corpus(root, num_speakers=5, per_speaker=4, sample_rate=16000,
     return write_manifest(os.path.join(root, "corpus.csv"), rows)
 
 
+def make_npy_corpus(root, dim, *, seed=0, odd_one=None):
+    """Writes a manifest corpus of [T, dim] .npy features (features made
+    elsewhere, --feature=npy): 4 speakers x 8 utterances, with the emotion
+    in the features' mean; ``odd_one``: the shape of the first file instead."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    rows = []
+    for s in range(4):
+        for u in range(8):
+            path = os.path.join(root, f"s{s}_{u}.npy")
+            shape = odd_one if odd_one and not rows else (40 + 3 * u, dim)
+            np.save(path, (rng.standard_normal(shape) + u % 4).astype(np.float32))
+            rows.append([path, EMOTIONS[u % 4], f"{seed}_{s}", "male"])
+    return write_manifest(f"{root}.csv", rows)
+
+
 @pytest.fixture
 def clean_manifest(tmp_path):
     return make_corpus(tmp_path / "raw")

@@ -271,3 +271,28 @@ def test_cli_reports_a_missing_raw_directory(tmp_path):
         cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 1
     assert "raw directory not found" in run.stderr and "nowhere" in run.stderr
+
+
+def test_the_extraction_bar_names_its_corpus_and_starts_after_the_warm_up(
+        clean_manifest, tmp_path, monkeypatch):
+    """Two corpora built in one run show two bars: each names its corpus.
+    The bar starts after librosa's warm-up, whose seconds would otherwise
+    count as the first file's and make the first ETA hours long."""
+    import tqdm
+    events = []
+    real_extract, real_bar = FeatureExtractor.__call__, tqdm.tqdm
+
+    def extract_and_note(self, waveform):
+        events.append("extract")
+        return real_extract(self, waveform)
+
+    def bar_and_note(*args, **kwargs):
+        events.append(kwargs.get("desc"))
+        return real_bar(*args, **kwargs)
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", extract_and_note)
+    monkeypatch.setattr(tqdm, "tqdm", bar_and_note)
+    records, _ = corpora.parse_csv(clean_manifest)
+    extract.extract_corpus(records[:2], FeatureConfig(n_mels=16), str(tmp_path / "f"),
+                           progress=False, corpus="mine")
+    assert events == ["extract", "extracting features (mine)", "extract", "extract"]

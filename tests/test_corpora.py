@@ -528,9 +528,9 @@ def test_csv_without_optional_columns_and_named(tmp_path):
 @pytest.mark.parametrize("content, pattern", [
     ("path,emotion\nx.wav,sad\n",
      r"row 1: missing required column\(s\) speaker"),
-    ("path,emotion,speaker\nx.wav,sad,s1\nx.wav,bored-ish,s1\n",
+    ("path,emotion,speaker\nx.wav,sad,s1\ny.wav,bored-ish,s1\n",
      r"row 3: unknown emotion label 'bored-ish'"),
-    ("path,emotion,speaker,gender\nx.wav,sad,s1,f\n\nx.wav,sad,s1,robot\n",
+    ("path,emotion,speaker,gender\nx.wav,sad,s1,f\n\ny.wav,sad,s1,robot\n",
      r"row 4: unknown gender 'robot'"),
     ("path,emotion,speaker,split\nx.wav,sad,s1,holdout\n",
      r"row 2: unknown split 'holdout'"),
@@ -541,6 +541,7 @@ def test_csv_without_optional_columns_and_named(tmp_path):
 ])
 def test_csv_errors_name_file_row_and_value(tmp_path, content, pattern):
     wav(tmp_path / "x.wav")
+    wav(tmp_path / "y.wav")
     manifest = text(tmp_path / "m.csv", content)
     with pytest.raises(ValueError, match=re.escape(manifest) + " " + pattern):
         parse_csv(manifest)
@@ -556,6 +557,27 @@ def test_csv_missing_audio_file(tmp_path):
                        match=re.escape(f"{manifest} row 7: file not found: "
                                        f"{missing}")):
         parse_csv(manifest)
+
+
+def test_every_problem_of_a_manifest_is_reported_in_one_run(tmp_path):
+    """A missing file, an unknown label and a duplicate path: one error
+    lists all three, by row; a longer list is capped, with its count."""
+    wav(tmp_path / "x.wav")
+    manifest = text(tmp_path / "m.csv", "path,emotion,speaker\n"
+                    "x.wav,sad,s1\ngone.wav,sad,s1\nx.wav,happy,s2\n"
+                    "x.wav,grumpy,s3\n")
+    with pytest.raises(ValueError) as error:
+        parse_csv(manifest)
+    message = str(error.value)
+    assert message.splitlines() == [message]
+    assert message.startswith(f"{manifest}: 4 problems: row 3: file not found: ")
+    assert "row 4: " in message and "is already listed in row 2" in message
+    assert "row 5: unknown emotion label 'grumpy'; row 5: " in message
+    many = text(tmp_path / "many.csv", "path,emotion,speaker\n"
+                + "".join(f"gone{k}.wav,sad,s1\n" for k in range(9)))
+    with pytest.raises(FileNotFoundError, match=r"many\.csv: 9 problems: row 2: .*"
+                                                r"row 6: [^;]*; and 4 more$"):
+        parse_csv(many)
 
 
 def test_csv_missing_manifest_and_empty_manifest(tmp_path):

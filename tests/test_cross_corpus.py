@@ -121,6 +121,7 @@ def test_the_recipe_appends_the_utterance_statistics_to_every_frame(emotion_sets
     for stats, values in ((True, 16 + 3 + utterance_stats.NUM_STATS), (False, 16 + 3)):
         config.data.utterance_stats = stats
         config.loss.cluster_labels = stats    # the clusters are of the statistics
+        config.loss.cluster_agreement = stats  # and checks them
         built = experiment.build(config)
         assert built.num_bins == values
         kernel = built.abstract_state().params["backbone"]["forward_input"]["kernel"]
@@ -616,3 +617,27 @@ def test_msac_folds_never_reuses_runs_of_other_settings(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"c: its runs were made with --set "
                                          r"\['augment.warp=0.2'\], not \[\]; use another --out"):
         msac_folds.run_folds("c", out=str(tmp_path), data_dir="D")
+
+
+def test_features_made_elsewhere_turn_off_what_reads_audio_features():
+    """The recipe with --config.data.feature=npy: the settings that need the
+    prosody tracks or mel bands are turned off, by name, and the result
+    validates; data_prep's default features keep the recipe whole."""
+    from emodna_jax import config_validation
+    config = cross_corpus.get_config("a,b")
+    assert config_variants.for_feature_kind(config) == (config, "")
+    config.data.feature, config.data.feature_dim = "npy", 20
+    derived, note = config_variants.for_feature_kind(config)
+    assert note == ("note: data.feature='npy' has no prosody tracks or mel bands: "
+                    "data.utterance_stats, loss.cluster_labels, loss.cluster_agreement, "
+                    "strong_augment.warp turned off")
+    assert (derived.data.utterance_stats, derived.loss.cluster_labels,
+            derived.loss.cluster_agreement, derived.strong_augment.warp) == (
+        False, False, False, 0.0)
+    assert config.loss.cluster_labels  # the caller's config is left as it was
+    derived.data.classes = ("angry", "sad")
+    config_validation.validate_config(derived)
+    config.data.feature, config.data.feature_dim = "logmel", 0
+    derived, note = config_variants.for_feature_kind(config)
+    assert derived.strong_augment.warp == 0.1 and not derived.data.utterance_stats
+    assert note.startswith("note: data.feature='logmel' has no prosody tracks: ")

@@ -1,5 +1,6 @@
 """One run per workdir; a preempted source-only comparison exits cleanly."""
 
+import contextlib
 import json
 import os
 import signal
@@ -269,3 +270,410 @@ def test_main_reports_a_full_disk_in_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip() == ("error: No space left on device writing checkpoint 30; "
                                    "last good checkpoint 20")
+
+
+# --------------------------------------------------------------------------
+# Checkpoints that do not fit, or do not read; labelled results; watch; what
+# a first run says.
+
+CLASSES3 = ("neutral", "angry", "happy")  # the toy target's 'sad' is excluded
+
+
+def labelled_config(data_dir, **overrides):
+    return toy_config(data_dir, **{"data.classes": CLASSES3, **overrides})
+
+
+@pytest.fixture(scope="module")
+def evaluated(toy_data_dir, tmp_path_factory):
+    """A toy run (checkpoints 2, 4, 6) and its evaluation; tests copy it."""
+    from emodna_jax import evaluate
+    workdir = str(tmp_path_factory.mktemp("evaluated") / "w")
+    train.train_and_evaluate(labelled_config(toy_data_dir), workdir)
+    evaluate.evaluate_checkpoints(labelled_config(toy_data_dir), workdir,
+                                  progress=False)
+    return workdir
+
+
+def _copy(workdir, tmp_path):
+    import shutil
+    copy = str(tmp_path / "copy")
+    shutil.copytree(workdir, copy)
+    return copy
+
+
+def _contents(folder):
+    """path -> bytes of every file below ``folder``."""
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                out[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return out
+
+
+def test_evaluating_with_another_state_shape_is_refused_by_name(
+        evaluated, toy_data_dir, tmp_path):
+    """Evaluation makes training's check before reading a checkpoint: the
+    mismatch is named, not every checkpoint called unreadable, and eval/ is
+    left as it was; prediction refuses too."""
+    from emodna_jax import evaluate, experiment
+    workdir = _copy(evaluated, tmp_path)
+    before = _contents(os.path.join(workdir, "eval"))
+    wider = labelled_config(toy_data_dir, **{"model.channels": 16})
+    with pytest.raises(ValueError, match=r"checkpoint 2 was trained with another state "
+                                         r"shape \(model.channels 8 -> 16\); evaluate it "
+                                         r"with the config it was trained with$"):
+        evaluate.evaluate_checkpoints(wider, workdir, force=True, progress=False)
+    assert _contents(os.path.join(workdir, "eval")) == before
+    with pytest.raises(ValueError, match=r"checkpoint 6 was trained with another state "
+                                         r"shape \(model.channels 8 -> 16\)"):
+        experiment.restore(wider, workdir)
+
+
+def test_results_carry_their_label_and_another_config_does_not_write_under_it(
+        evaluated, toy_data_dir, tmp_path):
+    """summary.json and report.md name the task and the config hash; a
+    config that would compute other numbers (or a summary of another task,
+    as an older version wrote it) is refused before anything is written."""
+    from emodna_jax import evaluate
+    workdir = _copy(evaluated, tmp_path)
+    out_dir = os.path.join(workdir, "eval")
+    with open(os.path.join(out_dir, "summary.json")) as f:
+        summary = json.load(f)
+    label = evaluate.evaluation_label(labelled_config(toy_data_dir))
+    assert summary["task"] == "toy_src -> toy_tgt" == label["task"]
+    assert summary["config_hash"] == label["config_hash"]
+    with open(os.path.join(out_dir, "report.md")) as f:
+        report = f.read()
+    assert report.startswith("# Evaluation: toy_src -> toy_tgt\n")
+    assert f"Config hash `{label['config_hash']}`" in report
+    before = _contents(out_dir)
+    other = labelled_config(toy_data_dir, **{"data.eval_num_frames": 48})
+    with pytest.raises(ValueError, match=rf"{out_dir} holds the evaluation of config "
+                                         rf"{label['config_hash']}, not \w+ \(data."
+                                         r"eval_num_frames 56 -> 48\): evaluate with"):
+        evaluate.evaluate_checkpoints(other, workdir, force=True, progress=False)
+    assert _contents(out_dir) == before
+    old = {k: v for k, v in summary.items()
+           if k not in ("task", "config_hash", "config_entries")}
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(dict(old, target="other_corpus"), f)
+    with pytest.raises(ValueError, match=r"holds the evaluation of the task toy_src -> "
+                                         r"other_corpus, not toy_src -> toy_tgt"):
+        evaluate.evaluate_checkpoints(labelled_config(toy_data_dir), workdir,
+                                      progress=False)
+
+
+def test_a_failed_read_is_described_by_its_innermost_cause():
+    """orbax's wrapper repeats the whole TensorStore spec; the cause names
+    the array and what is wrong with it."""
+    from emodna_jax import checkpointing
+    try:
+        try:
+            raise ValueError('OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT '
+                             'database at local file "/w/checkpoints/6/state/": '
+                             'Requested byte range [10, 20) is not valid for value '
+                             "of size 5 [source locations='tensorstore/kvstore/"
+                             "ocdbt/io.cc:97']")
+        except ValueError as cause:
+            raise Exception("Encountered error while reading array index: (). See full "
+                            "TensorStore details: <bound method spec of TensorStore({\n"
+                            "  'driver': 'zarr',\n})>.") from cause
+    except Exception as error:
+        assert checkpointing.describe_failure(error) == (
+            'OUT_OF_RANGE: Error reading "params.w/0.0" in OCDBT database at local '
+            'file "/w/checkpoints/6/state/": Requested byte range [10, 20) is not '
+            "valid for value of size 5")
+
+
+ORBAX_LIKE = '''
+import types
+
+@types.coroutine
+def _pause():
+    yield
+
+async def read():
+    try:
+        await _pause()
+    finally:
+        raise Exception("read failed")
+'''
+
+
+def _dying_coroutine(filename):
+    """A started coroutine of code from ``filename`` that raises when it is
+    closed unfinished, as orbax's read coroutines do after a failed read."""
+    space = {}
+    exec(compile(ORBAX_LIKE, filename, "exec"), space)
+    coroutine = space["read"]()
+    coroutine.send(None)
+    return coroutine
+
+
+def _closed_loop_error():
+    """What TensorStore's thread meets handing a late read to a closed loop."""
+    import asyncio
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError as error:
+        return error
+
+
+def test_orbax_read_coroutines_closed_by_a_failed_read_are_not_reported(monkeypatch):
+    """Neither orbax's coroutines closed with the failed read, nor reads
+    finishing into its closed event loop, print anything; other errors do."""
+    import gc
+    from emodna_jax import checkpointing
+    reported, uncaught = [], []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    monkeypatch.setattr(sys, "excepthook", lambda *args: uncaught.append(args[1]))
+    checkpointing.quiet_failed_reads()
+    orbax = _dying_coroutine(os.path.join(os.sep, "site", "orbax", "serialization.py"))
+    mine = _dying_coroutine(os.path.join(os.sep, "site", "mine", "code.py"))
+    del orbax, mine
+    gc.collect()
+    assert [str(u.exc_value) for u in reported] == ["read failed"]
+    assert "mine" in reported[0].object.cr_code.co_filename
+    late, other = _closed_loop_error(), RuntimeError("Event loop is closed")
+    for error in (late, other):
+        sys.excepthook(RuntimeError, error, error.__traceback__)
+    assert uncaught == [other]
+
+
+def test_prediction_falls_back_to_the_newest_readable_checkpoint(
+        evaluated, toy_data_dir, tmp_path, capsys):
+    from emodna_jax import experiment, predict
+    workdir = _copy(evaluated, tmp_path)
+    _truncate_largest(os.path.join(workdir, "checkpoints", "6", "state"))
+    capsys.readouterr()
+    wav = os.path.join(os.path.dirname(toy_data_dir), "raw", "toy_tgt", "spk0_0.wav")
+    [result] = predict.predict_files(labelled_config(toy_data_dir), workdir, [wav])
+    assert result.error is None and result.emotion in CLASSES3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: checkpoint 6 is unreadable (")
+    assert err[0].endswith("); using checkpoint 4, the newest readable one")
+    assert "TensorStore" not in err[0]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "6"))  # only read
+    with pytest.raises(ValueError, match=r"checkpoint 6 is unreadable \(.*\); pick "
+                                         r"another with --checkpoint \(it has \[2, 4, 6\]\)$"):
+        experiment.restore(labelled_config(toy_data_dir), workdir, 6)
+
+
+def test_watch_stops_when_the_run_is_finished_whatever_its_own_steps(
+        evaluated, toy_data_dir, tmp_path, capsys):
+    """The run's own steps (saved with its checkpoints) say it finished, not
+    the watcher's config; a checkpoint saved while watch evaluated is
+    evaluated next; a run no process holds has stopped; a held one is
+    waited for, saying what for."""
+    import shutil
+    from emodna_jax import evaluate
+    workdir = _copy(evaluated, tmp_path)
+    capsys.readouterr()
+    summary = evaluate.watch(labelled_config(toy_data_dir, steps=8), workdir,
+                             poll_seconds=0.01, timeout_seconds=1)
+    assert summary["last"]["step"] == 6
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "evaluated up to step 6; training finished (its final step 6); stopping")
+    assert evaluate.training_stopped(workdir, 4) == ("", "checkpoint 6 is next")
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "6"))  # a run that stopped at 4
+    assert evaluate.training_stopped(workdir, 4) == (
+        f"training is not running in {workdir} (no run holds it) and stopped at "
+        "step 4 of 6; stopping", "")
+    child = _hold(workdir)
+    try:
+        assert evaluate.training_stopped(workdir, 4) == (
+            "", "waiting for training to reach step 6")
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_first_run_says_where_things_are_and_what_its_figures_are(
+        evaluated, toy_data_dir, tmp_path, capsys):
+    """Where the shards, the workdir and the report are; short [train]
+    lines (every value still in metrics.jsonl); why evaluation's figures
+    differ from training's; the figure that shows excluded emotions says so."""
+    from emodna_jax import metric_writer
+    workdir = _copy(evaluated, tmp_path)
+    capsys.readouterr()
+    assert runs.run("train", labelled_config(toy_data_dir, steps=8), workdir) == 0
+    out = capsys.readouterr().out.splitlines()
+    data = os.path.join(toy_data_dir, "ser_corpus")
+    assert out[0].startswith(f"source: toy_src ({data}")
+    assert out[1].startswith(f"target: toy_tgt ({data}")
+    assert out[2].startswith(f"workdir: {workdir} (checkpoints/, metrics.jsonl")
+    [line] = [line for line in out if line.startswith("[train] step 8:")]
+    assert [kv.split("=")[0] for kv in line.split(": ", 1)[1].split()] == [
+        "loss", "loss_cls", "source_accuracy", "confident_fraction", "steps_per_second"]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        [record] = [r for r in map(json.loads, f)
+                    if r["step"] == 8 and r["split"] == "train"]
+    assert len(record) > 15
+    assert out[-1] == runs.LAST_STEP_NOTE.format(
+        rule="source_val_uar", report=os.path.join(workdir, "eval", "report.md"))
+    assert runs.run("evaluate", labelled_config(toy_data_dir, steps=8), workdir) == 0
+    out = capsys.readouterr().out
+    assert "selected step " in out and "last step 8 (what training printed): " in out
+    with open(os.path.join(workdir, "eval", "report.md")) as f:
+        assert ("embeddings.png: Includes 8 target utterances of sad, emotions the "
+                "task excludes (its OOD set)") in f.read()
+    assert metric_writer.echoed({"target_uar": 0.5, "source_val_uar": 0.25}) == (
+        "source_val_uar=0.25  target_uar=0.5")
+
+
+# --------------------------------------------------------------------------
+# A user error never prints a traceback: each error path through the entry
+# points, as a user meets it.
+
+TOY_CONFIG = '''
+from tests.conftest import toy_config
+
+def get_config(data_dir):
+    return toy_config(data_dir, **{"data.classes": ("neutral", "angry", "happy")})
+'''
+
+
+@contextlib.contextmanager
+def _read_only(path):
+    """``path`` and everything below it unwritable, also for root (which
+    chmod does not stop): an immutable folder, as a read-only mount is."""
+    subprocess.run(["chmod", "-R", "a-w", path], check=True)
+    immutable = os.geteuid() == 0 and subprocess.run(
+        ["chattr", "-R", "+i", path], capture_output=True).returncode == 0
+    try:
+        if os.access(path, os.W_OK) and not immutable:
+            pytest.skip("cannot make a folder read-only here")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-R", "-i", path], check=True)
+        subprocess.run(["chmod", "-R", "u+w", path], check=True)
+
+
+def _toy_main(case, *flags):
+    return [sys.executable, "-m", "emodna_jax.main",
+            f"--config={case['config']}:{case['data']}", f"--workdir={case['workdir']}",
+            *flags]
+
+
+def _data_prep(manifest, *flags):
+    return [sys.executable, "-m", "data_prep", "--corpus=csv", f"--manifest={manifest}",
+            f"--data_dir={os.path.dirname(manifest)}/data", "--workers=2", *flags]
+
+
+def _stereo_corpus(case):
+    from tests.conftest import make_corpus, tone
+    import soundfile as sf
+    manifest = make_corpus(case["tmp"] / "raw")
+    sf.write(case["tmp"] / "raw" / "spk0_0.wav", tone(0.6, 16000, 0, channels=2), 16000)
+    return _data_prep(manifest, "--strict")
+
+
+def _bad_manifest(case):
+    from tests.conftest import make_corpus
+    manifest = make_corpus(case["tmp"] / "raw")
+    with open(manifest, "a") as f:
+        f.write("gone.wav,sad,spk9,male\nspk0_1.wav,grumpy,spk9,male\n")
+    return _data_prep(manifest)
+
+
+def _truncated(case, step):
+    """The issue's damage: the largest array file of a checkpoint, halved."""
+    _truncate_largest(os.path.join(case["workdir"], "checkpoints", str(step), "state",
+                                   "ocdbt.process_0", "d"))
+
+
+def _wav(case):
+    return os.path.join(os.path.dirname(case["data"]), "raw", "toy_tgt", "spk0_0.wav")
+
+
+# name: (what to do, the exit status, a line the output must have)
+ERROR_PATHS = {
+    "a config file name with a typo (6)": (
+        lambda case: [sys.executable, "-m", "emodna_jax.main", "--config=configs/defualt.py",
+                      f"--workdir={case['workdir']}"],
+        1, "error: --config=configs/defualt.py: no such config file; did you mean "
+           "configs/default.py?"),
+    "a config without its argument (6)": (
+        lambda case: [sys.executable, "-m", "emodna_jax.main",
+                      "--config=configs/cross_corpus.py", f"--workdir={case['workdir']}"],
+        1, "error: configs/cross_corpus.py needs SOURCE,TARGET[,METHOD] after the colon, "
+           "got ''"),
+    "evaluating with another state shape (1)": (
+        lambda case: _toy_main(case, "--mode=evaluate", "--force",
+                               "--config.model.channels=16"),
+        1, f"error: {{workdir}}: checkpoint 2 was trained with another state shape "
+           "(model.channels 8 -> 16); evaluate it with the config it was trained with"),
+    "resuming after a truncated checkpoint (2)": (
+        lambda case: _truncated(case, 6) or _toy_main(case),
+        0, "warning: checkpoint 6 is unreadable: {workdir}/checkpoints/6/state ("),
+    "evaluating a truncated checkpoint (2)": (
+        lambda case: _truncated(case, 4) or _toy_main(case, "--mode=evaluate", "--force"),
+        0, "warning: checkpoint 4 is unreadable ("),
+    "predicting with a truncated checkpoint (2)": (
+        lambda case: _truncated(case, 6) or _toy_main(case, "--mode=predict",
+                                                      f"--inputs={_wav(case)}"),
+        0, "warning: checkpoint 6 is unreadable ("),
+    "training in a read-only workdir (3)": (
+        lambda case: _toy_main(case), 1,
+        "error: {workdir}/.lock: Operation not permitted; give --workdir a folder"),
+    "evaluating in a read-only workdir (3)": (
+        lambda case: _toy_main(case, "--mode=evaluate", "--force"), 1,
+        "error: {workdir}/eval/"),
+    "a feature file of another shape, two workers (4)": (
+        lambda case: _data_prep(_npy(case, odd_one=(100, 19)), "--feature=npy",
+                                "--feature_dim=20"),
+        1, "error: {tmp}/c/s0_0.npy: "),
+    "--strict and a stereo file, two workers (4)": (_stereo_corpus, 1, "error: {tmp}/raw/"),
+    "a clean build, two workers (4)": (
+        lambda case: _data_prep(_npy(case), "--feature=npy", "--feature_dim=20"), 0,
+        "c: "),
+    "a manifest with three problems (5)": (
+        _bad_manifest, 1, "error: {tmp}/raw/corpus.csv: 3 problems: row 22: file not found: "
+                          "{tmp}/raw/gone.wav; row 23: unknown emotion label 'grumpy'; row 23: "
+                          "{tmp}/raw/spk0_1.wav is already listed in row 3"),
+}
+
+
+def _npy(case, odd_one=None):
+    from tests.conftest import make_npy_corpus
+    return make_npy_corpus(str(case["tmp"] / "c"), 20, odd_one=odd_one)
+
+
+@pytest.fixture(scope="module")
+def toy_config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("config") / "toy.py"
+    path.write_text(TOY_CONFIG)
+    return str(path)
+
+
+@pytest.mark.parametrize("name", list(ERROR_PATHS))
+def test_a_user_error_is_one_line_from_the_entry_points(
+        name, evaluated, toy_data_dir, toy_config_file, tmp_path):
+    """At most 3 lines on stderr and no traceback, the exit status a user
+    can script on, and the line that says what is wrong (or, carrying on,
+    the one warning, with the cause rather than orbax's wrapper)."""
+    command, status, expected = ERROR_PATHS[name]
+    case = {"workdir": _copy(evaluated, tmp_path), "data": toy_data_dir,
+            "config": toy_config_file, "tmp": tmp_path}
+    argv = command(case)
+    guard = _read_only(case["workdir"]) if "read-only" in name else contextlib.nullcontext()
+    with guard:
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, timeout=600)
+    stdout, stderr = _terminal_lines(done.stdout), _terminal_lines(done.stderr)
+    assert done.returncode == status, stderr[-20:]
+    assert len(stderr) <= 3 and not any("Traceback" in line for line in stderr), stderr[-20:]
+    expected = expected.format(workdir=case["workdir"], tmp=tmp_path)
+    assert any(line.startswith(expected) for line in stdout + stderr), (stdout, stderr)
+    assert sum(line.startswith("warning:") for line in stdout + stderr) <= 1
+    # orbax's wrapper message: a repr of the TensorStore spec, not a cause
+    assert not any("TensorStore" in line for line in stdout + stderr)
+
+
+def _terminal_lines(output: bytes) -> list[str]:
+    """The lines a terminal shows: a progress bar redraws its line ('\\r')."""
+    text = output.decode(errors="replace").strip()
+    return [line.rsplit("\r", 1)[-1] for line in text.split("\n")] if text else []
