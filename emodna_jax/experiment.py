@@ -149,11 +149,12 @@ def single_device() -> step_lib.Parallel:
 
 
 def restore(config, workdir: str, step: int | None = None, *,
-            built: Experiment | None = None):
+            built: Experiment | None = None, prefer: int | None = None):
     """``(experiment, state, step)``: a checkpoint of ``workdir`` restored
     into ``built`` (default: ``config`` built on one device).
 
-    ``step`` None: the newest checkpoint that reads back; an unreadable one
+    ``step`` None: ``prefer`` if given and on disk, else the newest
+    checkpoint that reads back (``prefer`` first, then newest first); an unreadable one
     (a truncated file) is passed over with one warning line on stderr
     (stdout may be ``--json``), and left where it is: this only reads the
     workdir.  A named ``step`` that does not read back is an error.  A
@@ -171,7 +172,10 @@ def restore(config, workdir: str, step: int | None = None, *,
         built = built or build(config, parallel=single_device())
         abstract, current = built.abstract_state(), json.loads(config.to_json())
         unreadable = {}
-        for chosen in [step] if step is not None else sorted(have, reverse=True):
+        order = sorted(have, reverse=True)
+        if prefer in have:
+            order = [prefer] + [s for s in order if s != prefer]
+        for chosen in [step] if step is not None else order:
             saved = checkpointer.saved_config(chosen)
             if saved is not None:
                 train.refuse_state_change(

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_prep import files
-from emodna_jax import checkpointing
 from emodna_jax import evaluate
 from emodna_jax import experiment
 from emodna_jax import losses
@@ -39,18 +38,14 @@ from emodna_jax import serving
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def default_step(workdir: str) -> int:
+def selected_step(workdir: str) -> int | None:
     """The checkpoint ``--mode=evaluate`` selected (``eval/summary.json``),
-    else the newest."""
+    or None before any evaluation."""
     summary = os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")
-    if os.path.exists(summary):
-        with open(summary) as f:
-            return int(json.load(f)["selected"]["step"])
-    step = checkpointing.Checkpointer(workdir, read_only=True).latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoints in {checkpointing.checkpoint_dir(workdir)}: "
-                                "train first (--mode=train)")
-    return step
+    if not os.path.exists(summary):
+        return None
+    with open(summary) as f:
+        return int(json.load(f)["selected"]["step"])
 
 
 def ood_threshold(config, workdir: str) -> float | None:
@@ -124,11 +119,10 @@ def inference_function(config, built, state):
 
 
 def in_process(config, workdir: str, checkpoint: int | None = None) -> serving.Predictor:
-    """A Predictor on a workdir's checkpoint (by default the one ``export``
-    takes) that runs the model in this process (``--mode=predict``): what an
+    """A Predictor on a workdir's checkpoint (by default the newest
+    readable one, as ``--mode=predict`` always took) that runs the model in this process (``--mode=predict``): what an
     export of that checkpoint predicts, without writing one."""
-    built, state, step = experiment.restore(
-        config, workdir, default_step(workdir) if checkpoint is None else checkpoint)
+    built, state, step = experiment.restore(config, workdir, checkpoint)
     infer = jax.jit(inference_function(config, built, state))
     info = preprocess_info(config, built, step, ood_threshold(config, workdir))
     return serving.Predictor(info, lambda frames, mask: infer(frames, mask))
@@ -137,8 +131,8 @@ def in_process(config, workdir: str, checkpoint: int | None = None) -> serving.P
 def export(config, workdir: str, export_dir: str, checkpoint: int | None = None) -> dict:
     """Writes the export folder; returns what was written (paths, step,
     platforms).  Files are written whole or not at all."""
-    step = default_step(workdir) if checkpoint is None else checkpoint
-    built, state, step = experiment.restore(config, workdir, step)
+    built, state, step = experiment.restore(config, workdir, checkpoint,
+                                            prefer=selected_step(workdir))
     info = preprocess_info(config, built, step, ood_threshold(config, workdir))
     infer = inference_function(config, built, state)
     num_values = built.target.num_values
