@@ -1,8 +1,8 @@
 r"""Ablation table: one row per component switched off, from the runner's csvs.
 
   python benchmarks/ablation.py --doc=docs/results.md --section=ablation --seeds=0 \
-      --row "Emo-DNA, the recipe=docs/results_recipe.csv:emodna" \
-      --row "without class alignment=docs/results_recipe_ablation.csv:no_ca" ...
+      --row "Emo-DNA, the recipe=docs/results_benchmark.csv:emodna" \
+      --row "without the agreement check=docs/results_benchmark.csv:no_agreement" ...
 
 Each ``--row LABEL=CSV:METHOD`` takes the runs of METHOD from a results csv
 that benchmarks/cross_corpus.py wrote (committed beside docs/results.md), so

@@ -375,8 +375,11 @@ def _selection_table(table, tasks, methods) -> list[str]:
            "checkpoints, the source-only warm-up's included, are the candidates "
            "(emodna_jax/selection.py).", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    # Per task: source-only and the headline method (the last); the means
+    # below cover every method.
+    shown = [m for m in methods if m == "source_only"] + methods[-1:]
     for task in tasks:
-        for m in methods:
+        for m in dict.fromkeys(shown):
             stats = table.get((task, m))
             if stats is not None:
                 out.append("| " + " | ".join(
@@ -485,8 +488,9 @@ def write_outputs(results, tasks, methods, anchors, out: str, command: str,
         image = _beside(path, section if path == doc else "", ".png")
         figure(results, tasks, methods, anchors, image)
         body = text + f"\n![target UAR per task]({os.path.basename(image)})\n"
-        if path == doc and os.path.exists(doc):
-            body = _replace_section(open(doc).read(), body, section)
+        if path == doc:   # a new doc starts with the section's markers too
+            body = _replace_section(open(doc).read() if os.path.exists(doc) else "",
+                                    body, section)
         with files.atomic_write(path) as f:
             f.write(body)
 

@@ -2,7 +2,7 @@ r"""The Quickstart's claim, measured: on the built-in synthetic pair, at the
 default seed, Emo-DNA's target UAR is above that of the same model trained on
 the source alone.
 
-  python benchmarks/default_run.py --doc=README.md --section=default_run
+  python benchmarks/default_run.py --doc=docs/speed.md --section=default_run
 
 The whole default config runs (the synthetic build, 400 steps of each method,
 evaluation of every checkpoint) on one device, as on a user's CPU; the table

@@ -1,7 +1,7 @@
-r"""Every GPU measurement in one prepared run, and the README section it writes.
+r"""Every GPU measurement in one prepared run, and the docs/speed.md section it writes.
 
   python benchmarks/gpu_suite.py measure --out=OUT        # on the GPU machine
-  python benchmarks/gpu_suite.py render --out=OUT --doc=README.md --section=gpu
+  python benchmarks/gpu_suite.py render --out=OUT --doc=docs/speed.md --section=gpu
 
 ``measure`` runs, each in its own process under one overall deadline (GPU
 time is scarce; a part that fails or runs out of time leaves the others'
@@ -141,7 +141,7 @@ def render(out: str) -> str:
     v = suite["versions"]
     first = steps[0]
     lines = ["Reproduce: `python benchmarks/gpu_suite.py measure --out=OUT`, then "
-             "`python benchmarks/gpu_suite.py render --out=OUT --doc=README.md "
+             "`python benchmarks/gpu_suite.py render --out=OUT --doc=docs/speed.md "
              "--section=gpu`.", "",
              f"{first['num_devices']} x {first['device_kind']} "
              f"({v.get('nvidia_smi', 'nvidia-smi unavailable')}); jax "

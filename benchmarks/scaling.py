@@ -1,7 +1,7 @@
 r"""How the fused Emo-DNA step scales with the batch and the crop length.
 
   python benchmarks/scaling.py --batches=32,64,128,256 --frames=160,300,800 \
-      --doc=README.md --section=scaling
+      --doc=docs/speed.md --section=scaling
 
 For every global batch B (per stream: B source + B target utterances) and
 training crop T, on configs/default.py otherwise: the fused step's time

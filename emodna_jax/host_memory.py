@@ -10,7 +10,7 @@ zero-filled by the kernel: 35,000 minor faults per default step.
 :func:`keep_freed_memory` makes malloc serve every thread from one heap that
 it never trims, so a step reuses the pages the previous one freed.  It is
 on by default because the step is the cost that grows with a run: measured
-in the README ("Speed"), the default step ran 1.2x faster with it on two
+in docs/speed.md, the default step ran 1.2x faster with it on two
 cores and 1.6x on one.
 The price is a slower compile (a few seconds: malloc serves XLA's compiler
 from one heap too) and a process that keeps its peak heap until it exits;

@@ -17,6 +17,9 @@ from emodna_jax import train
 from tests.conftest import objective_settings
 from tests.test_cross_corpus import _build
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 
 def _blobs(per_class=30, seed=0):
     """Four tight blobs 10 apart in 3-d (three axes and the origin); blob k

@@ -27,6 +27,9 @@ from emodna_jax import models
 from emodna_jax import objective as objective_lib
 from tests.conftest import objective_settings, tone, write_manifest
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # configs/default.py shrunk to the toy corpora, as command-line overrides.
 # The toy corpora have no prosody tracks, so no utterance statistics.

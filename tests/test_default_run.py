@@ -1,13 +1,17 @@
 """The Quickstart's config runs end to end: the synthetic build, training with
 every loss, checkpointing and evaluation, on one device as on a user's CPU.
 A short run: whether Emo-DNA then beats source-only is an experiment, measured
-by benchmarks/default_run.py (its table is in the README)."""
+by benchmarks/default_run.py (its table is in docs/speed.md)."""
 
 import math
 import os
 
 from configs import default
 from emodna_jax import train
+import pytest
+
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
 
 
 def test_default_config_builds_trains_and_evaluates(tmp_path):

@@ -13,6 +13,9 @@ import pytest
 
 from emodna_jax import distributed
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process trains the toy task and process 0 saves the parameters.
 # Crops longer than every toy utterance and no dropout: every row of the
@@ -21,6 +24,7 @@ TRAIN = """
 import sys, numpy as np, jax
 from emodna_jax import distributed, train
 from tests.conftest import toy_config
+
 data_dir, workdir, out, address, count, index, mode, steps = sys.argv[1:9]
 if address != "-":
     distributed.initialize(address, int(count), int(index))

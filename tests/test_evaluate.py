@@ -19,6 +19,9 @@ from emodna_jax import predict
 from emodna_jax import train
 from tests.conftest import toy_config
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 CLASSES = ("neutral", "angry", "happy")  # 'sad' utterances become the OOD set
 
 

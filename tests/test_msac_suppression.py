@@ -16,6 +16,9 @@ import soundfile as sf
 
 from tests.conftest import toy_config, write_manifest
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 EMOTIONS = ("neutral", "angry", "happy", "sad")
 SAMPLE_RATE = 16000
 

@@ -15,6 +15,9 @@ from emodna_jax import train
 from emodna_jax import workdir_lock
 from tests.conftest import toy_config
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLD = ("import sys, time; from emodna_jax import workdir_lock\n"
         "with workdir_lock.exclusive(sys.argv[1]):\n"

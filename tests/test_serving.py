@@ -21,6 +21,9 @@ from emodna_jax import train
 from benchmarks.speech_gate import non_speech_signals
 from tests.test_cluster_labels import _config, pitch_pair  # noqa: F401  (fixture)
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

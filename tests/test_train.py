@@ -16,6 +16,9 @@ from emodna_jax import step as step_lib
 from emodna_jax import train
 from tests.conftest import build_toy_task, toy_config
 
+# End to end (trains, or runs the entry points): the full tier only.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
