@@ -136,13 +136,15 @@ def make_plain_step(model, tx, num_devices: int):
         frames = jnp.concatenate([batch["src_frames"], batch["tgt_frames"]])
         mask = jnp.concatenate([batch["src_mask"], batch["tgt_mask"]])
         labels = jnp.concatenate([batch["src_label"], batch["tgt_label"]])
-        rng = jax.random.fold_in(state.rng, state.step)
-        rng = jax.random.fold_in(rng, jax.lax.axis_index(step_lib.AXIS))
+        rows = (jax.lax.axis_index(step_lib.AXIS) * frames.shape[0]
+                + jnp.arange(frames.shape[0]))
+        keys = step_lib.row_keys(jax.random.fold_in(state.rng, state.step),
+                                 step_lib.DROPOUT_STREAM, 0, rows)
 
         def loss_fn(params):
             outputs, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, frames,
-                mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+                mask, train=True, mutable=["batch_stats"], row_keys=keys)
             loss = optax.softmax_cross_entropy_with_integer_labels(
                 outputs["logits"], labels).mean()
             # shard_map sums parameter cotangents over devices: divide so the

@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 
 TIME_SHARE = 0.2  # the widest time block, as a share of the utterance
-WARP_STREAM = 1   # folded into the key for the warp factors, apart from the masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,21 +62,18 @@ class SpecAugment:
         return self.time_masks > 0 or self.freq_masks > 0 or self.warp > 0
 
 
-def _blocks(rng, count: int, max_width: int, extent, size: int,
+def _blocks(uniform: jax.Array, max_width: int, extent, size: int,
             share: float = 1.0) -> jax.Array:
-    """[B, size] bool: ``count`` random blocks per row, each of width
-    0..min(max_width, share * extent), starting where the whole block fits
-    in ``extent`` [B]."""
-    rows = extent.shape[0]
+    """[B, size] bool: one random block per pair of columns of ``uniform``
+    [B, count, 2] (width, start), each of width 0..min(max_width, share *
+    extent), starting where the whole block fits in ``extent`` [B]."""
+    rows, count, _ = uniform.shape
     covered = jnp.zeros((rows, size), bool)
     positions = jnp.arange(size)[None, :]
     limit = jnp.minimum(max_width, jnp.floor(share * extent).astype(jnp.int32))
-    for key in jax.random.split(rng, count):
-        width_key, start_key = jax.random.split(key)
-        width = jnp.floor(jax.random.uniform(width_key, (rows,))
-                          * (limit + 1)).astype(jnp.int32)
-        start = jnp.floor(jax.random.uniform(start_key, (rows,))
-                          * (extent - width + 1)).astype(jnp.int32)
+    for k in range(count):
+        width = jnp.floor(uniform[:, k, 0] * (limit + 1)).astype(jnp.int32)
+        start = jnp.floor(uniform[:, k, 1] * (extent - width + 1)).astype(jnp.int32)
         covered |= (positions >= start[:, None]) & (positions < (start + width)[:, None])
     return covered
 
@@ -101,22 +97,27 @@ def warp_bands(frames: jax.Array, alpha: jax.Array, band_hz,
     return jnp.concatenate([warped, frames[..., bands:]], axis=-1)
 
 
-def spec_augment(settings: SpecAugment, rng, frames: jax.Array,
+def spec_augment(settings: SpecAugment, row_keys: jax.Array, frames: jax.Array,
                  mask: jax.Array) -> jax.Array:
     """``frames`` [B, T, F] warped (if ``settings.warp``), then with the
-    masked values set to 0."""
+    masked values set to 0.  ``row_keys`` [B]: one key per row, from which
+    all of that row's draws come in one call, so a row is augmented the same
+    on any device layout."""
     batch, steps, values = frames.shape
     bands = values - settings.num_tracks
+    draws = 1 + 2 * settings.time_masks + 2 * settings.freq_masks
+    uniform = jax.vmap(lambda key: jax.random.uniform(key, (draws,)))(row_keys)
     if settings.warp > 0:
-        alpha = jax.random.uniform(jax.random.fold_in(rng, WARP_STREAM), (batch,),
-                                   minval=1 - settings.warp, maxval=1 + settings.warp)
+        alpha = (1 - settings.warp) + 2 * settings.warp * uniform[:, 0]
         frames = warp_bands(frames, alpha, settings.band_hz, settings.num_tracks)
-    time_key, freq_key = jax.random.split(rng)
+    time_end = 1 + 2 * settings.time_masks
     lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
-    hidden_frames = _blocks(time_key, settings.time_masks, settings.time_width,
-                            lengths, steps, share=TIME_SHARE)         # [B, T]
-    hidden_bands = _blocks(freq_key, settings.freq_masks, settings.freq_width,
-                           jnp.full((batch,), bands, jnp.int32), values)  # [B, F]
+    hidden_frames = _blocks(uniform[:, 1:time_end].reshape(batch, -1, 2),
+                            settings.time_width, lengths, steps,
+                            share=TIME_SHARE)                                # [B, T]
+    hidden_bands = _blocks(uniform[:, time_end:].reshape(batch, -1, 2),
+                           settings.freq_width, jnp.full((batch,), bands, jnp.int32),
+                           values)                                           # [B, F]
     hidden = (hidden_frames[:, :, None] | hidden_bands[:, None, :]) & mask[:, :, None]
     return jnp.where(hidden, jnp.zeros((), frames.dtype), frames)
 

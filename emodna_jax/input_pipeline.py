@@ -159,7 +159,8 @@ class TaskCorpus:
 
         A random crop when ``rng`` is given (training), else a centre crop.
         """
-        out = _fit(self.normalize(raw), num_frames, rng)
+        out = _fit(self.normalize(raw), num_frames,
+                   None if rng is None else rng.random())
         if with_label:
             out.update(self.attributes(raw))
         return out
@@ -177,13 +178,14 @@ class TaskCorpus:
         return summary["frames"] * self.num_values * 4 / 2**20
 
 
-def _fit(frames: np.ndarray, num_frames: int, rng: np.random.Generator | None) -> dict:
-    """``frames`` cropped (randomly with ``rng``, else centred) or zero-padded
-    to ``num_frames``, with the mask of its real frames."""
+def _fit(frames: np.ndarray, num_frames: int, share: float | None) -> dict:
+    """``frames`` cropped (at ``share`` in [0, 1) of the possible starts, or
+    centred when None) or zero-padded to ``num_frames``, with the mask of its
+    real frames."""
     length = frames.shape[0]
     if length > num_frames:
         excess = length - num_frames
-        start = int(rng.integers(0, excess + 1)) if rng is not None else excess // 2
+        start = int(share * (excess + 1)) if share is not None else excess // 2
         frames = frames[start:start + num_frames]
     elif length < num_frames:
         frames = np.pad(frames, ((0, num_frames - length), (0, 0)))
@@ -220,9 +222,10 @@ def _loader(task: TaskCorpus, split: str, indices: np.ndarray, *,
     return {int(i): load(i) for i in indices}.__getitem__
 
 
-def _batch(items: list[dict], num_frames: int, rng: np.random.Generator) -> dict:
-    """Random crops of a batch of loaded utterances, stacked."""
-    fitted = [_fit(item["frames"], num_frames, rng) for item in items]
+def _batch(items: list[dict], num_frames: int, shares: np.ndarray) -> dict:
+    """Crops of a batch of loaded utterances at ``shares`` (one per item),
+    stacked."""
+    fitted = [_fit(item["frames"], num_frames, float(u)) for item, u in zip(items, shares)]
     out = {key: np.stack([f[key] for f in fitted]) for key in ("frames", "mask")}
     for key in (k for k in items[0] if k != "frames"):
         out[key] = np.asarray([item[key] for item in items], np.int32)
@@ -261,7 +264,10 @@ def _stream(task: TaskCorpus, split: str, *, batch_size: int, num_frames: int,
             seed: int, with_label: bool, process_index: int,
             process_count: int, cache_mib: float) -> grain.MapDataset:
     """Endless shuffled batches of ``split``: element k is this process's
-    share (every ``process_count``-th row) of global batch k.
+    share (every ``process_count``-th row) of global batch k, with ``row``,
+    each row's position in the global batch.  Crops are drawn for the whole
+    global batch from (seed, k), each process taking its rows' draws: a row
+    is cropped the same whatever the number of processes.
 
     A labelled stream keeps only the task's classes.  An unlabelled stream
     keeps every utterance: choosing target utterances by their labels would
@@ -273,12 +279,15 @@ def _stream(task: TaskCorpus, split: str, *, batch_size: int, num_frames: int,
     load = _loader(task, split, indices, with_label=with_label, cache_mib=cache_mib)
     order = _Order(indices, seed)
     rows = process_index + process_count * np.arange(batch_size)
+    global_size = batch_size * process_count
 
-    def make(k, rng):
-        utterances = order(k * batch_size * process_count + rows)
-        return _batch([load(i) for i in utterances], num_frames, rng)
+    def make(k):
+        utterances = order(k * global_size + rows)
+        shares = np.random.default_rng([seed, k]).random(global_size)[rows]
+        out = _batch([load(i) for i in utterances], num_frames, shares)
+        return {**out, "row": rows.astype(np.int32)}
 
-    return grain.MapDataset.range(sys.maxsize).seed(seed).random_map(make)
+    return grain.MapDataset.range(sys.maxsize).map(make)
 
 
 def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
@@ -290,7 +299,9 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
     Reads ``source.train_split`` and ``target.train_split``.  Yields dicts:
     ``src_frames [b,T,F]``, ``src_mask [b,T]``, ``src_label [b]``,
     ``src_speaker [b]``, ``src_gender [b]``, ``tgt_frames``, ``tgt_mask``,
-    ``tgt_index`` (each target row's index in ``target.train_split``), with
+    ``tgt_index`` (each target row's index in ``target.train_split``),
+    ``src_row``, ``tgt_row`` (each row's position in the global batch, which
+    the step keys its random draws by), with
     ``b = global_batch_size / process_count``.  Iterators over it have
     ``get_state``/``set_state`` for checkpoints.  A corpus whose frames fit
     in ``cache_mib`` MiB is held in memory after one pass (0: never).
@@ -309,7 +320,7 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
         s, t = pair
         return {**{f"src_{k}": v for k, v in s.items()},
                 "tgt_frames": t["frames"], "tgt_mask": t["mask"],
-                "tgt_index": t["index"]}
+                "tgt_index": t["index"], "tgt_row": t["row"]}
 
     zipped = grain.experimental.ZipMapDataset([src, tgt]).map(merge)
     return zipped.to_iter_dataset(

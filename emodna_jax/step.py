@@ -35,8 +35,20 @@ from emodna_jax import objective as objective_lib
 AXIS = "batch"
 # Folded into a step's random key for the augmentation masks, so that they
 # draw from their own stream and the dropout stream stays what it was.
+# What a row's key is for: folded into the step's key before the row's index,
+# so that each purpose and each side of the batch has its own stream.
 AUGMENT_STREAM = 0x5bec
 STRONG_STREAM = 0x57e0  # the target's strong view (consistency loss)
+DROPOUT_STREAM = 0xd207
+SOURCE_ROWS, TARGET_ROWS = 0, 1
+
+
+def row_keys(step_key: jax.Array, purpose: int, side: int, rows: jax.Array) -> jax.Array:
+    """[B] keys of the global batch rows ``rows`` (their positions in the
+    global batch), for ``purpose`` on ``side``: the same for a row wherever
+    it is computed, so every layout of devices and processes draws alike."""
+    base = jax.random.fold_in(jax.random.fold_in(step_key, purpose), side)
+    return jax.vmap(lambda row: jax.random.fold_in(base, row))(rows)
 OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
 
 
@@ -56,6 +68,17 @@ class TrainState:
     opt_state: Any
     adapt: objective_lib.AdaptState
     rng: jax.Array
+
+
+def _global_rows(batch: dict, n_local: int, axis_name):
+    """The positions in the global batch of this device's source and target
+    rows: the input pipeline's ``src_row``/``tgt_row``; a batch made
+    elsewhere is taken to be in device order."""
+    if "src_row" in batch:
+        return batch["src_row"], batch.get("tgt_row", batch["src_row"])
+    first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_local
+    rows = first + jnp.arange(n_local, dtype=jnp.int32)
+    return rows, rows
 
 
 def _gather(x, axis_name):
@@ -102,25 +125,32 @@ def make_train_step(model, tx: optax.GradientTransformation,
 
     def step_fn(state: TrainState, batch: dict):
         n_local = batch["src_frames"].shape[0]
-        rng = jax.random.fold_in(state.rng, state.step)
-        if axis_name is not None:
-            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        # Every draw is keyed by (seed, step, purpose, global row), never by
+        # the device or process a row is on.
+        step_key = jax.random.fold_in(state.rng, state.step)
+        src_rows, tgt_rows = _global_rows(batch, n_local, axis_name)
         src_frames = batch["src_frames"]
         if augment is not None and augment.enabled:
             src_frames = augment_lib.spec_augment(
-                augment, jax.random.fold_in(rng, AUGMENT_STREAM), src_frames,
-                batch["src_mask"])
+                augment, row_keys(step_key, AUGMENT_STREAM, SOURCE_ROWS, src_rows),
+                src_frames, batch["src_mask"])
+        keys = [row_keys(step_key, DROPOUT_STREAM, SOURCE_ROWS, src_rows)]
         if cfg.uses_target:
             parts = [src_frames, batch["tgt_frames"]]
             masks = [batch["src_mask"], batch["tgt_mask"]]
+            keys.append(row_keys(step_key, DROPOUT_STREAM, TARGET_ROWS, tgt_rows))
             if cfg.w_consistency > 0:
                 parts.append(augment_lib.spec_augment(
-                    strong_augment, jax.random.fold_in(rng, STRONG_STREAM),
+                    strong_augment,
+                    row_keys(step_key, STRONG_STREAM, TARGET_ROWS, tgt_rows),
                     batch["tgt_frames"], batch["tgt_mask"]))
                 masks.append(batch["tgt_mask"])
+                keys.append(row_keys(step_key, STRONG_STREAM + DROPOUT_STREAM,
+                                     TARGET_ROWS, tgt_rows))
             frames, mask = jnp.concatenate(parts), jnp.concatenate(masks)
         else:  # source-only: target batches are never run through the model
             frames, mask = src_frames, batch["src_mask"]
+        dropout_keys = jnp.concatenate(keys)
 
         def global_view(x):
             """[source rows of all devices; target rows of all devices]."""
@@ -132,7 +162,7 @@ def make_train_step(model, tx: optax.GradientTransformation,
         def loss_fn(params):
             outputs, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, frames,
-                mask, train=True, mutable=["batch_stats"], rngs={"dropout": rng},
+                mask, train=True, mutable=["batch_stats"], row_keys=dropout_keys,
                 grl_coefficient=objective_lib.grl_coefficient(cfg, state.step),
                 domain_coefficient=objective_lib.domain_coefficient(cfg, state.step))
             gathered = {k: global_view(outputs[k]) for k in _train_outputs(cfg)}

@@ -21,6 +21,11 @@ def _batch(seed=0):
     return jnp.asarray(frames), jnp.asarray(mask)
 
 
+def _keys(seed, rows=len(LENGTHS)):
+    """One key per row, as the train step gives (emodna_jax/step.row_keys)."""
+    return jax.random.split(jax.random.key(seed), rows)
+
+
 def _runs(flags):
     """Lengths of the runs of True in a 1-D bool array."""
     padded = np.concatenate([[False], flags, [False]]).astype(int)
@@ -33,7 +38,7 @@ def test_masks_are_blocks_inside_the_utterance_and_the_bands(seed):
     settings = augment.SpecAugment(time_masks=2, time_width=10, freq_masks=2,
                                    freq_width=4, num_tracks=TRACKS)
     frames, mask = _batch()
-    out = np.asarray(augment.spec_augment(settings, jax.random.key(seed), frames, mask))
+    out = np.asarray(augment.spec_augment(settings, _keys(seed), frames, mask))
     zero = out == 0
     kept = ~zero
     np.testing.assert_array_equal(out[kept], np.asarray(frames)[kept])  # only zeroing
@@ -57,20 +62,33 @@ def test_masks_are_blocks_inside_the_utterance_and_the_bands(seed):
 def test_masks_do_not_depend_on_the_padding():
     settings = augment.SpecAugment(2, 10, 2, 4, TRACKS)
     frames, mask = _batch()
-    short = augment.spec_augment(settings, jax.random.key(3), frames, mask)
+    short = augment.spec_augment(settings, _keys(3), frames, mask)
     longer = jnp.concatenate([frames, jnp.ones((len(LENGTHS), 25, VALUES))], axis=1)
     longer_mask = jnp.concatenate([mask, jnp.zeros((len(LENGTHS), 25), bool)], axis=1)
-    out = augment.spec_augment(settings, jax.random.key(3), longer, longer_mask)
+    out = augment.spec_augment(settings, _keys(3), longer, longer_mask)
     np.testing.assert_array_equal(out[:, :STEPS], short)
 
 
 def test_masks_cover_something_and_vary_with_the_key():
     settings = augment.SpecAugment(2, 10, 2, 4, TRACKS)
     frames, mask = _batch()
-    outs = [np.asarray(augment.spec_augment(settings, jax.random.key(k), frames, mask)) == 0
+    outs = [np.asarray(augment.spec_augment(settings, _keys(k), frames, mask)) == 0
             for k in range(4)]
     assert all(o.any() for o in outs)
     assert len({o.tobytes() for o in outs}) == 4
+
+
+def test_a_row_is_augmented_by_its_own_key_wherever_it_sits():
+    """Rows permuted with their keys come back permuted: what a row gets does
+    not depend on its place in the batch (nor so on the device it is on)."""
+    settings = augment.SpecAugment(2, 10, 2, 4, TRACKS)
+    frames, mask = _batch()
+    keys, order = _keys(5), np.array([2, 0, 3, 1])
+    whole = np.asarray(augment.spec_augment(settings, keys, frames, mask))
+    permuted = augment.spec_augment(settings, keys[order], frames[order], mask[order])
+    np.testing.assert_array_equal(permuted, whole[order])
+    alone = augment.spec_augment(settings, keys[1:2], frames[1:2], mask[1:2])
+    np.testing.assert_array_equal(alone, whole[1:2])
 
 
 def test_no_masks_is_the_identity():
@@ -78,7 +96,7 @@ def test_no_masks_is_the_identity():
     settings = augment.SpecAugment(0, 10, 0, 4, TRACKS)
     assert not settings.enabled
     np.testing.assert_array_equal(
-        augment.spec_augment(settings, jax.random.key(0), frames, mask), frames)
+        augment.spec_augment(settings, _keys(0), frames, mask), frames)
 
 
 def test_a_bad_setting_is_named():
@@ -142,7 +160,7 @@ def test_warp_moves_every_band_by_one_factor_per_utterance():
     frames[:, :, :bands] = centres
     mask = np.ones((8, STEPS), bool)
     settings = augment.from_config(_config(warp=0.1), PITCH)
-    out = np.asarray(augment.spec_augment(settings, jax.random.key(0),
+    out = np.asarray(augment.spec_augment(settings, _keys(0, 8),
                                           jnp.asarray(frames), jnp.asarray(mask)))
     inner = slice(3, bands - 3)  # away from the clamped edges
     alpha = centres[None, None, inner] / out[:, :, inner]

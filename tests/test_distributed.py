@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +18,12 @@ from emodna_jax import distributed
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Each process trains the toy task and process 0 saves the parameters.
-# Crops longer than every toy utterance and no dropout: every row of the
-# global batch is then the same whichever process reads it.
+# Each process trains the toy task and process 0 saves the parameters.  With
+# random crops (24 of up to 51 frames), dropout and SpecAugment with a warp
+# on: every draw is keyed by the row's place in the global batch, so the
+# layout of processes and devices must not change a thing.
+OVERRIDES = {"data.classes": ("neutral", "angry", "happy", "sad"),
+             "augment.time_masks": 2, "augment.freq_masks": 2, "augment.warp": 0.1}
 TRAIN = """
 import sys, numpy as np, jax
 from emodna_jax import distributed, train
@@ -29,8 +33,7 @@ data_dir, workdir, out, address, count, index, mode, steps = sys.argv[1:9]
 if address != "-":
     distributed.initialize(address, int(count), int(index))
 config = toy_config(data_dir, steps=int(steps), checkpoint_every=int(steps), log_every=1,
-                    **{"data.num_frames": 120, "model.dropout_rate": 0.0,
-                       "data.classes": ("neutral", "angry", "happy", "sad")})
+                    **%r)
 # mode: '+'-joined stages, run in this one process (a start and a compile
 # each saved): train or preempt, then evaluate, then predict.
 stages = mode.split("+")
@@ -71,7 +74,7 @@ if "predict" in stages:  # every toy target file, into out.json
         with open(out + ".json", "w") as f:
             json.dump([dataclasses.asdict(r) for r in results], f)
     print("predicted", jax.process_index(), len(results), flush=True)
-"""
+""" % (OVERRIDES,)
 
 
 def _free_port() -> int:
@@ -113,7 +116,17 @@ def trained_both_ways(toy_data_dir, tmp_path_factory):
     one = _launch([toy_data_dir, single, tmp / "one", "-", 1, 0, "train+evaluate",
                    STEPS], devices=8)
     outputs = [_finish(p) for p in pair] + [_finish(one)]
+    lone = _launch([toy_data_dir, str(tmp / "lone"), tmp / "lone", "-", 1, 0, "train",
+                    STEPS], devices=1)
+    outputs.append(_finish(lone))
     return tmp, shared, single, outputs
+
+
+def _assert_same_params(path_a, path_b, atol=1e-5):
+    a, b = np.load(path_a), np.load(path_b)
+    assert sorted(a.files) == sorted(b.files) and len(a.files) > 10
+    for key in a.files:
+        np.testing.assert_allclose(a[key], b[key], atol=atol, rtol=1e-5, err_msg=key)
 
 
 def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
@@ -126,11 +139,17 @@ def test_two_processes_of_four_devices_train_and_evaluate_as_one_of_eight(
     with open(os.path.join(shared, "metrics.jsonl")) as f:
         steps = [line for line in f if '"split": "train"' in line]
     assert len(steps) == STEPS
-    params = [np.load(tmp / name) for name in ("two.npz", "one.npz")]
-    assert sorted(params[0].files) == sorted(params[1].files) and len(params[0].files) > 10
-    for key in params[1].files:
-        np.testing.assert_allclose(params[0][key], params[1][key], atol=1e-5, rtol=1e-5,
-                                   err_msg=key)
+    _assert_same_params(tmp / "two.npz", tmp / "one.npz")
+    # And one process of one device: the same run again.
+    assert f"done 0 1 1 {STEPS}" in outputs[3]
+    _assert_same_params(tmp / "lone.npz", tmp / "one.npz")
+    losses = []
+    for workdir in (shared, single, str(tmp / "lone")):
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            losses.append([json.loads(line)["loss"] for line in f
+                           if '"split": "train"' in line])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+    np.testing.assert_allclose(losses[2], losses[1], rtol=1e-5)
     # Batch evaluation: every process computes, process 0 writes; the table
     # equals the one-process table of the same checkpoints.
     assert "evaluated 1" in outputs[1]
@@ -152,8 +171,7 @@ def test_prediction_in_two_processes_equals_one(toy_data_dir, trained_both_ways)
     tmp, shared, _, outputs = trained_both_ways
     # The same prediction in this one process (the script's config).
     config = toy_config(toy_data_dir, steps=STEPS, checkpoint_every=STEPS, log_every=1,
-                        **{"data.num_frames": 120, "model.dropout_rate": 0.0,
-                           "data.classes": ("neutral", "angry", "happy", "sad")})
+                        **OVERRIDES)
     raw = os.path.join(os.path.dirname(toy_data_dir), "raw", "toy_tgt")
     one = [dataclasses.asdict(r) for r in
            predict.predict_files(config, shared, [raw], checkpoint=STEPS)]
@@ -176,12 +194,17 @@ def test_sigterm_to_one_of_two_processes_stops_both_and_resumes_bit_exactly(
     # checkpoint of it.
     assert "preempted 0 2" in outputs[0] and "preempted 1 2" in outputs[1], outputs
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+    elsewhere = str(tmp_path / "moved")        # the same checkpoint, resumed on 1 x 8
+    shutil.copytree(workdir, elsewhere)
     for process in _pair(toy_data_dir, workdir, tmp_path / "resumed", "train", STEPS):
         _finish(process)
     want, got = np.load(straight), np.load(tmp_path / "resumed.npz")
     assert sorted(want.files) == sorted(got.files) and len(want.files) > 10
     for key in want.files:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    _finish(_launch([toy_data_dir, elsewhere, tmp_path / "moved", "-", 1, 0, "train",
+                     STEPS], devices=8))
+    _assert_same_params(tmp_path / "moved.npz", trained_both_ways[0] / "one.npz")
 
 
 def test_partial_process_flags_are_refused():

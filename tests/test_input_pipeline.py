@@ -44,7 +44,8 @@ def test_train_batches_shapes_labels_and_masks(tasks):
     assert batch["tgt_frames"].shape == (4, 24, 16)
     assert "tgt_label" not in batch and set(batch) == {
         "src_frames", "src_mask", "src_label", "src_speaker", "src_gender",
-        "tgt_frames", "tgt_mask", "tgt_index"}
+        "tgt_frames", "tgt_mask", "tgt_index", "src_row", "tgt_row"}
+    np.testing.assert_array_equal(batch["src_row"], np.arange(4))
     assert set(batch["src_label"]) <= {0, 1, 2}  # 'sad' never reaches training
     # Each target row carries its utterance's index (what its cluster label
     # is looked up by), and the row is that utterance's crop.
@@ -178,6 +179,22 @@ def test_processes_read_disjoint_shares_that_make_the_global_batch(tasks):
         assert [len(r) for r in local] == [2, 2]
         assert not set(local[0]) & set(local[1])
         assert sorted(local[0] + local[1]) == sorted(rows(whole))
+
+
+def test_a_rows_crop_is_the_same_whatever_process_reads_it(tasks):
+    """With random crops (24 of 51 frames), each process's rows are exactly
+    those rows of the one-process batch, crop included, for several
+    batches: the crop is drawn for the global batch position, not for the
+    process's own rows."""
+    whole = iter(dataset(tasks, global_batch_size=4))
+    shares = [iter(dataset(tasks, global_batch_size=4, process_index=k, process_count=2))
+              for k in range(2)]
+    for _ in range(3):
+        want = next(whole)
+        for k, share in enumerate(shares):
+            got = next(share)
+            for key in ("src_frames", "tgt_frames", "src_row", "tgt_row", "tgt_index"):
+                np.testing.assert_array_equal(got[key], want[key][k::2], err_msg=key)
 
 
 def test_eval_batches_visit_every_utterance_once(tasks):

@@ -90,7 +90,8 @@ def apply_eval(model, variables, frames, mask):
 @functools.partial(jax.jit, static_argnums=0)
 def apply_train(model, variables, frames, mask, rng):
     return model.apply(variables, frames, mask, train=True,
-                       rngs={"dropout": rng}, mutable=["batch_stats"])
+                       row_keys=jax.random.split(rng, frames.shape[0]),
+                       mutable=["batch_stats"])
 
 
 def assert_trees_close(a, b, atol=1e-5):
@@ -418,6 +419,27 @@ def test_dropout_follows_the_dropout_rng():
     other, _ = apply_train(model, variables, frames, mask, jax.random.key(1))
     np.testing.assert_array_equal(first["logits"], again["logits"])
     assert not np.allclose(first["logits"], other["logits"], atol=1e-3)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_a_rows_dropout_follows_its_key_not_its_place_in_the_batch(backbone):
+    """Rows permuted with their keys: every output permutes alike (BatchNorm's
+    batch statistics do not see the order), so a row's masks are its own."""
+    model = small_model(backbone, dropout_rate=0.5)
+    frames, mask = pad_batch(utterances(LENGTHS), SHORT_T)
+    variables = random_variables(model, frames, mask)
+    keys = jax.random.split(jax.random.key(3), frames.shape[0])
+    order = np.arange(frames.shape[0])[::-1]
+    call = jax.jit(lambda f, m, k: model.apply(variables, f, m, train=True, row_keys=k,
+                                               mutable=["batch_stats"])[0]["logits"])
+    np.testing.assert_allclose(call(frames[order], mask[order], keys[order]),
+                               np.asarray(call(frames, mask, keys))[order], atol=1e-5)
+    # And the keys are what the masks come from.
+    changed = keys.at[0].set(jax.random.key(99))
+    assert np.abs(np.asarray(call(frames, mask, changed)) - call(frames, mask, keys)
+                  )[0].max() > 1e-3
+    with pytest.raises(ValueError, match="needs row_keys"):
+        model.apply(variables, frames, mask, train=True, mutable=["batch_stats"])
 
 
 def test_invalid_configurations_are_rejected():

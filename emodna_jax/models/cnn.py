@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emodna_jax.models.row_noise import channel_units
 from emodna_jax.models.layers import (AttentiveStatisticsPooling, BatchNorm,
                                       ConvSettings, conv_norm_act, downsample_mask,
                                       masked_window_mean, zero_padding)
@@ -73,9 +74,18 @@ class CNN(ConvSettings):
     num_tracks: int = 0
     attention_dim: int = 64
 
+    def dropout_units(self, num_values: int) -> int:
+        """Noise units per row of one training pass (models/row_noise.py)."""
+        return sum(channel_units(self.dropout_rate, c) for c in self.channels)
+
+    def output_dim(self, num_values: int) -> int:
+        bands = num_values - self.num_tracks
+        return 2 * (-(-bands // 2 ** len(self.channels)) * self.channels[-1]
+                    + self.num_tracks)
+
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *,
-                 train: bool) -> jax.Array:
+                 train: bool, noise=None) -> jax.Array:
         frames = zero_padding(frames.astype(self.dtype), mask)
         bands = frames[..., :frames.shape[-1] - self.num_tracks]
         tracks = frames[..., bands.shape[-1]:]
@@ -88,7 +98,7 @@ class CNN(ConvSettings):
                         param_dtype=self.param_dtype, name=f"conv{i}"),
                 BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
                           param_dtype=self.param_dtype, name=f"bn{i}"),
-                nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2)), train=train)
+                rate=self.dropout_rate, noise=noise, broadcast_dims=(1, 2), train=train)
             x = max_pool_2x2(zero_padding(x, mask))
             mask = downsample_mask(mask, 2)
         x = x.reshape(x.shape[0], x.shape[1], -1)                # [B, T', F' C]

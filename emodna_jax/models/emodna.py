@@ -25,6 +25,7 @@ from emodna_jax import msac
 from emodna_jax.losses import gradient_reversal, l2_normalize
 from emodna_jax.models.cnn import CNN
 from emodna_jax.models.layers import CosineClassifier, Dtype, ProjectionMLP
+from emodna_jax.models.row_noise import RowNoise, channel_units
 from emodna_jax.models.tim import TIMNet
 
 BACKBONES = {"tim": TIMNet, "cnn": CNN}
@@ -115,8 +116,12 @@ class EmoDNAModel(nn.Module):
 
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *, train: bool,
+                 row_keys: jax.Array | None = None,
                  grl_coefficient=1.0, domain_coefficient=1.0,
                  ) -> dict[str, jax.Array]:
+        """``row_keys`` [B]: one PRNG key per row, which every dropout mask of
+        a training pass is drawn from (required when ``train`` and dropout
+        is on); a row's masks are then the same on any device layout."""
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, "
                              f"got {self.classifier!r}")
@@ -125,8 +130,19 @@ class EmoDNAModel(nn.Module):
                 f"num_corpora must be >= 2, got {self.num_corpora}")
         mask = mask.astype(bool)
 
-        h = self._make_backbone()(frames, mask, train=train)
-        dropped = nn.Dropout(self.dropout_rate)(h, deterministic=not train)
+        backbone = self._make_backbone()
+        units = backbone.dropout_units(frames.shape[-1]) + channel_units(
+            self.dropout_rate, backbone.output_dim(frames.shape[-1]))
+        noise = None
+        if train and units:
+            if row_keys is None:
+                raise ValueError("a training pass with dropout needs row_keys, "
+                                 "one PRNG key per row")
+            noise = RowNoise(row_keys, units)
+        h = backbone(frames, mask, train=train, noise=noise)
+        dropped = h if noise is None else noise.dropout(h, self.dropout_rate)
+        if noise is not None:
+            noise.check_used()
 
         e = ProjectionMLP(self.hidden_dim, self.projection_dim,
                           dtype=self.dtype, name="emotion_projector")(dropped)

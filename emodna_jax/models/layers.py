@@ -103,12 +103,13 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def conv_norm_act(x: jax.Array, mask: jax.Array, conv: nn.Module, norm: nn.Module,
-                  dropout: nn.Dropout, *, train: bool) -> jax.Array:
-    """conv -> masked BatchNorm -> ReLU -> dropout, the block both encoders
-    repeat.  The caller builds the layers (their names and shapes stay its
-    own, so parameters and checkpoints keep their paths)."""
-    x = norm(conv(x), mask, train=train)
-    return dropout(nn.relu(x), deterministic=not train)
+                  *, rate: float, noise, broadcast_dims, train: bool) -> jax.Array:
+    """conv -> masked BatchNorm -> ReLU -> channel dropout (``rate``, from
+    ``noise``: a models.row_noise.RowNoise, None outside training), the block
+    both encoders repeat.  The caller builds the layers (their names and
+    shapes stay its own, so parameters and checkpoints keep their paths)."""
+    x = nn.relu(norm(conv(x), mask, train=train))
+    return noise.dropout(x, rate, broadcast_dims) if noise is not None else x
 
 
 class ProjectionMLP(nn.Module):

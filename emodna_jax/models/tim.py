@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from emodna_jax.models.causal_conv import CausalConv
+from emodna_jax.models.row_noise import channel_units
 from emodna_jax.models.layers import (BatchNorm, ConvSettings, conv_norm_act,
                                       masked_mean, reverse_within_length,
                                       zero_padding)
@@ -38,7 +39,7 @@ class TemporalAwareBlock(ConvSettings):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array, *,
-                 train: bool) -> jax.Array:
+                 train: bool, noise=None) -> jax.Array:
         y = x
         for i in range(2):
             # Causal: frame t sees t, t-d, ..., never the future.
@@ -49,7 +50,7 @@ class TemporalAwareBlock(ConvSettings):
                            param_dtype=self.param_dtype, name=f"conv{i}"),
                 BatchNorm(axis_name=self.bn_axis_name, dtype=self.dtype,
                           param_dtype=self.param_dtype, name=f"bn{i}"),
-                nn.Dropout(self.dropout_rate, broadcast_dims=(1,)), train=train)
+                rate=self.dropout_rate, noise=noise, broadcast_dims=(1,), train=train)
         # x * sigmoid(y), written as a division: XLA duplicates a cheap
         # multiply into every consumer (each weight-gradient transpose then
         # recomputes the gates of all earlier blocks) but not a division.
@@ -80,9 +81,16 @@ class TIMNet(ConvSettings):
     num_blocks: int = 6
     kernel_size: int = 2
 
+    def dropout_units(self, num_values: int) -> int:
+        """Noise units per row of one training pass (models/row_noise.py)."""
+        return 2 * self.num_blocks * 2 * channel_units(self.dropout_rate, self.features)
+
+    def output_dim(self, num_values: int) -> int:
+        return self.features
+
     @nn.compact
     def __call__(self, frames: jax.Array, mask: jax.Array, *,
-                 train: bool) -> jax.Array:
+                 train: bool, noise=None) -> jax.Array:
         x = zero_padding(frames.astype(self.dtype), mask)
         streams = {"forward": x, "backward": reverse_within_length(x, mask)}
         for direction, stream in streams.items():
@@ -101,7 +109,7 @@ class TIMNet(ConvSettings):
                     bn_axis_name=self.bn_axis_name, dtype=self.dtype,
                     param_dtype=self.param_dtype,
                     name=f"{direction}_block{k}")(
-                        streams[direction], mask, train=train)
+                        streams[direction], mask, train=train, noise=noise)
             # The streams are not time-aligned (one is reversed), but pooling
             # discards order, so summing before pooling is what is meant.
             scales.append(masked_mean(

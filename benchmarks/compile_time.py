@@ -1,0 +1,94 @@
+r"""Cold compile time of the fused train step: this checkout against a commit.
+
+  python benchmarks/compile_time.py --against=COMMIT [--repeats=3]
+
+Each measurement is a fresh process (no persistent compilation cache) that
+builds configs/default.py's step exactly as benchmarks/train_step.py does and
+times ``lower().compile()``; the checkout and ``COMMIT`` (checked out into a
+temporary git worktree) alternate, so both meet the same machine load, and
+the table gives each one's median with the optimised program's size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+MEASURE = r"""
+import json, re, sys, time
+import jax
+from configs import default
+from emodna_jax import experiment, input_pipeline, step as step_lib
+config = default.get_config()
+if sys.argv[1]:
+    config.data.data_dir = sys.argv[1]
+built = experiment.build(config, parallel=step_lib.Parallel("shard_map"))
+parallel = built.parallel
+batch = next(iter(input_pipeline.train_dataset(
+    built.source, built.target, global_batch_size=config.batch_size,
+    num_frames=config.data.num_frames, seed=config.seed, cache_mib=config.data.cache_mib)))
+step_fn = step_lib.make_train_step(built.model, built.optimizer, built.objective,
+                                   axis_name=step_lib.AXIS,
+                                   sum_gradients=parallel.sum_gradients)
+jitted = parallel.compile_train(step_fn)
+state, batch = parallel.put_replicated(built.init_state()), parallel.put_batch(batch)
+start = time.perf_counter()
+compiled = jitted.lower(state, batch).compile()
+seconds = time.perf_counter() - start
+lines = len(re.findall(r"^\s+(?:ROOT )?%\S+ = ", compiled.as_text(), re.M))
+print("RESULT " + json.dumps({"compile_s": seconds, "hlo_instructions": lines}))
+"""
+
+
+def measure(tree: str, data_dir: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["PYTHONPATH"] = tree          # this tree's packages, not the installed ones
+    done = subprocess.run([sys.executable, "-c", MEASURE, data_dir], cwd=tree, env=env,
+                          capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"measuring {tree} failed:\n{done.stdout[-2000:]}"
+                       f"{done.stderr[-3000:]}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--against", required=True, help="the commit to compare with")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--data_dir", default="", help="default: the config's")
+    args = p.parse_args(argv)
+    label = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = os.path.join(tmp, label)
+        subprocess.run(["git", "worktree", "add", "--detach", baseline, args.against],
+                       cwd=REPO, check=True, capture_output=True)
+        try:
+            runs = {"this checkout": [], label: []}
+            for _ in range(args.repeats):
+                runs["this checkout"].append(measure(REPO, args.data_dir))
+                runs[label].append(measure(baseline, args.data_dir))
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", baseline], cwd=REPO,
+                           capture_output=True)
+    print(f"cold compile of the fused step (configs/default.py), {os.cpu_count()} "
+          f"CPUs, load {os.getloadavg()[0]:.1f}, {args.repeats} alternating runs each:")
+    print("| code | compile s (median) | each run | optimised HLO instructions |")
+    print("|---|---|---|---|")
+    for name, results in runs.items():
+        times = [r["compile_s"] for r in results]
+        print(f"| {name} | {statistics.median(times):.2f} | "
+              + ", ".join(f"{t:.2f}" for t in times)
+              + f" | {results[0]['hlo_instructions']} |")
+
+
+if __name__ == "__main__":
+    main()
