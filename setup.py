@@ -36,7 +36,10 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["emodna_jax*", "data_prep*"]),
+    # configs and benchmarks too: `python -m benchmarks.cross_corpus` and
+    # `from configs import default` work from any directory.
+    packages=setuptools.find_packages(
+        include=["emodna_jax*", "data_prep*", "configs*", "benchmarks*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # openSMILE's eGeMAPS: the classical anchor of benchmarks/cross_corpus.py

@@ -21,9 +21,8 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from benchmarks import cross_corpus  # noqa: E402  (after the path above)
+from benchmarks import cross_corpus
 
 
 def parse_row(text: str) -> tuple[str, str, str]:

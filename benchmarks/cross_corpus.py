@@ -36,9 +36,8 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from data_prep import files  # noqa: E402  (after the path above)
+from data_prep import files
 
 # The development suite (../shared/corpora/tts_corpora.py): every corpus is a
 # source and a target at least once, each direction of three channels.

@@ -21,11 +21,10 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from benchmarks import cross_corpus  # noqa: E402
-from configs import default  # noqa: E402
-from emodna_jax import config_variants, train  # noqa: E402
+from benchmarks import cross_corpus
+from configs import default
+from emodna_jax import config_variants, train
 
 
 def main(argv=None) -> int:

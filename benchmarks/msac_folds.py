@@ -24,11 +24,10 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from benchmarks import cross_corpus  # noqa: E402  (after the path above)
-from benchmarks import egemaps  # noqa: E402
-from data_prep import files  # noqa: E402
+from benchmarks import cross_corpus
+from benchmarks import egemaps
+from data_prep import files
 
 CLASSES = ("neutral", "angry", "happy", "sad")
 

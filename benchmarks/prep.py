@@ -13,17 +13,15 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_prep import builder  # noqa: E402
-from data_prep import corpora  # noqa: E402
-from data_prep import extract  # noqa: E402
-from data_prep import synthetic  # noqa: E402
-from data_prep.features import FeatureConfig  # noqa: E402
+from data_prep import builder
+from data_prep import corpora
+from data_prep import extract
+from data_prep import synthetic
+from data_prep.features import FeatureConfig
 
 
 def _records(raw_dir: str, repeat: int):

@@ -20,21 +20,18 @@ import glob
 import gzip
 import json
 import os
-import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import jax  # noqa: E402
+import jax
 
-from configs import default as default_config  # noqa: E402
-import emodna_jax  # noqa: E402
-from emodna_jax import experiment  # noqa: E402
-from emodna_jax import step as step_lib  # noqa: E402
-import train_step  # noqa: E402
+from configs import default as default_config
+import emodna_jax
+from emodna_jax import experiment
+from emodna_jax import step as step_lib
+from benchmarks import train_step
 
 # Events of the runtime and the profiler around the kernels, not kernels.
 NOT_KERNELS = ("ThunkExecutor", "$", "PjitFunction", "CommonPjRt", "end: ",

@@ -26,19 +26,17 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from benchmarks import cross_corpus  # noqa: E402
-from benchmarks import train_step as bench  # noqa: E402
-from configs import default as default_config  # noqa: E402
-from data_prep import files  # noqa: E402
-from emodna_jax import evaluate  # noqa: E402
-from emodna_jax import experiment  # noqa: E402
-from emodna_jax import step as step_lib  # noqa: E402
+from benchmarks import cross_corpus
+from benchmarks import train_step as bench
+from configs import default as default_config
+from data_prep import files
+from emodna_jax import evaluate
+from emodna_jax import experiment
+from emodna_jax import step as step_lib
 
 
 def plan_bytes(compiled) -> int:

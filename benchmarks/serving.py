@@ -17,13 +17,11 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import soundfile as sf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from emodna_jax import serving  # noqa: E402
+from emodna_jax import serving
 
 
 def looped(audio: str, folder: str, seconds: float) -> str:

@@ -20,13 +20,12 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from benchmarks import cross_corpus  # noqa: E402
-from data_prep import builder  # noqa: E402
-from data_prep.dataset import PreparedCorpus  # noqa: E402
-from data_prep.features import FeatureConfig, pitch_features  # noqa: E402
-from emodna_jax import speech_gate  # noqa: E402
+from benchmarks import cross_corpus
+from data_prep import builder
+from data_prep.dataset import PreparedCorpus
+from data_prep.features import FeatureConfig, pitch_features
+from emodna_jax import speech_gate
 
 
 def non_speech_signals(rate: int = 16000, seconds: float = 5.0) -> dict:

@@ -41,13 +41,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import balanced_accuracy_score
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from benchmarks import cross_corpus  # noqa: E402
-from data_prep.dataset import PreparedCorpus  # noqa: E402
-from data_prep.features import FeatureConfig  # noqa: E402
-from emodna_jax.cluster_labels import refine  # noqa: E402
-from emodna_jax.utterance_stats import SpeakerStats  # noqa: E402
+from benchmarks import cross_corpus
+from data_prep.dataset import PreparedCorpus
+from data_prep.features import FeatureConfig
+from emodna_jax.cluster_labels import refine
+from emodna_jax.utterance_stats import SpeakerStats
 
 
 def cluster_bound(x: np.ndarray, labels: np.ndarray, num_classes: int,

@@ -186,7 +186,7 @@ def unsupported(config) -> list[str]:
     computes what emodna_jax computes)."""
     loss, defaults = config.loss, {"adapt_start": 0.0, "threshold_floor": 0.0,
                                    "pseudo_agreement": False, "w_dann": 0.0,
-                                   "distribution_alignment": False, "w_pseudo": 1.0}
+                                   "w_pseudo": 1.0}
     names = [f"loss.{k}" for k, v in defaults.items() if loss[k] != v]
     names += [f"msac.{a}" for a in ("speaker", "gender", "corpus")
               if config.msac[a] != "off"]

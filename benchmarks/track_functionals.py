@@ -36,13 +36,12 @@ import sys
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
-from benchmarks import cross_corpus  # noqa: E402
-from benchmarks import egemaps  # noqa: E402
-from data_prep.dataset import PreparedCorpus  # noqa: E402
-from data_prep.features import FeatureConfig  # noqa: E402
-from emodna_jax.utterance_stats import functionals  # noqa: E402
+from benchmarks import cross_corpus
+from benchmarks import egemaps
+from data_prep.dataset import PreparedCorpus
+from data_prep.features import FeatureConfig
+from emodna_jax.utterance_stats import functionals
 
 CLASSES = ("neutral", "angry", "happy", "sad")
 

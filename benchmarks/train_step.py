@@ -37,22 +37,20 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-from configs import default as default_config  # noqa: E402
-import emodna_jax  # noqa: E402
-from emodna_jax import host_memory  # noqa: E402
-from emodna_jax import input_pipeline  # noqa: E402
-from emodna_jax import experiment  # noqa: E402
-from emodna_jax import step as step_lib  # noqa: E402
-from emodna_jax import train  # noqa: E402
-import roofline  # noqa: E402
+from configs import default as default_config
+import emodna_jax
+from emodna_jax import host_memory
+from emodna_jax import input_pipeline
+from emodna_jax import experiment
+from emodna_jax import step as step_lib
+from emodna_jax import train
+from benchmarks import roofline
 
 TARGETS = {"fused_over_plain": 1.3, "pipeline_over_step": 3.0,
            "torch_over_jax_cpu": 1.5, "torch_over_jax_gpu": 3.0,

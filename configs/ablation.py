@@ -12,14 +12,14 @@ configs/default.py.
 
 import ml_collections
 
+from configs import arguments
 from configs import default
 from emodna_jax import config_variants
 
 
-def get_config(method: str = "") -> ml_collections.ConfigDict:
-    if not method:
-        raise ValueError("configs/ablation.py needs a method after the colon: "
-                         + ", ".join(config_variants.METHODS))
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    method = arguments.parse(arg, "configs/ablation.py",
+                             method=arguments.REQUIRED).method
     config = default.get_config()
     config.compare_source_only = False
     config.method = method

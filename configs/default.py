@@ -93,9 +93,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Diversity: KL of the target batch's mean posterior from uniform, so
     # self-training cannot collapse the target onto a few classes; 0: off.
     config.loss.w_diversity = 0.0
-    # Entropy: the mean entropy of the target rows' posteriors, information
-    # maximisation's other half (docs/losses.md, section 5); 0: off.
-    config.loss.w_entropy = 0.0
     # DANN (Ganin et al. 2016): a corpus discriminator on e behind a gradient
     # reversal; a baseline, not part of Emo-DNA (docs/losses.md, section 10).
     config.loss.w_dann = 0.0
@@ -111,18 +108,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.adapt_start = 0.0
     config.loss.threshold_floor = 0.0
     config.loss.pseudo_agreement = False
-    # Select on target posteriors rescaled by 1 / (running mean posterior),
-    # so a rarely predicted class still gets pseudo-labels (section 4).
-    config.loss.distribution_alignment = False
     # Pseudo-labels from clusters instead of thresholds: every cluster_every
     # steps from the start of adaptation, k-means over the target's
     # utterance statistics and the model's posteriors (needs
     # data.utterance_stats; emodna_jax/cluster_labels.py).
     config.loss.cluster_labels = False
     config.loss.cluster_every = 50
-    # The share of each cluster that keeps its class: the rows nearest their
-    # own centroid relative to the next; the others get no pseudo-label.
-    config.loss.cluster_keep = 1.0
     # At the first clustering, a class whose cluster the classifier mostly
     # gives to one other class is not adapted: no pseudo-labels from it, and
     # the diversity term pools it with that class (docs/losses.md, section 4).
@@ -162,6 +153,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 64
     # Batch evaluation (--mode=evaluate): checkpoint selection and OOD study.
     config.select_by = "source_val_uar"   # never the target: that is an oracle
+    # What --mode=evaluate computes for each checkpoint, in this order: one
+    # module of emodna_jax/evaluators each (classification is required).
+    config.evals = ("classification", "pseudo_labels", "ood", "embeddings")
     config.ood_score = "energy"           # msp | max_logit | energy | mahalanobis
     config.ood_threshold = ml_collections.config_dict.placeholder(float)  # None: 95%-TPR one
     # Prediction: a file that is not speech (steady noise, a tone, music)

@@ -31,13 +31,10 @@ from scipy.special import log_softmax
 from sklearn.cluster import KMeans
 
 
-def refine(statistics: np.ndarray, logits: np.ndarray, keep: float = 1.0) -> np.ndarray:
+def refine(statistics: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """[N] class of each row: k-means over ``statistics`` beside the
     standardised log-posteriors of ``logits`` (posterior logits, [N, C]),
-    started from the posterior-weighted class centroids.  With ``keep`` < 1,
-    only that share of each cluster keeps its class, the rows nearest their
-    own centroid relative to the next one (the rest are -1): a clustering
-    that is unsure of a row does not teach it."""
+    started from the posterior-weighted class centroids."""
     log_posterior = log_softmax(np.asarray(logits, np.float64), axis=1)
     spread = np.maximum(log_posterior.std(0), 1e-6)
     features = np.hstack([np.asarray(statistics, np.float64),
@@ -45,16 +42,7 @@ def refine(statistics: np.ndarray, logits: np.ndarray, keep: float = 1.0) -> np.
     posterior = np.exp(log_posterior)
     centroids = (posterior.T @ features) / np.maximum(posterior.sum(0), 1e-12)[:, None]
     kmeans = KMeans(len(centroids), init=centroids, n_init=1, random_state=0)
-    labels = kmeans.fit_predict(features).astype(np.int32)
-    if keep < 1.0:
-        distance = np.sort(kmeans.transform(features), axis=1)
-        margin = distance[:, 1] - distance[:, 0]
-        for k in np.unique(labels):
-            rows = np.flatnonzero(labels == k)
-            dropped = rows[np.argsort(-margin[rows], kind="stable")][
-                int(np.ceil(keep * len(rows))):]
-            labels[dropped] = -1
-    return labels
+    return kmeans.fit_predict(features).astype(np.int32)
 
 
 def first_step(total_steps: int, adapt_start: float) -> int:
@@ -70,10 +58,8 @@ def due(step: int, total_steps: int, adapt_start: float, every: int) -> bool:
     return first <= step < total_steps and (step - first) % every == 0
 
 
-def cluster(predictions: dict, statistics: np.ndarray, num_target: int,
-            keep: float = 1.0) -> np.ndarray:
-    """[num_target] cluster classes by utterance index (-1: not kept, see
-    ``refine``), from the model's ``predictions`` over the target training
+def cluster(predictions: dict, statistics: np.ndarray, num_target: int) -> np.ndarray:
+    """[num_target] cluster classes by utterance index, from the model's ``predictions`` over the target training
     split (``logits`` as posterior logits, ``index``) and the split's
     ``statistics``."""
     index = predictions["index"]
@@ -81,7 +67,7 @@ def cluster(predictions: dict, statistics: np.ndarray, num_target: int,
         raise ValueError(f"clustering needs every one of the {num_target} target "
                          f"training utterances once; got {len(index)} rows")
     labels = np.empty(num_target, np.int32)
-    labels[index] = refine(statistics[index], predictions["logits"], keep)
+    labels[index] = refine(statistics[index], predictions["logits"])
     return labels
 
 

@@ -82,6 +82,12 @@ def validate_config(config):
             and config.data.source == config.data.target):
         _fail("data.target", f"must differ from data.source ({config.data.source!r})")
 
+    # Lazy: the evaluators import the evaluation (and with it jax).
+    from emodna_jax import evaluators
+    problem = evaluators.check(tuple(config.get("evals", evaluators.DEFAULT)))
+    if problem:
+        _fail("evals", problem)
+
     loss = config.loss
     for key in ("w_cor", "w_cd", "w_ca", "w_pseudo", "w_mmd", "w_dann",
                 "label_smoothing", "am_margin"):
@@ -107,8 +113,6 @@ def validate_config(config):
                   "loss.w_ca, loss.w_cd or loss.w_consistency > 0")
         if not isinstance(loss.cluster_every, int) or loss.cluster_every < 1:
             _fail("loss.cluster_every", f"must be an integer >= 1, got {loss.cluster_every!r}")
-        if not 0.0 < loss.cluster_keep <= 1.0:
-            _fail("loss.cluster_keep", f"must be in (0, 1], got {loss.cluster_keep!r}")
     elif loss.get("cluster_agreement", False):
         _fail("loss.cluster_agreement", "checks the target's clusters: needs "
               "loss.cluster_labels=True")

@@ -3,14 +3,12 @@ workdir in batch (``--mode=evaluate`` / ``--mode=watch``).
 
 Batch evaluation opens the checkpoints read-only and restores each from an
 abstract state carrying the *current* device sharding, so checkpoints
-written on 8 devices evaluate on 1 and the reverse.  For each step it scores
-the target corpus (the task's classes: UAR/WAR/F1/confusion), the source
-validation split, and the out-of-distribution set (target utterances of
-emotions the task excludes) with every OOD score.  Results go to
-``WORKDIR/eval``: ``metrics.csv`` (one row per step and split), ``ood.csv``
-(one row per step and score), ``summary.json`` (last and selected step,
-with the selection rule), per-step predictions and the report.
-"""
+written on 8 devices evaluate on 1 and the reverse.  For each step it
+predicts the splits the configured evaluators read (``config.evals``,
+emodna_jax/evaluators: metrics.csv, pseudo_labels.csv, ood.csv, the
+per-step predictions) and runs them; then it selects a step from
+metrics.csv and writes ``WORKDIR/eval/summary.json`` (last and selected
+step, with the selection rule) and the report."""
 
 from __future__ import annotations
 
@@ -28,20 +26,18 @@ from data_prep import files
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
 from emodna_jax import distributed
+from emodna_jax import evaluators as evaluators_lib
 from emodna_jax import experiment
 from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import metrics as metrics_lib
-from emodna_jax import objective as objective_lib
-from emodna_jax import ood as ood_lib
 from emodna_jax import scoring
 from emodna_jax import selection
 from emodna_jax import step as step_lib
 from emodna_jax import workdir_lock
 
 EVAL_DIR = "eval"
-SPLITS = ("target", "source_val")
-OOD_SCORES = ("msp", "max_logit", "energy", "mahalanobis")
+SPLITS = ("target", "source_val")   # the rows of metrics.csv
 
 
 class Evaluator:
@@ -112,54 +108,6 @@ def classification(predictions: dict, num_classes: int,
         report["nll"] = metrics_lib.negative_log_likelihood(
             predictions["label"][keep], np.asarray(posterior_logits)[keep])
     return report
-
-
-def pseudo_label_report(passed: np.ndarray, pseudo: np.ndarray,
-                        labels: np.ndarray, classes) -> dict:
-    """How the pseudo-labels of a state look on the whole target.
-
-    ``passed`` [N] and ``pseudo`` [N] are what training's own rule
-    (``objective.select_pseudo_labels``, with the state's stored thresholds
-    and prototypes, or with ``loss.cluster_labels`` its stored clusters)
-    selects among all target utterances; ``labels`` [N] are
-    the task labels (EXCLUDED for out-of-task emotions), read here, in
-    evaluation only.  Returns the share of utterances that pass, the accuracy
-    of the in-task ones that pass, and per class how many passing utterances
-    are predicted as it and how many truly are it.
-    """
-    passed, pseudo = np.asarray(passed), np.asarray(pseudo)
-    in_task = labels != input_pipeline.EXCLUDED
-    judged = passed & in_task
-    row = {"passed_fraction": float(passed.mean()) if passed.size else 0.0,
-           "passed_count": int(passed.sum()),
-           "passed_accuracy": (float((pseudo[judged] == labels[judged]).mean())
-                               if judged.any() else float("nan"))}
-    for k, name in enumerate(classes):
-        row[f"predicted_{name}"] = int((pseudo[passed] == k).sum())
-        row[f"true_{name}"] = int((labels[judged] == k).sum())
-    return row
-
-
-def ood_study(target: dict, source_train: dict, num_classes: int):
-    """Every OOD score's metrics, ID = in-task target, OOD = excluded target.
-
-    Returns ``(study, scores)``: score name -> metrics plus the score's
-    95%-TPR threshold, and score name -> per-utterance scores; both empty
-    when the target corpus has no excluded emotion.
-    """
-    is_ood = target["label"] == input_pipeline.EXCLUDED
-    if not is_ood.any() or is_ood.all():
-        return {}, {}
-    gaussian = ood_lib.fit_mahalanobis(source_train["e"], source_train["label"],
-                                       num_classes)
-    scores = ood_lib.compute_scores(target["logits"], target["e"], gaussian)
-    study = {}
-    for name in OOD_SCORES:
-        id_scores, ood_scores = scores[name][~is_ood], scores[name][is_ood]
-        study[name] = dict(ood_lib.ood_metrics(id_scores, ood_scores),
-                           threshold_at_95_tpr=ood_lib.threshold_at_tpr(id_scores),
-                           n_id=int((~is_ood).sum()), n_ood=int(is_ood.sum()))
-    return study, scores
 
 
 class ResultTable:
@@ -349,11 +297,10 @@ def refuse_other_state_shape(checkpointer, steps, config, workdir: str):
                                              "trained with")
 
 
-def evaluation_setup(config) -> tuple:
+def evaluation_setup(config, *, validated: bool = False) -> tuple:
     """``(experiment, evaluator)``: the opened corpora, the model and its
     compiled eval step, built once and reused by every poll of ``watch``."""
-    config_validation.validate_config(config)
-    built = experiment.build(config)
+    built = experiment.build(config, validated=validated)
     return built, Evaluator(built.model, built.parallel, config)
 
 
@@ -375,14 +322,19 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     todo = [s for s in steps if force or s not in metrics_table.steps()]
     refuse_other_state_shape(checkpointer, todo, config, workdir)
     refuse_other_label(out_dir, config)
-    built, evaluator = setup if setup is not None else evaluation_setup(config)
+    built, evaluator = (setup if setup is not None
+                        else evaluation_setup(config, validated=True))
     source, target, parallel = built.source, built.target, built.parallel
-    classes = built.classes
+    context = evaluators_lib.Context(config, out_dir, built.classes, built.objective,
+                                     target, {"metrics.csv": metrics_table})
+    evaluators = evaluators_lib.build(
+        tuple(config.get("evals", evaluators_lib.DEFAULT)), context)
+    where = {"target": (target, target.eval_split, True),
+             "source_val": (source, source.eval_split, False),
+             "source_train": (source, source.train_split, False)}
+    needed = evaluators_lib.splits_needed(evaluators)
+    os.makedirs(out_dir, exist_ok=True)
     abstract = built.abstract_state()
-    objective_cfg = built.objective
-    os.makedirs(os.path.join(out_dir, "predictions"), exist_ok=True)
-    ood_table = ResultTable(os.path.join(out_dir, "ood.csv"), "score")
-    pseudo_table = ResultTable(os.path.join(out_dir, "pseudo_labels.csv"), "split")
     unreadable = {}
     for step in tqdm.tqdm(todo, desc="evaluating checkpoints", unit="ckpt",
                           disable=not progress):
@@ -396,64 +348,36 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
         if parallel.mode == "pmap":
             state = parallel.put_replicated(jax.device_get(state))
         predictions = {
-            "target": evaluator.predict(state, target, target.eval_split,
-                                        include_excluded=True),
-            "source_val": evaluator.predict(state, source, source.eval_split),
-        }
-        source_train = evaluator.predict(state, source, source.train_split)
-        put_metric_rows(metrics_table, step, config, predictions, classes)
-        posterior = _posterior(config, predictions["target"])
-        adapt = jax.device_get(state.adapt)
-        if objective_cfg.cluster_labels and target.eval_split == target.train_split:
-            passed, pseudo = map(np.asarray, objective_lib.clustered_pseudo_labels(
-                np.asarray(adapt.cluster_labels), predictions["target"]["index"]))
-        else:
-            passed, pseudo = objective_lib.select_pseudo_labels(
-                objective_cfg, jax.nn.softmax(posterior, -1),
-                predictions["target"]["z_e"], adapt)
-        pseudo_table.put(step, "target", pseudo_label_report(
-            passed, pseudo, predictions["target"]["label"], classes))
-        if adapt.cluster_agrees is not None:   # loss.cluster_agreement's verdict
-            pseudo_table.rows[(step, "target")].update(
-                {f"adapted_{name}": int(a) for name, a in
-                 zip(classes, np.asarray(adapt.cluster_agrees))})
-        study, scores = ood_study({**predictions["target"], "logits": posterior},
-                                  source_train, len(classes))
-        for score, values in study.items():
-            ood_table.put(step, score, values)
-        predictions["target"].update({f"score_{k}": v for k, v in scores.items()})
-        if not distributed.is_primary():  # every process computes, one writes
-            continue
-        np.savez_compressed(
-            os.path.join(out_dir, "predictions", f"step_{step}.npz"),
-            **{f"{split}/{k}": v for split, out in predictions.items()
-               for k, v in out.items()})
-        metrics_table.save()
-        pseudo_table.save()
-        if ood_table.rows:
-            ood_table.save()
+            split: evaluator.predict(state, where[split][0], where[split][1],
+                                     include_excluded=where[split][2])
+            for split in needed}
+        for each in evaluators:
+            each.run(step, predictions, state)
+        if distributed.is_primary():        # every process computes, one writes
+            context.save()
     checkpointer.close()
 
     if not metrics_table.rows:
         raise ValueError(f"no readable checkpoint in "
                          f"{checkpointing.checkpoint_dir(workdir)}: "
                          + "; ".join(f"{k}: {v}" for k, v in unreadable.items()))
-    summary = summarize(metrics_table, ood_table, config, pseudo_table)
+    summary = summarize(metrics_table, context.table("ood.csv", "score"), config,
+                        context.table("pseudo_labels.csv", "split"))
     summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}
     if not distributed.is_primary():
         return summary
     with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
     from emodna_jax import report  # matplotlib: only when a report is written
-    report.write_report(out_dir, metrics_table, ood_table, summary, config,
+    report.write_report(out_dir, metrics_table, context.table("ood.csv", "score"),
+                        summary, config,
                         target_corpus=target.corpus, source_corpus=source.corpus)
     return summary
 
 
 def _posterior(config, outputs: dict) -> np.ndarray:
     """Logits whose softmax is the model's class posterior."""
-    return np.asarray(losses.posterior_logits(
-        outputs["logits"], config.model.classifier, config.loss.am_scale))
+    return np.asarray(losses.config_posterior_logits(config, outputs["logits"]))
 
 
 def rescore(config, workdir: str) -> dict:
@@ -493,8 +417,8 @@ def summarize(metrics_table: ResultTable, ood_table: ResultTable, config,
                if (step, split) in metrics_table.rows}
         if pseudo_table is not None and (step, "target") in pseudo_table.rows:
             out["pseudo_labels"] = pseudo_table.rows[(step, "target")]
-        out["ood"] = {name: ood_table.rows[(step, name)] for name in OOD_SCORES
-                      if (step, name) in ood_table.rows}
+        out["ood"] = {name: row for (at, name), row in ood_table.rows.items()
+                      if at == step}
         return out
 
     selections = {}

@@ -111,14 +111,17 @@ def objective_config(config, num_classes: int,
         grl_max=config.msac.grl_max, **loss)
 
 
-def build(config, *, parallel: step_lib.Parallel | None = None) -> Experiment:
-    """Validates ``config``, opens its corpora and builds every piece.
+def build(config, *, parallel: step_lib.Parallel | None = None,
+          validated: bool = False) -> Experiment:
+    """Validates ``config`` (unless the caller just did: ``validated``), opens
+    its corpora and builds every piece.
 
     ``parallel``: the device layout (default: ``config.parallelism`` over
     ``config.num_devices``).  Bad values and unprepared corpora raise before
     anything is compiled or written.
     """
-    config_validation.validate_config(config)
+    if not validated:
+        config_validation.validate_config(config)
     source, target = input_pipeline.open_task(config)
     parallel = parallel or step_lib.Parallel(config.parallelism,
                                              step_lib.data_mesh(config.num_devices))

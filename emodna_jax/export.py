@@ -113,8 +113,7 @@ def inference_function(config, built, state):
 
     def infer(frames, mask):
         out = built.model.apply(variables, frames, mask, train=False)
-        return (losses.posterior_logits(out["logits"], config.model.classifier,
-                                        config.loss.am_scale), out["e"])
+        return losses.config_posterior_logits(config, out["logits"]), out["e"]
     return infer
 
 

@@ -128,6 +128,12 @@ def posterior_logits(logits: Array, classifier: str, am_scale: float) -> Array:
     return am_scale * logits if classifier == "am" else logits
 
 
+def config_posterior_logits(config, logits: Array) -> Array:
+    """``posterior_logits`` with a run config's classifier and scale: the one
+    spelling every caller outside the fused step uses."""
+    return posterior_logits(logits, config.model.classifier, config.loss.am_scale)
+
+
 def additive_margin_logits(cosines: Array, labels: Array, *, scale: float,
                            margin: float) -> Array:
     """``scale * (cos - margin * onehot)`` [B, C]: the true class must win by
@@ -263,16 +269,6 @@ def confidence_mask(probs: Array, tau_g: Array, p_tilde: Array, *,
     return mask, pseudo_labels
 
 
-def align_distribution(probs: Array, p_tilde: Array, eps: float = 1e-6) -> Array:
-    """Distribution alignment (Berthelot et al. 2020, ReMixMatch): ``probs``
-    [B, C] times uniform / ``p_tilde`` (the running mean target posterior),
-    renormalised per row.  A class the model rarely predicts on the target is
-    boosted instead of starved of pseudo-labels; a uniform target prior
-    suits UAR, which weighs every class the same."""
-    aligned = _f32(probs) / jnp.maximum(_f32(p_tilde), eps)
-    return aligned / jnp.sum(aligned, axis=-1, keepdims=True)
-
-
 def prototype_agreement(features: Array, prototypes: Array,
                         pseudo_labels: Array) -> Array:
     """[B] bool: the nearest prototype (cosine) of each row of ``features``
@@ -382,24 +378,6 @@ def prediction_diversity(logits: Array, groups: Array | None = None) -> Array:
     terms = jnp.where(prior > 0, mass * (jnp.log(jnp.maximum(mass, 1e-12))
                                          - jnp.log(jnp.maximum(prior, 1e-12))), 0.0)
     return jnp.sum(terms)
-
-
-def prediction_entropy(logits: Array) -> Array:
-    """mean_i H(p_i): the mean entropy of the rows' posteriors.
-
-    The other half of information maximisation (Liang et al. 2020): with the
-    diversity term it asks every target row for a confident decision while
-    the batch stays spread over the classes, so the classifier's boundary
-    moves into the low-density gaps between the target's own clusters (the
-    cluster assumption), for every row, not only those past the thresholds.
-
-    Args:
-      logits: [B, C] posterior logits of the (target) batch.
-    Returns:
-      Scalar in [0, log C].
-    """
-    log_p = jax.nn.log_softmax(_f32(logits), axis=-1)
-    return -jnp.mean(jnp.sum(jnp.exp(log_p) * log_p, axis=-1))
 
 
 # ----------------------------------------------------------------------------

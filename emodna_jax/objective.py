@@ -27,7 +27,7 @@ from emodna_jax import msac
 # The weights of the losses that read target data: any of them above 0 makes
 # training adaptive (target batches run through the model).
 TARGET_LOSS_WEIGHTS = ("w_cor", "w_cd", "w_ca", "w_mmd", "w_dann", "w_consistency",
-                       "w_diversity", "w_entropy")
+                       "w_diversity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,6 @@ class ObjectiveConfig:
     w_dann: float
     w_consistency: float
     w_diversity: float
-    w_entropy: float
     temperature_cd: float
     temperature_ca: float
     threshold_momentum: float
@@ -64,7 +63,6 @@ class ObjectiveConfig:
     adapt_start: float
     threshold_floor: float
     pseudo_agreement: bool
-    distribution_alignment: bool
     cluster_labels: bool         # pseudo-labels from AdaptState.cluster_labels
     cluster_agreement: bool      # AdaptState.class_groups shape L_div's bins
     # MSAC: (name, control, weight) per controlled attribute, control one of
@@ -118,12 +116,9 @@ def select_pseudo_labels(cfg: ObjectiveConfig, probs: jax.Array,
                          z_target: jax.Array, adapt: "AdaptState"):
     """(confident [B], pseudo-labels [B]) of target rows: the adaptive
     class-wise thresholds of ``adapt`` (floored at ``threshold_floor``) on
-    ``probs`` (distribution-aligned first with ``distribution_alignment``),
-    and, with ``pseudo_agreement``, the nearest source prototype of
+    ``probs``, and, with ``pseudo_agreement``, the nearest source prototype of
     ``z_target`` must name the same class.  Training and evaluation's
     diagnostics both select with this."""
-    if cfg.distribution_alignment:
-        probs = losses.align_distribution(probs, adapt.p_tilde)
     confident, pseudo = losses.confidence_mask(probs, adapt.tau_g, adapt.p_tilde,
                                                floor=cfg.threshold_floor)
     if cfg.pseudo_agreement:
@@ -320,12 +315,6 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
             groups=adapt.class_groups if cfg.cluster_agreement else None)
         adaptation += cfg.w_diversity * l_div
         metrics["loss_diversity"] = l_div
-
-    if cfg.w_entropy > 0:
-        l_ent = losses.prediction_entropy(
-            _classifier_logits(cfg, outputs["logits"][n:]))
-        adaptation += cfg.w_entropy * l_ent
-        metrics["loss_entropy"] = l_ent
 
     if cfg.w_mmd > 0:
         l_mmd = losses.mmd2(outputs["e"][:n].astype(jnp.float32),

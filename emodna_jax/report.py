@@ -187,22 +187,24 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
     from emodna_jax import metrics as metrics_lib
     classes = summary["classes"]
     selected = summary["selected"]["step"]
-    predictions = load_predictions(out_dir, selected)
-    target = predictions["target"]
-
     plot_uar_curve(metrics_table, os.path.join(out_dir, "uar_vs_step.png"))
-    in_task = target["label"] >= 0
-    confusion = metrics_lib.confusion_matrix(
-        target["label"][in_task], np.argmax(target["logits"][in_task], -1),
-        len(classes))
-    plot_confusion(confusion, classes, os.path.join(out_dir, "confusion.png"),
-                   f"{summary['target']}, step {selected}")
-    embedding_note = plot_embeddings(predictions, source_corpus, target_corpus,
-                                     os.path.join(out_dir, "embeddings.png"))
-    figures = ["uar_vs_step.png", "confusion.png", "embeddings.png"]
-    if any(k.startswith("score_") for k in target):
-        plot_ood_histograms(target, os.path.join(out_dir, "ood_histograms.png"))
-        figures.append("ood_histograms.png")
+    figures, embedding_note = ["uar_vs_step.png"], ""
+    stored = os.path.exists(os.path.join(out_dir, "predictions", f"step_{selected}.npz"))
+    if stored:   # the 'embeddings' evaluator's file: the per-utterance figures
+        predictions = load_predictions(out_dir, selected)
+        target = predictions["target"]
+        in_task = target["label"] >= 0
+        confusion = metrics_lib.confusion_matrix(
+            target["label"][in_task], np.argmax(target["logits"][in_task], -1),
+            len(classes))
+        plot_confusion(confusion, classes, os.path.join(out_dir, "confusion.png"),
+                       f"{summary['target']}, step {selected}")
+        embedding_note = plot_embeddings(predictions, source_corpus, target_corpus,
+                                         os.path.join(out_dir, "embeddings.png"))
+        figures += ["confusion.png", "embeddings.png"]
+        if any(k.startswith("score_") for k in target):
+            plot_ood_histograms(target, os.path.join(out_dir, "ood_histograms.png"))
+            figures.append("ood_histograms.png")
 
     lines = [f"# Evaluation: {summary['task']}", "",
              f"Config hash `{summary['config_hash']}`: the config entries these "
@@ -241,6 +243,9 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
                         [[name, v["auroc"], v["aupr_in"], v["aupr_out"],
                           v["fpr_at_95_tpr"]] for name, v in ood.items()])
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    if not stored:
+        lines += ["", "No per-utterance figures: `config.evals` stores no "
+                  "predictions (add `embeddings`)."]
     if embedding_note:
         lines += ["", f"embeddings.png: {embedding_note}"]
     with open(os.path.join(out_dir, "report.md"), "w") as f:

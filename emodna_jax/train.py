@@ -296,10 +296,9 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         clustering, and the contradicted classes' rows left unlabelled)."""
         predictions = evaluator.predict(state, target, target.train_split,
                                         include_excluded=True)
-        logits = np.asarray(losses.posterior_logits(
-            predictions["logits"], config.model.classifier, config.loss.am_scale))
+        logits = np.asarray(losses.config_posterior_logits(config, predictions["logits"]))
         labels = cluster_labels.cluster(dict(predictions, logits=logits), statistics,
-                                        target.num_train, config.loss.cluster_keep)
+                                        target.num_train)
         host = parallel.get_replicated(state)
         adapt = host.adapt
         if config.loss.cluster_agreement:

@@ -49,26 +49,6 @@ def test_refine_follows_the_posteriors_where_the_statistics_carry_nothing():
         cluster_labels.refine(flat, 5.0 * np.eye(4)[labels]), labels)
 
 
-def test_keep_drops_the_rows_a_cluster_is_least_sure_of():
-    """Each blob gets 3 rows moved towards the next blob, the nearer the
-    further they go; with keep = 0.5 every cluster keeps the better half of
-    its rows, and the moved ones are the first dropped, the furthest first."""
-    x, labels = _blobs(per_class=10)
-    logits = 3.0 * np.eye(4)[labels]
-    moved = np.concatenate([np.flatnonzero(labels == k)[:3] for k in range(4)])
-    for i, row in enumerate(moved):
-        x[row] += (0.2 + 0.1 * (i % 3)) * (10.0 * np.eye(4, 3)[(labels[row] + 1) % 4]
-                                          - 10.0 * np.eye(4, 3)[labels[row]])
-    np.testing.assert_array_equal(cluster_labels.refine(x, logits), labels)
-    kept = cluster_labels.refine(x, logits, keep=0.5)
-    assert np.all(kept[moved] == -1)
-    np.testing.assert_array_equal(kept[kept >= 0], labels[kept >= 0])
-    assert [np.sum(kept == k) for k in range(4)] == [5, 5, 5, 5]
-    odd = cluster_labels.refine(x, logits, keep=0.15)    # ceil(1.5) = 2 of 10
-    assert [np.sum(odd == k) for k in range(4)] == [2, 2, 2, 2]
-    assert np.all(odd[moved] == -1)
-
-
 def test_agreement_hand_worked():
     """Rows: clusters; columns: the classifier's predictions of their rows."""
     counts = np.array([[10, 0, 0, 2],    # agrees
@@ -270,7 +250,6 @@ def test_agreement_is_decided_once_and_keeps_contradicted_rows_unlabelled(
     ({"loss.w_ca": 0.0, "loss.w_cd": 0.0}, "config.loss.cluster_labels: nothing reads "
                                             "pseudo-labels"),
     ({"loss.cluster_every": 0}, "config.loss.cluster_every: must be an integer >= 1"),
-    ({"loss.cluster_keep": 0.0}, r"config.loss.cluster_keep: must be in \(0, 1\], got 0.0"),
     ({"loss.cluster_labels": False, "loss.cluster_agreement": True},
      "config.loss.cluster_agreement: checks the target's clusters: needs "
      "loss.cluster_labels=True"),

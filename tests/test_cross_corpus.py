@@ -20,11 +20,11 @@ from data_prep import extract
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig, FeatureExtractor
 from emodna_jax import config_variants
-from emodna_jax import evaluate
 from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import models
 from emodna_jax import objective as objective_lib
+from emodna_jax.evaluators import pseudo_labels
 from tests.conftest import objective_settings, tone, write_manifest
 
 # End to end (trains, or runs the entry points): the full tier only.
@@ -207,7 +207,7 @@ def test_methods_set_exactly_their_losses():
     assert cross_corpus.get_config("a,b").method == "emodna"
     with pytest.raises(ValueError, match="unknown method 'mdd'"):
         cross_corpus.get_config("a,b,mdd")
-    with pytest.raises(ValueError, match="needs SOURCE,TARGET"):
+    with pytest.raises(ValueError, match=r"needs SOURCE,TARGET\[,method=emodna\]"):
         cross_corpus.get_config("a")
 
 
@@ -305,7 +305,7 @@ def test_pseudo_label_report_hand_worked():
     cfg = objective_settings(3, 10)
     passed, pseudo = objective_lib.select_pseudo_labels(cfg, probs, jnp.ones((5, 2)),
                                                         adapt)
-    row = evaluate.pseudo_label_report(passed, pseudo, labels, ["a", "b", "c"])
+    row = pseudo_labels.pseudo_label_report(passed, pseudo, labels, ["a", "b", "c"])
     assert row["passed_fraction"] == pytest.approx(0.8)
     assert row["passed_count"] == 4
     assert row["passed_accuracy"] == pytest.approx(2 / 3)

@@ -11,7 +11,9 @@ import pytest
 import soundfile as sf
 
 from data_prep.features import FeatureExtractor
+from emodna_jax import config_validation
 from emodna_jax import evaluate
+from emodna_jax.evaluators import ood as ood_evaluator
 from emodna_jax import experiment
 from emodna_jax import input_pipeline
 from emodna_jax import ood as ood_lib
@@ -49,7 +51,7 @@ def test_one_row_per_checkpoint_and_split(trained):
     assert sorted((int(r["step"]), r["split"]) for r in rows) == [
         (s, split) for s in (2, 4, 6) for split in ("source_val", "target")]
     ood_rows = read_csv(os.path.join(workdir, "eval", "ood.csv"))
-    assert sorted({r["score"] for r in ood_rows}) == sorted(evaluate.OOD_SCORES)
+    assert sorted({r["score"] for r in ood_rows}) == sorted(ood_evaluator.SCORES)
     assert all(int(r["n_ood"]) == 8 and int(r["n_id"]) == 24 for r in ood_rows)
     assert summary["selection_rule"] == "source_val_uar"
     assert summary["last"]["step"] == 6
@@ -130,15 +132,20 @@ def test_report_files_exist_and_agree_with_the_csv(trained):
     assert f"| energy | {float(ood['energy']['auroc']):.4f} |" in report
 
 
-def test_evaluated_steps_are_skipped_unless_forced(trained, toy_data_dir):
+def test_evaluated_steps_are_skipped_unless_forced(trained, toy_data_dir, monkeypatch):
     workdir, _ = trained
     path = os.path.join(workdir, "eval", "predictions", "step_2.npz")
     stamp = os.stat(path).st_mtime_ns
     evaluate.evaluate_checkpoints(eval_config(toy_data_dir), workdir, progress=False)
     assert os.stat(path).st_mtime_ns == stamp
+    validations = []
+    real = config_validation.validate_config
+    monkeypatch.setattr(config_validation, "validate_config",
+                        lambda config: validations.append(1) or real(config))
     evaluate.evaluate_checkpoints(eval_config(toy_data_dir), workdir, force=True,
                                   progress=False)
     assert os.stat(path).st_mtime_ns != stamp
+    assert len(validations) == 1     # once per evaluation, not per layer
 
 
 def test_checkpoints_from_8_devices_evaluate_on_1(trained, toy_data_dir, tmp_path):
@@ -347,3 +354,63 @@ def test_a_single_corpus_report_names_the_held_out_fold_not_a_target():
     assert evaluate.evaluated_corpus(config) == "synth_field"
     config.data.protocol, config.data.source, config.data.fold = "single_corpus", "emodb", 2
     assert evaluate.evaluated_corpus(config) == "emodb fold 2 (held-out speakers)"
+
+
+def _symlinked(workdir, tmp_path, name):
+    """A fresh workdir holding ``workdir``'s checkpoints and no evaluation."""
+    other = tmp_path / name
+    other.mkdir()
+    os.symlink(os.path.join(workdir, "checkpoints"), other / "checkpoints")
+    return str(other)
+
+
+def test_evals_choose_the_files_and_the_passes(trained, toy_data_dir, tmp_path,
+                                               monkeypatch):
+    workdir, _ = trained
+    only = _symlinked(workdir, tmp_path, "only_classification")
+    predicted = []
+    real = evaluate.Evaluator.predict
+    monkeypatch.setattr(evaluate.Evaluator, "predict", lambda self, state, task, split,
+                        **kw: predicted.append(split) or real(self, state, task, split, **kw))
+    summary = evaluate.evaluate_checkpoints(
+        eval_config(toy_data_dir, evals=("classification",)), only, progress=False)
+    out = os.path.join(only, "eval")
+    assert sorted(os.listdir(out)) == ["metrics.csv", "report.md", "summary.json",
+                                       "uar_vs_step.png"]
+    # No OOD study, so no pass over the source's training split: the target's
+    # and the source validation's split once per checkpoint.
+    assert len(predicted) == 3 * 2
+    assert "No per-utterance figures" in open(os.path.join(out, "report.md")).read()
+    # The same figures as the full evaluation's.
+    assert read_csv(os.path.join(out, "metrics.csv")) == read_csv(
+        os.path.join(workdir, "eval", "metrics.csv"))
+    assert summary["selected"]["step"] == trained[1]["selected"]["step"]
+    assert summary["selected"]["ood"] == {}
+
+
+NEW_EVALUATOR = '''
+class Evaluator:
+    splits = ("target",)
+
+    def __init__(self, context):
+        self.table = context.table("counts.csv", "split")
+
+    def run(self, step, predictions, state):
+        self.table.put(step, "target", {"utterances": len(predictions["target"]["label"])})
+'''
+
+
+def test_a_new_evaluator_is_a_new_module(trained, toy_data_dir, tmp_path, monkeypatch):
+    from emodna_jax import evaluators
+    extra = tmp_path / "more_evaluators"
+    extra.mkdir()
+    (extra / "utterance_count.py").write_text(NEW_EVALUATOR)
+    monkeypatch.setattr(evaluators, "__path__", [*evaluators.__path__, str(extra)])
+    assert "utterance_count" in evaluators.available()
+    counted = _symlinked(trained[0], tmp_path, "counted")
+    evaluate.evaluate_checkpoints(
+        eval_config(toy_data_dir, evals=("classification", "utterance_count")),
+        counted, progress=False)
+    rows = read_csv(os.path.join(counted, "eval", "counts.csv"))
+    assert [(r["step"], r["utterances"]) for r in rows] == [("2", "32"), ("4", "32"),
+                                                            ("6", "32")]

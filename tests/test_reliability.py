@@ -169,7 +169,7 @@ def test_a_switch_newer_than_the_checkpoint_counts_as_off_in_it(capsys):
         train.config_changes(saved, {"loss": {"w_ca": 1.0, "cluster_labels": True}},
                              step=9, workdir="w")
     changes = train.config_changes(
-        saved, {"loss": {"w_ca": 1.0, "cluster_labels": False, "cluster_keep": 0.5,
+        saved, {"loss": {"w_ca": 1.0, "cluster_labels": False, "cluster_every": 25,
                          "pseudo_agreement": True}}, step=9, workdir="w")
     assert changes == {"loss.pseudo_agreement": (None, True)}
     assert "loss.pseudo_agreement None -> True" in capsys.readouterr().out
@@ -603,8 +603,8 @@ ERROR_PATHS = {
     "a config without its argument (6)": (
         lambda case: [sys.executable, "-m", "emodna_jax.main",
                       "--config=configs/cross_corpus.py", f"--workdir={case['workdir']}"],
-        1, "error: configs/cross_corpus.py needs SOURCE,TARGET[,METHOD] after the colon, "
-           "got ''"),
+        1, "error: configs/cross_corpus.py needs SOURCE,TARGET[,method=emodna][,size=suite] "
+           "after the colon, got ''"),
     "evaluating with another state shape (1)": (
         lambda case: _toy_main(case, "--mode=evaluate", "--force",
                                "--config.model.channels=16"),

@@ -1,0 +1,1 @@
+"""The benchmarks: each module is a program (python -m benchmarks.NAME) that writes its own tables."""
