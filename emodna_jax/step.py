@@ -41,6 +41,7 @@ AUGMENT_STREAM = 0x5bec
 STRONG_STREAM = 0x57e0  # the target's strong view (consistency loss)
 DROPOUT_STREAM = 0xd207
 SOURCE_ROWS, TARGET_ROWS = 0, 1
+BIG_BATCH = 1 << 24   # row numbers of the target side's dropout keys start here
 
 
 def row_keys(step_key: jax.Array, purpose: int, side: int, rows: jax.Array) -> jax.Array:
@@ -134,23 +135,24 @@ def make_train_step(model, tx: optax.GradientTransformation,
             src_frames = augment_lib.spec_augment(
                 augment, row_keys(step_key, AUGMENT_STREAM, SOURCE_ROWS, src_rows),
                 src_frames, batch["src_mask"])
-        keys = [row_keys(step_key, DROPOUT_STREAM, SOURCE_ROWS, src_rows)]
+        # Dropout: one key per row of the forward pass, the target's rows (and
+        # their strong view's) numbered after the source's.
+        ids = [src_rows]
         if cfg.uses_target:
             parts = [src_frames, batch["tgt_frames"]]
             masks = [batch["src_mask"], batch["tgt_mask"]]
-            keys.append(row_keys(step_key, DROPOUT_STREAM, TARGET_ROWS, tgt_rows))
+            ids.append(tgt_rows + BIG_BATCH)
             if cfg.w_consistency > 0:
                 parts.append(augment_lib.spec_augment(
                     strong_augment,
                     row_keys(step_key, STRONG_STREAM, TARGET_ROWS, tgt_rows),
                     batch["tgt_frames"], batch["tgt_mask"]))
                 masks.append(batch["tgt_mask"])
-                keys.append(row_keys(step_key, STRONG_STREAM + DROPOUT_STREAM,
-                                     TARGET_ROWS, tgt_rows))
+                ids.append(tgt_rows + 2 * BIG_BATCH)
             frames, mask = jnp.concatenate(parts), jnp.concatenate(masks)
         else:  # source-only: target batches are never run through the model
             frames, mask = src_frames, batch["src_mask"]
-        dropout_keys = jnp.concatenate(keys)
+        dropout_keys = row_keys(step_key, DROPOUT_STREAM, SOURCE_ROWS, jnp.concatenate(ids))
 
         def global_view(x):
             """[source rows of all devices; target rows of all devices]."""

@@ -199,16 +199,19 @@ def _iterator_states(own_state):
 
 
 def _own_iterator_state(stored, workdir: str):
-    if "per_process" not in stored:
-        if jax.process_count() > 1:
-            raise ValueError(f"{workdir}: the checkpoint was written by one process; "
-                             f"resume it with one, not {jax.process_count()}")
-        return stored
-    states = stored["per_process"]
-    if len(states) != jax.process_count():
-        raise ValueError(f"{workdir}: the checkpoint was written by {len(states)} "
-                         f"processes; resume it with as many, not {jax.process_count()}")
-    return states[jax.process_index()]
+    """This process's input position.  Element k of every process's stream is
+    its share of global batch k (input_pipeline._stream), so the processes of
+    a run store the same position and a checkpoint resumes on any number of
+    processes; positions that disagree (a checkpoint of another pipeline)
+    are refused."""
+    states = stored["per_process"] if "per_process" in stored else [stored]
+    if len(states) == jax.process_count():
+        return states[jax.process_index()]
+    if any(state != states[0] for state in states):
+        raise ValueError(f"{workdir}: the checkpoint's {len(states)} processes stored "
+                         f"different input positions; resume it with {len(states)} "
+                         f"processes, not {jax.process_count()}")
+    return states[0]
 
 
 def reads_ahead() -> bool:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -223,3 +224,19 @@ def test_one_process_needs_no_runtime(monkeypatch):
     assert distributed.gather_json({"a": 1}) == [{"a": 1}]
     monkeypatch.setenv("SLURM_NTASKS", "4")
     assert distributed.on_cluster()
+
+
+def test_an_input_position_resumes_on_any_process_count_when_the_processes_agree(
+        monkeypatch):
+    from emodna_jax import train
+    position = {"next_index": 7}
+    monkeypatch.setattr(jax, "process_count", lambda: 1)
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    assert train._own_iterator_state({"per_process": [position, position]}, "w") == position
+    with pytest.raises(ValueError, match=r"^w: the checkpoint's 2 processes stored "
+                                         r"different input positions; resume it with 2 "
+                                         r"processes, not 1$"):
+        train._own_iterator_state({"per_process": [position, {"next_index": 8}]}, "w")
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert train._own_iterator_state(position, "w") == position
