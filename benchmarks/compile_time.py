@@ -64,6 +64,8 @@ def main(argv=None):
     p.add_argument("--against", required=True, help="the commit to compare with")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--data_dir", default="", help="default: the config's")
+    p.add_argument("--doc", default="", help="also write the table into this file")
+    p.add_argument("--section", default="compile_time")
     args = p.parse_args(argv)
     label = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.strip()
@@ -79,16 +81,23 @@ def main(argv=None):
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", baseline], cwd=REPO,
                            capture_output=True)
-    print(f"cold compile of the fused step (configs/default.py), {os.cpu_count()} "
-          f"CPUs, load {os.getloadavg()[0]:.1f}, {args.repeats} alternating runs each:")
-    print("| code | compile s (median) | each run | optimised HLO instructions |")
-    print("|---|---|---|---|")
+    lines = [f"Cold compile of the fused step (configs/default.py), {os.cpu_count()} "
+             f"CPUs, load {os.getloadavg()[0]:.1f}, {args.repeats} alternating runs each "
+             "(`lower().compile()`, no compilation cache).", "",
+             "| code | compile s (median) | each run | optimised HLO instructions |",
+             "|---|---|---|---|"]
     for name, results in runs.items():
         times = [r["compile_s"] for r in results]
-        print(f"| {name} | {statistics.median(times):.2f} | "
-              + ", ".join(f"{t:.2f}" for t in times)
-              + f" | {results[0]['hlo_instructions']} |")
-
+        lines.append(f"| {name} | {statistics.median(times):.2f} | "
+                     + ", ".join(f"{t:.2f}" for t in times)
+                     + f" | {results[0]['hlo_instructions']} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.doc:
+        from benchmarks import cross_corpus
+        command = " ".join(["python benchmarks/compile_time.py", *(argv or sys.argv[1:])])
+        cross_corpus.write_section(args.doc, f"Reproduce: `{command}`\n\n{text}\n",
+                                   args.section)
 
 if __name__ == "__main__":
     main()
