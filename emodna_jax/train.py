@@ -324,6 +324,20 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
     overlap_input = reads_ahead()
     window_start, window_steps = time.time(), 0
     step = start_step
+    pending = []   # (step, metrics on the devices) not yet read by the host
+
+    def read_pending() -> dict:
+        """The host sync, at log and checkpoint steps only: every step's
+        metrics since the last one, fetched in one transfer and checked in
+        order, so the first non-finite step is named (its update was
+        skipped on the devices, so no saved state holds it)."""
+        if not pending:
+            return {}
+        fetched = parallel.get_metrics([m for _, m in pending])
+        for (at, _), values in zip(pending, fetched):
+            _check_finite(at, values)
+        pending.clear()
+        return fetched[-1]
     try:
         with _Preemption() as preemption:
             batch = next_batch(step)
@@ -334,15 +348,12 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 state, metrics = train_step(state, batch)   # dispatched, not awaited
                 step += 1
                 window_steps += 1
-                if overlap_input:   # read while the devices run this step
-                    batch = next_batch(step)
-                # The one host sync of a step: its metrics, checked at once so
-                # a NaN stops the run before anything logs or saves it.
-                metrics = parallel.get_metrics(metrics)
-                if not overlap_input:
-                    batch = next_batch(step)
-                _check_finite(step, metrics)
+                pending.append((step, metrics))
+                if not overlap_input:   # CPU: the step's threads finish first
+                    jax.block_until_ready(metrics)
+                batch = next_batch(step)
                 if step % config.log_every == 0 or step == config.steps:
+                    metrics = read_pending()
                     elapsed = time.time() - window_start
                     writer.write(step, dict(metrics, steps_per_second=window_steps / elapsed))
                     window_start, window_steps = time.time(), 0
@@ -356,6 +367,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 stop = (ocp.multihost.reached_preemption(step)
                         or distributed.any_process(preemption.requested))
                 if step % config.checkpoint_every == 0 or step == config.steps or stop:
+                    read_pending()   # a non-finite step since the last read stops here
                     save(step)
                 if stop:
                     print(f"preempted: saved step {step}, exiting", flush=True)

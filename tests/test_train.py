@@ -94,8 +94,12 @@ def test_target_labels_never_influence_training(toy_data_dir, tmp_path):
     assert_bitwise_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("log_every", [2, 6])
 def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_checkpoint(
-        toy_data_dir, tmp_path, monkeypatch):
+        toy_data_dir, tmp_path, monkeypatch, log_every):
+    """The host reads the metrics only at log and checkpoint steps; the first
+    non-finite step is still the one named, and no checkpoint after it is
+    written (log_every 6: read at the checkpoints of steps 2, 4 and 6)."""
     real = objective_lib.objective
 
     def poisoned(cfg, outputs, labels, adapt, step, *rest):
@@ -107,7 +111,7 @@ def test_non_finite_loss_stops_with_step_and_loss_and_keeps_the_checkpoint(
     monkeypatch.setattr(objective_lib, "objective", poisoned)
     workdir = str(tmp_path / "nan")
     with pytest.raises(train.NonFiniteLossError, match=r"step 5 .*loss_cls"):
-        train.train_and_evaluate(toy_config(toy_data_dir), workdir)
+        train.train_and_evaluate(toy_config(toy_data_dir, log_every=log_every), workdir)
     checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
     assert checkpointer.all_steps() == [2, 4]
     params, _ = final_params(workdir, 4)
