@@ -34,12 +34,21 @@ def non_speech_signals(rate: int = 16000, seconds: float = 5.0) -> dict:
     t = np.arange(int(seconds * rate)) / rate
     notes = sum(0.2 * np.sin(2 * np.pi * f * t) * ((t // 0.5).astype(int) % 4 == k)
                 for k, f in enumerate((262, 330, 392, 523)))
+    # Notes of 0.4 s, each fading, 0.1 s apart: pauses like speech's.
+    note = np.arange(int(0.4 * rate)) / rate
+    pause = np.zeros(int(0.1 * rate))
+    melody = np.concatenate([np.concatenate([
+        0.3 * np.exp(-3 * note) * (np.sin(2 * np.pi * f * note)
+                                   + 0.3 * np.sin(4 * np.pi * f * note)), pause])
+        for f in (262, 294, 330, 349, 392, 440, 494, 523, 440, 392)])
+    melody = np.resize(melody, len(t))
     return {"white noise": 0.1 * rng.normal(size=len(t)),
             "tone": 0.3 * np.sin(2 * np.pi * 220 * t),
             "sweep": 0.3 * np.sin(2 * np.pi * (200 + 40 * t) * t),
             "music-like notes": notes,
             "chord": sum(0.1 * np.sin(2 * np.pi * f * t) for f in (262, 330, 392))
                      * (1 + 0.5 * np.sin(2 * np.pi * 0.5 * t)),
+            "notes with pauses": melody,
             "near-silence": 1e-3 * rng.normal(size=len(t))}
 
 
@@ -63,13 +72,16 @@ def markdown(rows, signals, command: str) -> str:
     lines = ["<!-- Written by benchmarks/speech_gate.py; do not edit by hand. -->", "",
              f"Reproduce: `{command}`", "",
              "| corpus | utterances | rejected as not speech | energy range (dB) | "
-             "voiced share | longest voiced stretch (s) |", "|---|---|---|---|---|---|"]
+             "voiced share | longest voiced stretch (s) | steady-pitch share | "
+             "consonant share |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['corpus']} | {r['n']} | {r['rejected']} ({r['rejected'] / r['n']:.1%}) | "
                      + " | ".join(f"{r[k][0]:.2f}-{r[k][1]:.2f}" for k in (
-                         "energy_range_db", "voiced_share", "longest_voiced_s")) + " |")
+                         "energy_range_db", "voiced_share", "longest_voiced_s",
+                         "steady_pitch_share", "consonant_share")) + " |")
     total = sum(r["rejected"] for r in rows), sum(r["n"] for r in rows)
-    lines.append(f"| **all** | {total[1]} | **{total[0]} ({total[0] / max(total[1], 1):.1%})** | | | |")
+    lines.append(f"| **all** | {total[1]} | **{total[0]} ({total[0] / max(total[1], 1):.1%})** "
+                 "| | | | | |")
     lines += ["", "| 5 s of | verdict |", "|---|---|"]
     lines += [f"| {name} | {verdict or 'speech'} |" for name, verdict in signals.items()]
     return "\n".join(lines) + "\n"

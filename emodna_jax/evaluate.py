@@ -342,8 +342,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
             state = checkpointer.restore_state(step, abstract)
         except Exception as error:  # orbax/TensorStore raise many kinds
             unreadable[step] = checkpointing.describe_failure(error)
-            print(f"warning: checkpoint {step} is unreadable "
-                  f"({unreadable[step]}); skipped", flush=True)
+            tqdm.tqdm.write(f"warning: checkpoint {step} is unreadable "   # under the bar
+                            f"({unreadable[step]}); skipped")
             continue
         if parallel.mode == "pmap":
             state = parallel.put_replicated(jax.device_get(state))

@@ -89,7 +89,11 @@ def _print_summary(summary: dict, workdir: str):
     chosen, last = summary["selected"], summary["last"]
     print(f"selected step {chosen['step']} ({summary['selection_rule']}): target "
           f"UAR {chosen['target']['uar']:.3f}  WAR {chosen['target']['war']:.3f}")
-    print(f"last step {last['step']} (what training printed): target UAR "
+    # The last evaluated step is what training printed unless the newest
+    # checkpoints could not be read.
+    said = ("what training printed" if not summary.get("unreadable_checkpoints")
+            else "the newest readable checkpoint")
+    print(f"last step {last['step']} ({said}): target UAR "
           f"{last['target']['uar']:.3f}  WAR {last['target']['war']:.3f}")
     print(f"report: {os.path.join(workdir, evaluate.EVAL_DIR, 'report.md')}",
           flush=True)

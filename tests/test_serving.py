@@ -200,6 +200,7 @@ def test_the_speech_gate_rejects_noise_tones_music_and_silence_and_passes_speech
     reasons = {name: reason(x) for name, x in non_speech_signals().items()}
     assert all(r and r.startswith("not speech") for r in reasons.values()), reasons
     assert "hardly varies" in reasons["near-silence"] and "tone" in reasons["tone"]
+    assert "notes" in reasons["notes with pauses"]   # fading notes with pauses between
     # Digital silence never reaches the gate: loading refuses it.
     silent = tmp_path / "silent.wav"
     import soundfile as sf
