@@ -33,8 +33,6 @@ from emodna_jax import distributed
 from emodna_jax import objective as objective_lib
 
 AXIS = "batch"
-# Folded into a step's random key for the augmentation masks, so that they
-# draw from their own stream and the dropout stream stays what it was.
 # What a row's key is for: folded into the step's key before the row's index,
 # so that each purpose and each side of the batch has its own stream.
 AUGMENT_STREAM = 0x5bec
@@ -50,6 +48,8 @@ def row_keys(step_key: jax.Array, purpose: int, side: int, rows: jax.Array) -> j
     it is computed, so every layout of devices and processes draws alike."""
     base = jax.random.fold_in(jax.random.fold_in(step_key, purpose), side)
     return jax.vmap(lambda row: jax.random.fold_in(base, row))(rows)
+
+
 OUTPUT_KEYS = ("logits", "corpus_logits", "e", "z_e", "z_c")
 
 
