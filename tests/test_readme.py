@@ -5,6 +5,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import make_npy_corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +33,7 @@ SMALL = ["--config.steps=2", "--config.batch_size=8", "--config.eval_batch_size=
          "--config.log_every=2"]
 
 
+@pytest.mark.slow   # runs the entry points: the full tier
 def test_the_own_features_recipe_runs_as_written(tmp_path):
     """The README's three commands for features made elsewhere, on a tiny
     npy corpus: the config derives what such features cannot serve, so no
