@@ -51,10 +51,16 @@ def _is_disk_full(error: BaseException) -> bool:
             or "No space left on device" in str(error))
 
 
+# Fields an older train state stored that live elsewhere now: the cluster
+# labels moved to the target bank (emodna_jax/target_bank.py), so a run
+# resumed from such a checkpoint has none until its next clustering.
+RETIRED = {("adapt", "cluster_labels")}
+
+
 def _only_new_none_fields(abstract_state, stored: dict) -> bool:
     """Whether ``abstract_state`` and the ``stored`` tree (nested dicts of a
     checkpoint's metadata) differ only by None-valued fields the checkpoint
-    lacks."""
+    lacks and by ``RETIRED`` fields it holds."""
     def keys(tree, prefix=()):
         if isinstance(tree, (list, tuple)):
             tree = dict(enumerate(tree))
@@ -68,11 +74,18 @@ def _only_new_none_fields(abstract_state, stored: dict) -> bool:
                     for p in path)
         (nones if leaf is None else wanted).add(key)
     on_disk = keys(stored)
-    return wanted == on_disk - nones and bool(nones - on_disk)
+    retired = on_disk & RETIRED
+    return (wanted == on_disk - nones - retired
+            and bool(nones - on_disk or retired))
+
+
+BANK = "target_bank"   # the optional fourth item
 
 
 class Checkpointer:
-    """A CheckpointManager with the three items a run needs to resume exactly."""
+    """A CheckpointManager with the items a run needs to resume exactly: the
+    train state, the input position, the config, and with cluster labels the
+    target bank."""
 
     def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
                  read_only: bool = False):
@@ -95,15 +108,18 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, iterator_state: dict, config: dict):
-        """Starts saving ``step`` in the background (the loop decides when).
+    def save(self, step: int, state, iterator_state: dict, config: dict,
+             bank: dict | None = None):
+        """Starts saving ``step`` in the background (the loop decides when),
+        with the target bank's arrays when ``bank`` (emodna_jax/target_bank.py).
 
         Raises DiskFull before writing when the disk cannot hold the state,
         and when the previous background save ran out of space (orbax's
         save waits for that one anyway; waiting here names it)."""
         self._wait_for_background_save()
         free = free_bytes(str(self.manager.directory))
-        needed = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state)) + (1 << 20)
+        needed = sum(np.asarray(x).nbytes
+                     for x in jax.tree.leaves((state, bank))) + (1 << 20)
         if free < needed:
             raise DiskFull(step, self._last_finished(below=step))
         try:
@@ -112,7 +128,8 @@ class Checkpointer:
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state),
                     data_iter=ocp.args.JsonSave(iterator_state),
-                    config=ocp.args.JsonSave(config)))
+                    config=ocp.args.JsonSave(config),
+                    **({} if bank is None else {BANK: ocp.args.StandardSave(bank)})))
         except Exception as error:
             if _is_disk_full(error):
                 raise DiskFull(step, self._last_finished(below=step)) from error
@@ -169,12 +186,23 @@ class Checkpointer:
             step, args=ocp.args.Composite(data_iter=ocp.args.JsonRestore()))
         return restored.data_iter
 
+    def restore_bank(self, step: int, empty: dict) -> dict | None:
+        """The target bank's arrays saved with ``step``, shaped as ``empty``
+        (``TargetBank.arrays()`` of a new bank), or None when the step has
+        none (saved without cluster labels)."""
+        if not os.path.isdir(os.path.join(str(self.manager.directory), str(step), BANK)):
+            return None
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(**{BANK: ocp.args.StandardRestore(empty)}))
+        return {key: np.asarray(value) for key, value in restored[BANK].items()}
+
     def _restore_without_new_fields(self, step: int, abstract_state, error):
         """A checkpoint written before an optional field of the state existed
         (one that is None when unused, such as ``AdaptState.cluster_agrees``)
-        lacks its key, and orbax refuses the tree.  When the state's extra
-        keys are exactly such None fields, the rest is restored as written;
-        any other mismatch re-raises ``error``."""
+        lacks its key, and one written before a field retired holds it;
+        orbax refuses both trees.  When they differ by exactly such fields,
+        the rest is restored as written; any other mismatch re-raises
+        ``error``."""
         reader = ocp.CheckpointManager(
             self.manager.directory,
             item_handlers={"state": ocp.PyTreeCheckpointHandler()},

@@ -1,8 +1,9 @@
 """Target pseudo-labels from the target's own clusters (``loss.cluster_labels``).
 
 Every ``loss.cluster_every`` steps from the start of adaptation, the train
-loop runs the model over the whole target training split and clusters it:
-k-means over each utterance's prosody statistics (standardised per speaker,
+loop clusters the target bank (``target_bank.py``: the newest posterior the
+training step itself computed for each target training utterance, so no
+pass over the target is made): k-means over each utterance's prosody statistics (standardised per speaker,
 as the frames carry them) beside the model's standardised log-posteriors,
 started from the posterior-weighted class centroids, so that cluster k
 stays class k (SHOT's pseudo-labelling, Liang et al. 2020).  The pseudo-label

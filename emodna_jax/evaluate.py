@@ -326,7 +326,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
                         else evaluation_setup(config, validated=True))
     source, target, parallel = built.source, built.target, built.parallel
     context = evaluators_lib.Context(config, out_dir, built.classes, built.objective,
-                                     target, {"metrics.csv": metrics_table})
+                                     target, {"metrics.csv": metrics_table},
+                                     checkpointer=checkpointer)
     evaluators = evaluators_lib.build(
         tuple(config.get("evals", evaluators_lib.DEFAULT)), context)
     where = {"target": (target, target.eval_split, True),

@@ -65,7 +65,6 @@ class Experiment:
             opt_state=self.optimizer.init(params),
             adapt=objective_lib.AdaptState.create(
                 len(self.classes), config.model.projection_dim,
-                self.target.num_train if config.loss.cluster_labels else None,
                 agreement=config.loss.cluster_labels and config.loss.cluster_agreement),
             rng=jax.random.key_data(state_rng))
 

@@ -63,7 +63,7 @@ class ObjectiveConfig:
     adapt_start: float
     threshold_floor: float
     pseudo_agreement: bool
-    cluster_labels: bool         # pseudo-labels from AdaptState.cluster_labels
+    cluster_labels: bool         # pseudo-labels from the target bank's clusters
     cluster_agreement: bool      # AdaptState.class_groups shape L_div's bins
     # MSAC: (name, control, weight) per controlled attribute, control one of
     # msac.CONTROLS, and the largest suppression
@@ -126,12 +126,11 @@ def select_pseudo_labels(cfg: ObjectiveConfig, probs: jax.Array,
     return confident, pseudo
 
 
-def clustered_pseudo_labels(table, index):
-    """(confident, pseudo-labels) of the rows ``index`` from the cluster
-    labels ``table`` (-1: not clustered yet).  Every clustered row counts, as
+def clustered_pseudo_labels(clustered):
+    """(confident, pseudo-labels) of rows whose cluster labels are
+    ``clustered`` (-1: not clustered yet).  Every clustered row counts, as
     in SHOT: the clusters, not a confidence threshold, correct the classifier.
     Training and evaluation's diagnostics both read them with this."""
-    clustered = table[index]
     return clustered >= 0, jnp.maximum(clustered, 0)
 
 
@@ -141,9 +140,6 @@ class AdaptState:
     tau_g: jax.Array        # EMA of the mean max target probability
     p_tilde: jax.Array      # [C] EMA of the mean target class probabilities
     prototypes: jax.Array   # [C, D] EMA of normalised source emotion features
-    # [N] class of each target training utterance's cluster, -1 before the
-    # first clustering (emodna_jax/cluster_labels.py); None when not used.
-    cluster_labels: Optional[jax.Array] = None
     # loss.cluster_agreement, decided at the first clustering
     # (cluster_labels.agreement): [C] whether each class's cluster agreed
     # with the classifier, and [C] the group whose diversity bin it joins
@@ -153,15 +149,14 @@ class AdaptState:
 
     @classmethod
     def create(cls, num_classes: int, feature_dim: int,
-               num_target: Optional[int] = None,
                agreement: bool = False) -> "AdaptState":
-        """``num_target``: the target training split's size, with cluster
-        labels; ``agreement``: with ``loss.cluster_agreement``."""
+        """``agreement``: with ``loss.cluster_agreement``.  The cluster labels
+        themselves live outside the state (emodna_jax/target_bank.py), so its
+        shape does not depend on the target's size."""
         tau_g, p_tilde = losses.init_threshold_state(num_classes)
         return cls(jnp.asarray(tau_g, jnp.float32),
                    jnp.asarray(p_tilde, jnp.float32),
                    losses.init_prototypes(num_classes, feature_dim),
-                   None if num_target is None else jnp.full((num_target,), -1, jnp.int32),
                    jnp.ones((num_classes,), bool) if agreement else None,
                    jnp.arange(num_classes, dtype=jnp.int32) if agreement else None)
 
@@ -197,7 +192,7 @@ def _prediction_histogram(cfg: ObjectiveConfig, target_logits: jax.Array) -> dic
 def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
               adapt: AdaptState, step: jax.Array,
               attribute_labels: dict | None = None,
-              target_index: jax.Array | None = None):
+              target_cluster: jax.Array | None = None):
     """Loss of one global batch.
 
     Args:
@@ -211,8 +206,8 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
       adapt: threshold and prototype state before this step.
       step: the step number (for the ramp).
       attribute_labels: [N] source labels of each MSAC source attribute.
-      target_index: [N] the target rows' utterance indices in the target
-        training split; read with ``cluster_labels``.
+      target_cluster: [N] the target rows' cluster labels (-1: none), with
+        ``cluster_labels``.
 
     Returns:
       ``(loss, (new_adapt, metrics))``.
@@ -270,8 +265,11 @@ def objective(cfg: ObjectiveConfig, outputs: dict, source_labels: jax.Array,
         confident, pseudo = select_pseudo_labels(
             cfg, probs_t, jax.lax.stop_gradient(outputs["z_e"][n:]), new_adapt)
         if cfg.cluster_labels:
-            confident, pseudo = clustered_pseudo_labels(adapt.cluster_labels,
-                                                        target_index)
+            confident, pseudo = clustered_pseudo_labels(target_cluster)
+            # The bank's entries (emodna_jax/target_bank.py): each target
+            # row's posterior logits, read back by the host.
+            metrics["bank_logits"] = _classifier_logits(
+                cfg, jax.lax.stop_gradient(outputs["logits"][n:])).astype(jnp.float32)
         metrics.update(tau_g=tau_g, confident_fraction=jnp.mean(confident))
 
     if cfg.w_cd > 0:

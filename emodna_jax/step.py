@@ -175,11 +175,11 @@ def make_train_step(model, tx: optax.GradientTransformation,
             labels = _gather(batch["src_label"], axis_name)
             attribute_labels = {name: _gather(batch[f"src_{name}"], axis_name)
                                 for name in cfg.source_attributes}
-            target_index = (_gather(batch["tgt_index"], axis_name)
-                            if cfg.cluster_labels else None)
+            target_cluster = (_gather(batch["tgt_cluster"], axis_name)
+                              if cfg.cluster_labels else None)
             loss, (adapt, metrics) = objective_lib.objective(
                 cfg, outputs, labels, state.adapt, state.step, attribute_labels,
-                target_index)
+                target_cluster)
             return loss, (adapt, metrics, updates["batch_stats"])
 
         grads, (adapt, metrics, batch_stats) = jax.grad(
@@ -198,6 +198,8 @@ def make_train_step(model, tx: optax.GradientTransformation,
                            lambda: state.replace(step=state.step + 1))
         metrics = dict(metrics, grad_norm=grad_norm,
                        finite=finite.astype(jnp.float32))
+        if cfg.cluster_labels:   # which utterances metrics["bank_logits"] are of
+            metrics["bank_index"] = _gather(batch["tgt_index"], axis_name)
         return new, metrics
 
     return step_fn

@@ -27,9 +27,9 @@ from emodna_jax import distributed
 from emodna_jax import evaluate
 from emodna_jax import experiment
 from emodna_jax import input_pipeline
-from emodna_jax import losses
 from emodna_jax import metric_writer
 from emodna_jax import step as step_lib
+from emodna_jax import target_bank
 from emodna_jax import workdir_lock
 
 
@@ -286,40 +286,62 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         writer.note(start_step, "config_change",
                     {key: {"was": old, "now": new} for key, (old, new) in changes.items()})
 
+    bank = (target_bank.TargetBank(target.num_train, len(built.classes))
+            if config.loss.cluster_labels else None)
+    if bank is not None and restored is not None:
+        stored = checkpointer.restore_bank(latest, bank.arrays())
+        bank = bank if stored is None else target_bank.TargetBank.from_arrays(stored)
+    statistics = (target.utterance_statistics(target.train_split)
+                  if bank is not None else None)
+
     def save(step):
         host = parallel.get_replicated(state)
-        checkpointer.save(step, host, _iterator_states(position), config_json)
+        checkpointer.save(step, host, _iterator_states(position), config_json,
+                          bank=None if bank is None else bank.arrays())
 
-    statistics = (target.utterance_statistics(target.train_split)
-                  if config.loss.cluster_labels else None)
+    def recluster(state, at: int):
+        """The target's cluster labels recomputed from the bank, which the
+        steps up to ``at`` filled (with ``loss.cluster_agreement``, checked
+        against the classifier at the first clustering, and the contradicted
+        classes' rows left unlabelled); returns the state, which only the
+        first clustering's agreement check changes.  The training log's
+        ``pseudo`` line gives the bank's age and the clustering's seconds."""
+        started = time.perf_counter()
+        labels = bank.cluster(statistics)
+        if labels is not None:   # None: too few utterances drawn yet
+            state = assign(state, labels, at)
+        writer.write(at, dict(bank.age(at), cluster_seconds=time.perf_counter() - started),
+                     prefix="pseudo", echo=False)
+        return state
 
-    def recluster(state):
-        """``state`` with the target's cluster labels recomputed by its model
-        (with ``loss.cluster_agreement``, checked against it at the first
-        clustering, and the contradicted classes' rows left unlabelled)."""
-        predictions = evaluator.predict(state, target, target.train_split,
-                                        include_excluded=True)
-        logits = np.asarray(losses.config_posterior_logits(config, predictions["logits"]))
-        labels = cluster_labels.cluster(dict(predictions, logits=logits), statistics,
-                                        target.num_train)
-        host = parallel.get_replicated(state)
-        adapt = host.adapt
+    def assign(state, labels, at: int):
+        """``bank.labels = labels``, less the contradicted classes' rows."""
         if config.loss.cluster_agreement:
-            at = int(host.step)
+            adapt = parallel.get_replicated(state.adapt)
             if at == cluster_labels.first_step(config.steps, config.loss.adapt_start):
-                counts = cluster_labels.votes(labels[predictions["index"]],
-                                              scipy.special.softmax(logits, axis=-1))
+                drawn = labels >= 0
+                counts = cluster_labels.votes(
+                    labels[drawn], scipy.special.softmax(bank.logits[drawn], axis=-1))
                 agrees, groups = cluster_labels.agreement(counts)
                 adapt = adapt.replace(cluster_agrees=agrees, class_groups=groups)
                 if distributed.is_primary():
                     _report_agreement(at, built.classes, counts, agrees)
+                state = state.replace(adapt=parallel.put_replicated(adapt))
             labels = cluster_labels.without_contradicted(labels, adapt.cluster_agrees)
-        return parallel.put_replicated(
-            host.replace(adapt=adapt.replace(cluster_labels=labels)))
+        bank.labels = labels
+        return state
 
     def next_batch(done):
-        """The batch of step ``done + 1`` on the devices; None after the last."""
-        return parallel.put_batch(next(iterator)) if done < config.steps else None
+        """This process's host batch of step ``done + 1``; None after the last."""
+        return next(iterator) if done < config.steps else None
+
+    def placed(host_batch):
+        """``host_batch`` on the devices, with each target row's cluster label
+        read at dispatch, so that a clustering after step k labels step k + 1."""
+        if bank is not None:
+            host_batch = dict(host_batch,
+                              tgt_cluster=bank.pseudo_labels(host_batch["tgt_index"]))
+        return parallel.put_batch(host_batch)
 
     overlap_input = reads_ahead()
     window_start, window_steps = time.time(), 0
@@ -330,12 +352,16 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         """The host sync, at log and checkpoint steps only: every step's
         metrics since the last one, fetched in one transfer and checked in
         order, so the first non-finite step is named (its update was
-        skipped on the devices, so no saved state holds it)."""
+        skipped on the devices, so no saved state holds it).  The target
+        rows' posteriors go into the bank here."""
         if not pending:
             return {}
         fetched = parallel.get_metrics([m for _, m in pending])
         for (at, _), values in zip(pending, fetched):
+            rows = [values.pop(key, None) for key in ("bank_index", "bank_logits")]
             _check_finite(at, values)
+            if bank is not None:
+                bank.record(at, *rows)
         pending.clear()
         return fetched[-1]
     try:
@@ -345,7 +371,7 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 # The input position after this step's batch: what a
                 # checkpoint of this step stores, before the next is read.
                 position = iterator.get_state()
-                state, metrics = train_step(state, batch)   # dispatched, not awaited
+                state, metrics = train_step(state, placed(batch))   # not awaited
                 step += 1
                 window_steps += 1
                 pending.append((step, metrics))
@@ -360,7 +386,8 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
                 if config.loss.cluster_labels and cluster_labels.due(
                         step, config.steps, config.loss.adapt_start,
                         config.loss.cluster_every):
-                    state = recluster(state)   # before a checkpoint of this step
+                    read_pending()   # the bank, up to this step
+                    state = recluster(state, step)   # before a checkpoint of this step
                 if config.eval_every and step % config.eval_every == 0:
                     writer.write(step, evaluator.scalars(state, source, target),
                                  prefix="eval")

@@ -115,13 +115,10 @@ def test_the_objective_reads_each_target_row_s_cluster():
     cfg = objective_settings(c, 10, w_cor=0.0, w_cd=0.0, w_mmd=0.0, w_ca=1.0,
                              w_pseudo=1.0, label_smoothing=0.0, threshold_floor=0.99,
                              cluster_labels=True)
-    table = np.array([2, -1, 0, 1, 1, -1, 0, 2, 2, 0], np.int32)   # 10 utterances
-    index = np.array([0, 1, 2, 3, 5, 9])                            # the batch's rows
-    adapt = objective_lib.AdaptState.create(c, 4, num_target=10).replace(
-        cluster_labels=jnp.asarray(table))
+    labels = np.array([2, -1, 0, 1, -1, 0], np.int32)   # the batch's rows' clusters
+    adapt = objective_lib.AdaptState.create(c, 4)
     _, (_, metrics) = objective_lib.objective(cfg, outputs, source_labels, adapt,
-                                              jnp.int32(5), None, jnp.asarray(index))
-    labels = table[index]
+                                              jnp.int32(5), None, jnp.asarray(labels))
     keep = labels >= 0
     logits = np.asarray(outputs["logits"][n:], np.float64)[keep]
     log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
@@ -172,14 +169,17 @@ def straight_run(pitch_pair, tmp_path_factory):
 
 
 def _final(workdir, step=6):
+    """The parameters, the adaptation state and the target bank's arrays
+    saved at ``step``."""
     raw = checkpointing.Checkpointer(workdir, read_only=True).manager.restore(step)
-    return jax.tree.leaves(raw["state"]["params"]), raw["state"]["adapt"]
+    return (jax.tree.leaves(raw["state"]["params"]),
+            dict(raw["state"]["adapt"], **raw[checkpointing.BANK]))
 
 
 def test_training_on_clusters_never_reads_target_labels(pitch_pair, straight_run,
                                                         tmp_path, monkeypatch):
-    """Clustering runs the model over the target, whose labels the evaluator
-    passes along: scrambling them must change nothing."""
+    """Scrambling the target's labels changes nothing: the bank is filled by
+    the training step, which never reads them."""
     config = _config(pitch_pair)
     task_labels = input_pipeline.TaskCorpus.task_labels
 
@@ -194,18 +194,18 @@ def test_training_on_clusters_never_reads_target_labels(pitch_pair, straight_run
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # By the end every one of the 24 target utterances has the class of its
     # cluster, unless that cluster contradicted the classifier (-1).
-    labels, agrees = np.asarray(adapt["cluster_labels"]), np.asarray(adapt["cluster_agrees"])
+    labels, agrees = np.asarray(adapt["labels"]), np.asarray(adapt["cluster_agrees"])
     assert labels.shape == (24,) and (labels >= 0).any()
     assert agrees[labels[labels >= 0]].all()
-    for key in ("cluster_labels", "cluster_agrees", "class_groups"):
+    for key in ("labels", "logits", "seen", "cluster_agrees", "class_groups"):
         np.testing.assert_array_equal(np.asarray(adapt[key]), np.asarray(adapt_got[key]))
 
 
 def test_resume_with_clusters_equals_a_straight_run(pitch_pair, straight_run, tmp_path,
                                                     monkeypatch):
     """Stopped at step 3, between two clusterings (after steps 2 and 4): the
-    checkpoint carries step 2's clusters, and the resumed run ends where a
-    straight one does."""
+    checkpoint carries step 2's clusters and step 3's bank, and the resumed
+    run ends where a straight one does."""
     import orbax.checkpoint as ocp
     config = _config(pitch_pair)
     workdir = str(tmp_path / "resumed")
@@ -216,7 +216,7 @@ def test_resume_with_clusters_equals_a_straight_run(pitch_pair, straight_run, tm
     (want, adapt_want), (got, adapt_got) = _final(straight_run), _final(workdir)
     for a, b in zip(want, got):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    for key in ("cluster_labels", "cluster_agrees", "class_groups"):
+    for key in ("labels", "logits", "seen", "cluster_agrees", "class_groups"):
         np.testing.assert_array_equal(np.asarray(adapt_want[key]),
                                       np.asarray(adapt_got[key]))
 
@@ -234,11 +234,14 @@ def test_agreement_is_decided_once_and_keeps_contradicted_rows_unlabelled(
     monkeypatch.setattr(cluster_labels, "agreement", verdict)
     workdir = str(tmp_path / "run")
     train.train_and_evaluate(_config(pitch_pair), workdir)
-    assert len(calls) == 1 and calls[0].sum() == pytest.approx(24)  # every utterance voted
+    # Every utterance the first two steps drew voted once, with its posterior.
+    _, first = _final(workdir, step=2)
+    assert len(calls) == 1
+    assert calls[0].sum() == pytest.approx(np.count_nonzero(first["seen"] >= 0))
     _, adapt = _final(workdir)
     np.testing.assert_array_equal(np.asarray(adapt["cluster_agrees"]), [1, 0, 1, 1])
     np.testing.assert_array_equal(np.asarray(adapt["class_groups"]), [0, 1, 1, 3])
-    labels = np.asarray(adapt["cluster_labels"])
+    labels = np.asarray(adapt["labels"])
     assert not (labels == 1).any() and (labels >= 0).any()
     assert "warning: step 2: the classifier calls the target's angry cluster" in (
         capsys.readouterr().out)
@@ -258,3 +261,61 @@ def test_bad_cluster_settings_are_named(overrides, message):
     config = _config("unused", **overrides)
     with pytest.raises(ValueError, match=message):
         config_validation.validate_config(config)
+
+
+def test_the_train_state_s_shape_does_not_depend_on_the_target_s_size(pitch_pair,
+                                                                      tmp_path):
+    """The cluster labels live in the target bank, outside the state: two
+    targets of different sizes give states of the same shapes."""
+    from emodna_jax import experiment
+    emotions = ("neutral", "angry", "happy", "sad")
+    _build(pitch_pair, str(tmp_path / "raw"), "tgt_wide", emotions, speakers=5)
+    built = []
+    for target in ("tgt", "tgt_wide"):
+        config = _config(pitch_pair, **{"data.target": target})
+        built.append(experiment.build(config, parallel=experiment.single_device()))
+    assert built[0].target.num_train != built[1].target.num_train
+    shapes = [jax.tree.map(lambda x: x.shape, b.abstract_state()) for b in built]
+    assert shapes[0] == shapes[1]
+
+
+TWO_PROCESSES = """
+import sys, jax
+from emodna_jax import distributed, train
+from tests.test_cluster_labels import _config
+data_dir, workdir, address, count, index = sys.argv[1:6]
+if address != "-":
+    distributed.initialize(address, int(count), int(index))
+train.train_and_evaluate(_config(data_dir), workdir)
+print("done", jax.process_index(), jax.process_count(), flush=True)
+"""
+
+
+def test_two_processes_fill_and_save_the_bank_as_one_does(pitch_pair, tmp_path):
+    """Every process reads the whole global batch's rows back from the step,
+    so 2 processes x 4 devices hold the bank that 1 x 8 holds, cluster alike
+    and train alike."""
+    import os
+    import subprocess
+    import sys
+    from tests.test_distributed import REPO, _finish, _free_port
+
+    def launch(workdir, address, count, index, devices):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        return subprocess.Popen(
+            [sys.executable, "-c", TWO_PROCESSES, pitch_pair, workdir, address,
+             str(count), str(index)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    address = f"127.0.0.1:{_free_port()}"
+    runs = [launch(two, address, 2, k, 4) for k in range(2)] + [launch(one, "-", 1, 0, 8)]
+    outputs = [_finish(run) for run in runs]
+    assert "done 0 2" in outputs[0] and "done 1 2" in outputs[1]
+    (want, bank_want), (got, bank_got) = _final(one), _final(two)
+    for a, b in zip(want, got):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+    for key in ("labels", "seen", "cluster_agrees", "class_groups"):
+        np.testing.assert_array_equal(np.asarray(bank_want[key]), np.asarray(bank_got[key]))
+    np.testing.assert_allclose(bank_want["logits"], bank_got["logits"], atol=1e-4)
+    assert (np.asarray(bank_got["labels"]) >= 0).any()

@@ -104,51 +104,55 @@ def test_every_device_count_and_mode_matches_one_device(reference, mode, num_dev
 NUM_TARGET = 40
 
 
-def cluster_state(labels):
-    """A fresh adaptation state holding ``labels`` (the step donates its input)."""
-    return objective_lib.AdaptState.create(NUM_CLASSES, 8, NUM_TARGET).replace(
-        cluster_labels=jnp.asarray(labels))
-
-
 @pytest.fixture(scope="module")
 def clustered_reference():
-    """Batches naming their target utterances, a cluster table in which some
-    utterances are not clustered yet (-1, as before a run's first
-    clustering), and the one-device run on them."""
+    """Batches naming their target utterances and carrying their cluster
+    labels as the train loop attaches them (``table[tgt_index]``, some -1 as
+    before a run's first clustering), and the one-device run on them."""
     rng = np.random.default_rng(3)
     table = rng.integers(-1, NUM_CLASSES, NUM_TARGET).astype(np.int32)
-    batches = make_batches(2)
+    batches = labelled(make_batches(2), table, rng)
+    cfg = objective_config(cluster_labels=True)
+    return cfg, table, batches, run("shard_map", 1, cfg, batches)
+
+
+def labelled(batches, table, rng):
     for batch in batches:
         batch["tgt_index"] = rng.permutation(NUM_TARGET)[:BATCH].astype(np.int32)
-    cfg = objective_config(cluster_labels=True)
-    return cfg, table, batches, run("shard_map", 1, cfg, batches, adapt=cluster_state(table))
+        batch["tgt_cluster"] = table[batch["tgt_index"]]
+    return batches
 
 
-def test_cluster_labels_are_read_by_utterance(clustered_reference):
-    """Each target row reads its own utterance's cluster: the share of rows
-    with a label is the table's share over the batch's indices, and the same
-    batches read through a shuffled table train differently."""
+def test_cluster_labels_are_read_by_row(clustered_reference):
+    """Each target row reads its own cluster label: the share of rows with a
+    label is the table's share over the batch's indices, the same batches
+    with a shuffled table train differently, and the step hands back each
+    row's utterance index and posterior logits for the target bank."""
     cfg, table, batches, (one, one_metrics) = clustered_reference
     for batch, metrics in zip(batches, one_metrics):
         np.testing.assert_allclose(metrics["confident_fraction"],
                                    np.mean(table[batch["tgt_index"]] >= 0), rtol=1e-6)
-    shuffled, _ = run("shard_map", 1, cfg, batches, adapt=cluster_state(
-        np.random.default_rng(4).permutation(table)))
-    assert not np.allclose(jax.tree.leaves(shuffled.params)[0],
+        np.testing.assert_array_equal(metrics["bank_index"], batch["tgt_index"])
+        assert metrics["bank_logits"].shape == (BATCH, NUM_CLASSES)
+        assert np.isfinite(metrics["bank_logits"]).all()
+    shuffled_table = np.random.default_rng(4).permutation(table)
+    shuffled = [dict(b, tgt_cluster=shuffled_table[b["tgt_index"]]) for b in batches]
+    moved, _ = run("shard_map", 1, cfg, shuffled)
+    assert not np.allclose(jax.tree.leaves(moved.params)[0],
                            jax.tree.leaves(one.params)[0], atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["shard_map", "pmap"])
 def test_cluster_labels_on_8_devices_match_one_device(clustered_reference, mode):
-    """Each device's rows carry their utterances' indices through the
-    gather, so 8 devices train as one."""
+    """Each device's rows carry their labels and indices through the gather,
+    so 8 devices train as one and hand back the same bank entries."""
     cfg, table, batches, (one, one_metrics) = clustered_reference
-    eight, eight_metrics = run(mode, 8, cfg, batches, adapt=cluster_state(table))
+    eight, eight_metrics = run(mode, 8, cfg, batches)
     assert_trees_close(eight.params, one.params, atol=1e-5)
-    np.testing.assert_array_equal(eight.adapt.cluster_labels, table)
     for g, w in zip(eight_metrics, one_metrics):
-        for key in ("loss_cd", "loss_ca", "confident_fraction"):
+        for key in ("loss_cd", "loss_ca", "confident_fraction", "bank_logits"):
             np.testing.assert_allclose(g[key], w[key], atol=1e-5)
+        np.testing.assert_array_equal(g["bank_index"], w["bank_index"])
 
 
 # Masks of width 0: a "strong" view identical to the plain one, so that what

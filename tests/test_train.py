@@ -155,8 +155,9 @@ def test_unknown_config_key_fails_before_training(tmp_path):
 def test_a_checkpoint_from_before_an_optional_state_field_still_restores(
         toy_data_dir, tmp_path):
     """A state saved before ``AdaptState`` gained the None-when-unused
-    agreement fields lacks their keys; it restores into today's state with
-    every array as written, and a checkpoint of another tree is still refused."""
+    agreement fields lacks their keys, and holds the cluster labels that the
+    target bank holds now; it restores into today's state with every other
+    array as written, and a checkpoint of another tree is still refused."""
     import flax
     from emodna_jax import experiment
 
@@ -165,13 +166,14 @@ def test_a_checkpoint_from_before_an_optional_state_field_still_restores(
         tau_g: jax.Array
         p_tilde: jax.Array
         prototypes: jax.Array
-        cluster_labels: object = None
+        cluster_labels: object   # retired: the target bank holds them now
 
     config = toy_config(toy_data_dir)
     built = experiment.build(config, parallel=experiment.single_device())
     state = jax.device_get(built.init_state())
     state = state.replace(step=np.int32(7), adapt=AdaptBefore(
-        np.float32(0.6), np.full(4, 0.25, np.float32), np.ones((4, 8), np.float32)))
+        np.float32(0.6), np.full(4, 0.25, np.float32), np.ones((4, 8), np.float32),
+        np.arange(5, dtype=np.int32)))
     workdir = str(tmp_path / "old")
     writer = checkpointing.Checkpointer(workdir)
     writer.save(7, state, {"position": 3}, {"seed": 0})
@@ -188,7 +190,7 @@ def test_a_checkpoint_from_before_an_optional_state_field_still_restores(
     # A state whose arrays differ from the checkpoint's is not papered over.
     wider = built.abstract_state()
     wider = wider.replace(adapt=wider.adapt.replace(
-        cluster_labels=jax.ShapeDtypeStruct((5,), np.int32, sharding=wider.adapt.tau_g.sharding)))
+        cluster_agrees=jax.ShapeDtypeStruct((4,), bool, sharding=wider.adapt.tau_g.sharding)))
     with pytest.raises(ValueError, match="tree structures do not match"):
         reader.restore_state(7, wider)
 

@@ -45,6 +45,7 @@ class Context:
     objective: object
     target: object
     tables: dict = dataclasses.field(default_factory=dict)
+    checkpointer: object = None   # what evaluators read beside the state from
 
     def table(self, name: str, key: str):
         """The table ``out_dir/name`` (rows keyed by step and ``key``), one

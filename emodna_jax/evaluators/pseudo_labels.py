@@ -1,8 +1,8 @@
 """pseudo_labels.csv: what training's own rule would pseudo-label.
 
 For each checkpoint, the target utterances that its stored state (adaptive
-thresholds and prototypes, or the target's clusters with
-``loss.cluster_labels``) selects, how accurate those are, and with
+thresholds and prototypes, or with ``loss.cluster_labels`` the target's
+clusters saved in the checkpoint's target bank) selects, how accurate those are, and with
 ``loss.cluster_agreement`` which classes it left unadapted.  Target labels
 are read here, in evaluation, never by training.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from emodna_jax import input_pipeline
 from emodna_jax import losses
 from emodna_jax import objective as objective_lib
+from emodna_jax import target_bank
 
 
 def pseudo_label_report(passed: np.ndarray, pseudo: np.ndarray,
@@ -48,13 +49,21 @@ class Evaluator:
         self.context = context
         self.table = context.table("pseudo_labels.csv", "split")
 
+    def _bank(self, step: int):
+        """The target bank saved with ``step`` (its cluster labels), or None."""
+        context = self.context
+        empty = target_bank.TargetBank(context.target.num_train, len(context.classes))
+        stored = context.checkpointer.restore_bank(step, empty.arrays())
+        return None if stored is None else target_bank.TargetBank.from_arrays(stored)
+
     def run(self, step: int, predictions: dict, state) -> None:
         context, target = self.context, predictions["target"]
         adapt = jax.device_get(state.adapt)
-        if (context.objective.cluster_labels
-                and context.target.eval_split == context.target.train_split):
+        bank = (self._bank(step) if context.objective.cluster_labels
+                and context.target.eval_split == context.target.train_split else None)
+        if bank is not None:
             passed, pseudo = map(np.asarray, objective_lib.clustered_pseudo_labels(
-                np.asarray(adapt.cluster_labels), target["index"]))
+                bank.pseudo_labels(target["index"])))
         else:
             posterior = losses.config_posterior_logits(context.config, target["logits"])
             passed, pseudo = objective_lib.select_pseudo_labels(
