@@ -60,20 +60,28 @@ class Evaluator:
         EXCLUDED), ``emotion`` (the corpus's own emotion index) and ``index``.
         """
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        chunks = []
-        for batch in input_pipeline.eval_batches(
-                task, split, batch_size=self.batch_size,
-                num_frames=self.num_frames, include_excluded=include_excluded,
-                process_index=jax.process_index(), process_count=jax.process_count()):
-            outputs = self.parallel.get_outputs(self._eval_step(
-                variables, self.parallel.put_batch(
-                    {"frames": batch["frames"], "mask": batch["mask"]})))
+        chunks, dispatched = [], None
+
+        def fetch(outputs, batch):
+            outputs = self.parallel.get_outputs(outputs)
             # Every process's rows, in the order of the gathered outputs.
             rows = distributed.gather_rows(
                 {k: batch[k] for k in ("label", "emotion", "index", "weight")})
             keep = rows["weight"] > 0
             chunks.append({**{k: v[keep] for k, v in outputs.items()},
                            **{k: rows[k][keep] for k in ("label", "emotion", "index")}})
+
+        for batch in input_pipeline.eval_batches(
+                task, split, batch_size=self.batch_size,
+                num_frames=self.num_frames, include_excluded=include_excluded,
+                process_index=jax.process_index(), process_count=jax.process_count()):
+            outputs = self._eval_step(variables, self.parallel.put_batch(
+                {"frames": batch["frames"], "mask": batch["mask"]}))
+            if dispatched is not None:   # batch k is fetched once k + 1 is dispatched
+                fetch(*dispatched)
+            dispatched = (outputs, batch)
+        if dispatched is not None:
+            fetch(*dispatched)
         windows = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
         index, combined = scoring.combine(
             {k: v for k, v in windows.items() if k not in ("label", "emotion", "index")},

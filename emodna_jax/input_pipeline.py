@@ -327,6 +327,9 @@ def train_dataset(source: TaskCorpus, target: TaskCorpus, *,
         grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
 
 
+EVAL_THREADS, EVAL_PREFETCH = 2, 4   # evaluation's reading threads and batches ahead
+
+
 def eval_batches(task: TaskCorpus, split: str, *, batch_size: int,
                  num_frames: int, include_excluded: bool = False,
                  process_index: int = 0, process_count: int = 1,
@@ -353,15 +356,14 @@ def eval_batches(task: TaskCorpus, split: str, *, batch_size: int,
     num_batches = -(-len(plan) // batch_size)
     local = batch_size // process_count
     num_feat = task.num_values
-    frames = {}            # this process's utterances, normalised once each
-    for batch in range(num_batches):
+
+    def make(batch: int) -> dict:
         first = batch * batch_size + process_index * local
-        rows = []
+        rows, frames = [], {}   # the plan visits an utterance's windows in a row
         for i, start in plan[first:first + local]:
             if i not in frames:
-                frames.clear()   # the plan visits an utterance's windows in a row
                 raw = source[i]
-                frames[i] = (task.normalize(raw), np.int32(raw["emotion"]))
+                frames = {i: (task.normalize(raw), np.int32(raw["emotion"]))}
             values, mask = scoring.window(frames[i][0], start, num_frames)
             rows.append({"frames": values, "mask": mask, "label": labels[i],
                          "emotion": frames[i][1], "index": np.int32(i),
@@ -371,7 +373,12 @@ def eval_batches(task: TaskCorpus, split: str, *, batch_size: int,
                          "mask": np.arange(num_frames) < 1,
                          "label": np.int32(0), "emotion": np.int32(0),
                          "index": np.int32(-1), "weight": np.float32(0.0)})
-        yield {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+        return {k: np.stack([row[k] for row in rows]) for k in rows[0]}
+
+    # Worker threads decode and window the next batches, in order, while the
+    # device runs this one (what the training pipeline does too).
+    return iter(grain.MapDataset.source(range(num_batches)).map(make).to_iter_dataset(
+        grain.ReadOptions(num_threads=EVAL_THREADS, prefetch_buffer_size=EVAL_PREFETCH)))
 
 
 def feature_config(data_config):
