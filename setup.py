@@ -23,7 +23,8 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",  # TensorBoard event files without TensorFlow
     # Evaluation report.
     "matplotlib>=3.8",
-    "scikit-learn>=1.3",  # t-SNE of the embedding figure
+    "scikit-learn>=1.3",  # t-SNE of the embedding figure, k-means
+    "threadpoolctl>=3.1",  # one BLAS thread per feature-extraction worker
 ]
 
 ONNX = ["jax2onnx==0.13.0", "onnxruntime>=1.20"]
