@@ -30,6 +30,7 @@ class PreparedCorpus:
         self.metadata = builder_lib.read_metadata(path)
         self.feature_config = FeatureConfig.from_dict(
             self.metadata["feature_config"])
+        self._columns = {}
 
     @classmethod
     def find(cls, data_dir: str, corpus: str,
@@ -52,6 +53,20 @@ class PreparedCorpus:
     @functools.cached_property
     def _builder(self):
         return tfds.builder_from_directory(self.path)
+
+    def columns(self, split: str) -> dict:
+        """``num_frames``, ``emotion`` and ``speaker`` of every example of
+        ``split`` as arrays: one pass over its records, the first time only
+        (a dataset never changes once built), so that every later evaluation
+        reads its labels and lengths without decoding a frame."""
+        if split not in self._columns:
+            data, keys = self.source(split), ("num_frames", "emotion", "speaker")
+            values = np.empty((len(data), len(keys)), np.int64)
+            for i in range(len(data)):     # one record's frames at a time
+                record = data[i]
+                values[i] = [int(record[key]) for key in keys]
+            self._columns[split] = dict(zip(keys, values.T.copy()))
+        return self._columns[split]
 
     def source(self, split: str):
         """Random-access data source of ``split``.

@@ -142,16 +142,12 @@ class TaskCorpus:
         return self.utterance_stats.of_split(split)
 
     def lengths(self, split: str) -> np.ndarray:
-        """Frames of every example of ``split`` (one pass over it)."""
-        source = self.corpus.source(split)
-        return np.array([int(source[i]["num_frames"]) for i in range(len(source))],
-                        np.int64)
+        """Frames of every example of ``split``."""
+        return self.corpus.columns(split)["num_frames"]
 
     def task_labels(self, split: str) -> np.ndarray:
-        """Task label of every example of ``split`` (one pass over it)."""
-        source = self.corpus.source(split)
-        return np.array([self.class_map[source[i]["emotion"]]
-                         for i in range(len(source))], np.int32)
+        """Task label of every example of ``split``."""
+        return self.class_map[self.corpus.columns(split)["emotion"]].astype(np.int32)
 
     def example(self, raw: dict, num_frames: int,
                 rng: np.random.Generator | None, with_label: bool) -> dict:
