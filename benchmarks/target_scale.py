@@ -22,7 +22,7 @@ For each target size N of ``--sizes``, in one run:
   clusters.
 
 For each size of ``--bank_sizes`` (no corpus is built): the upkeep alone on
-a bank of that size (random posteriors and statistics), a clustering's
+a bank of that size (drawn posteriors and statistics with class structure), a clustering's
 seconds against the ``cluster_every`` steps between two clusterings at the
 step time measured above, and the host bytes the bank and the statistics
 hold per target utterance.  The tables are written to OUT/target_scale.md
@@ -139,12 +139,18 @@ def bank_upkeep(size: int, num_classes: int, batch: int, repeats: int = 3) -> di
     from emodna_jax import target_bank
     from emodna_jax import utterance_stats
     rng = np.random.default_rng(0)
-    stats = rng.normal(size=(size, utterance_stats.NUM_STATS)).astype(np.float32)
+    # Classes as a target has them: statistics whose class means lie about
+    # one std apart, posteriors that lean to the true class.
+    truth = rng.integers(0, num_classes, size)
+    means = rng.normal(size=(num_classes, utterance_stats.NUM_STATS))
+    stats = (means[truth] + rng.normal(size=(size, utterance_stats.NUM_STATS))
+             ).astype(np.float32)
+    logits = 2.0 * np.eye(num_classes)[truth] + rng.normal(size=(size, num_classes))
     bank = target_bank.TargetBank(size, num_classes)
     order = rng.permutation(size)
     started = time.perf_counter()
     for step, rows in enumerate(np.array_split(order, max(size // batch, 1))):
-        bank.record(step, rows, 3.0 * rng.normal(size=(len(rows), num_classes)))
+        bank.record(step, rows, logits[rows])
     record_s = (time.perf_counter() - started) / max(size // batch, 1)
     seconds = []
     for _ in range(repeats):

@@ -32,10 +32,18 @@ from scipy.special import log_softmax
 from sklearn.cluster import KMeans
 
 
-def refine(statistics: np.ndarray, logits: np.ndarray) -> np.ndarray:
+# k-means is fitted on at most this many rows and then assigns every row
+# (HuBERT fits its k-means on a tenth of the data), so that a clustering's
+# cost stops growing with the target beyond it; a smaller target is fitted whole.
+FIT_ROWS = 20_000
+
+
+def refine(statistics: np.ndarray, logits: np.ndarray,
+           fit_rows: int = FIT_ROWS) -> np.ndarray:
     """[N] class of each row: k-means over ``statistics`` beside the
     standardised log-posteriors of ``logits`` (posterior logits, [N, C]),
-    started from the posterior-weighted class centroids."""
+    started from the posterior-weighted class centroids, fitted on a fixed
+    draw of ``fit_rows`` rows when there are more."""
     log_posterior = log_softmax(np.asarray(logits, np.float64), axis=1)
     spread = np.maximum(log_posterior.std(0), 1e-6)
     features = np.hstack([np.asarray(statistics, np.float64),
@@ -43,7 +51,10 @@ def refine(statistics: np.ndarray, logits: np.ndarray) -> np.ndarray:
     posterior = np.exp(log_posterior)
     centroids = (posterior.T @ features) / np.maximum(posterior.sum(0), 1e-12)[:, None]
     kmeans = KMeans(len(centroids), init=centroids, n_init=1, random_state=0)
-    return kmeans.fit_predict(features).astype(np.int32)
+    if len(features) <= fit_rows:
+        return kmeans.fit_predict(features).astype(np.int32)
+    sample = np.random.default_rng(0).choice(len(features), fit_rows, replace=False)
+    return kmeans.fit(features[sample]).predict(features).astype(np.int32)
 
 
 def first_step(total_steps: int, adapt_start: float) -> int:

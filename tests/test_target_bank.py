@@ -57,3 +57,16 @@ def test_the_arrays_a_checkpoint_stores_give_the_same_bank_back():
     for key, value in bank.arrays().items():
         np.testing.assert_array_equal(again.arrays()[key], value)
         assert again.arrays()[key].dtype == value.dtype
+
+
+def test_k_means_fitted_on_a_sample_assigns_every_row_as_a_whole_fit_does():
+    """Beyond ``fit_rows`` the clusters are fitted on a fixed draw and applied
+    to every row: on separated classes, the same labels as fitting them all."""
+    rng = np.random.default_rng(1)
+    truth = np.repeat(np.arange(3), 40)
+    statistics = 6.0 * np.eye(3)[truth] + rng.normal(size=(120, 3))
+    logits = 2.0 * np.eye(3)[truth] + rng.normal(size=(120, 3))
+    whole = cluster_labels.refine(statistics, logits)
+    np.testing.assert_array_equal(whole, truth)
+    np.testing.assert_array_equal(cluster_labels.refine(statistics, logits, fit_rows=30),
+                                  whole)
