@@ -525,9 +525,15 @@ def write_section(doc: str, text: str, section: str = "") -> None:
 def reproduce_command(script: str, argv, *, drop=()) -> str:
     """The command a reader reruns: this machine's folders shown as DATA and
     OUT, without the flags in ``drop`` (those only rewrite tables)."""
-    shown = [("--data_dir=DATA" if a.startswith("--data_dir") else
-              "--out=OUT" if a.startswith("--out") else a)
-             for a in (argv if argv is not None else sys.argv[1:]) if a not in drop]
+    shown, given = [], iter(argv if argv is not None else sys.argv[1:])
+    for a in given:
+        folder = {"--data_dir": "DATA", "--out": "OUT"}.get(a.split("=", 1)[0])
+        if folder:
+            if "=" not in a:
+                next(given, None)   # "--out PATH": the path is the next argument
+            shown.append(f"{a.split('=', 1)[0]}={folder}")
+        elif a not in drop:
+            shown.append(a)
     return f"python benchmarks/{script} " + " ".join(map(shlex.quote, shown))
 
 

@@ -202,10 +202,35 @@ def main(argv=None) -> int:
     parser.add_argument("--bank_sizes", default="100000")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--doc", default=None)
+    parser.add_argument("--tables_only", action="store_true",
+                        help="Write the tables from OUT's finished runs (rows.json); "
+                             "only the bank sizes are measured again.")
     args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    rows_path = os.path.join(args.out, "rows.json")
+    rows = (json.load(open(rows_path)) if args.tables_only
+            else measure_runs(args, sizes, rows_path))
+    sizes = [row["size"] for row in rows] or sizes
+    from configs import cross_corpus as preset
+    config = preset.get_config(f"{SOURCE},{target_name(sizes[-1] if sizes else 1000)}")
+    step_s = 1.0 / rows[-1]["off"]["steps_per_s"] if rows else 0.1
+    banks = [bank_upkeep(int(s), len(synthetic.DEFAULT_EMOTIONS), config.batch_size)
+             for s in args.bank_sizes.split(",") if s]
+    from benchmarks import cross_corpus
+    text = markdown(rows, banks, cross_corpus.reproduce_command(
+        "target_scale.py", argv, drop=("--tables_only",)), config.loss.cluster_every, step_s)
+    with open(os.path.join(args.out, "target_scale.md"), "w") as f:
+        f.write(text)
+    print(text)
+    if args.doc:
+        cross_corpus.write_section(args.doc, text, "target_scale")
+    return 0
+
+
+def measure_runs(args, sizes: list, rows_path: str) -> list:
+    """Every size's corpora, runs and evaluation rate; rows.json after each."""
     raw_dir, data_dir = (os.path.join(args.out, d) for d in ("raw", "data"))
     rows = []
-    sizes = [int(s) for s in args.sizes.split(",") if s]
     for size in sizes:
         source, target = specs(size)
         prepare(source, raw_dir, data_dir, args.workers)
@@ -221,22 +246,9 @@ def main(argv=None) -> int:
                                             os.path.join(args.out, "runs", f"{size}_off"))
         row["clusterings_full_pass_s"] = row["on"]["clusterings"] * size / row["eval_per_s"]
         rows.append(row)
-        with open(os.path.join(args.out, "rows.json"), "w") as f:
+        with open(rows_path, "w") as f:
             json.dump(rows, f, indent=1)
-    from configs import cross_corpus as preset
-    config = preset.get_config(f"{SOURCE},{target_name(sizes[-1] if sizes else 1000)}")
-    step_s = 1.0 / rows[-1]["off"]["steps_per_s"] if rows else 0.1
-    banks = [bank_upkeep(int(s), len(synthetic.DEFAULT_EMOTIONS), config.batch_size)
-             for s in args.bank_sizes.split(",") if s]
-    from benchmarks import cross_corpus
-    text = markdown(rows, banks, cross_corpus.reproduce_command("target_scale.py", argv),
-                    config.loss.cluster_every, step_s)
-    with open(os.path.join(args.out, "target_scale.md"), "w") as f:
-        f.write(text)
-    print(text)
-    if args.doc:
-        cross_corpus.write_section(args.doc, text, "target_scale")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":
