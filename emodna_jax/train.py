@@ -332,16 +332,22 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         return state
 
     def next_batch(done):
-        """This process's host batch of step ``done + 1``; None after the last."""
-        return next(iterator) if done < config.steps else None
+        """The batch of step ``done + 1`` on the devices, with its target
+        rows' indices on the host; None after the last."""
+        if done >= config.steps:
+            return None
+        host = next(iterator)
+        return parallel.put_batch(host), host.get("tgt_index")
 
-    def placed(host_batch):
-        """``host_batch`` on the devices, with each target row's cluster label
-        read at dispatch, so that a clustering after step k labels step k + 1."""
-        if bank is not None:
-            host_batch = dict(host_batch,
-                              tgt_cluster=bank.pseudo_labels(host_batch["tgt_index"]))
-        return parallel.put_batch(host_batch)
+    def placed(batch):
+        """The batch with each target row's cluster label, read at dispatch,
+        so that a clustering after step k labels step k + 1 (the rest of the
+        batch went to the devices while the step before ran)."""
+        on_devices, index = batch
+        if bank is None:
+            return on_devices
+        return dict(on_devices, **parallel.put_batch(
+            {"tgt_cluster": bank.pseudo_labels(index)}))
 
     overlap_input = reads_ahead()
     window_start, window_steps = time.time(), 0

@@ -239,8 +239,8 @@ def test_a_background_save_that_runs_out_of_space_names_its_step(
     workdir = str(tmp_path / "w")
     original = checkpointing.Checkpointer.save
 
-    def save(self, step, *args):
-        original(self, step, *args)
+    def save(self, step, *args, **kwargs):
+        original(self, step, *args, **kwargs)
         if step == 4:  # this write "fails" in the background
             finish = self.manager.wait_until_finished
             failures = [OSError(errno.ENOSPC, "No space left on device")]
