@@ -120,7 +120,8 @@ class TaskCorpus:
             frames = frames * self.band_mask
         if self.utterance_stats is None:
             return frames
-        stats = self.utterance_stats.standardised(stored, raw.get("speaker"))
+        stats = self.utterance_stats.standardised(stored, raw.get("speaker"),
+                                                  raw.get("path"))
         return np.concatenate(
             [frames, np.broadcast_to(stats, (len(frames), len(stats)))], axis=1)
 

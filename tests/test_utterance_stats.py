@@ -123,3 +123,21 @@ def test_the_track_diagnostic_needs_corpora_or_tasks(capsys):
             track_functionals.main(argv)
         assert "give --corpora (held-out speakers) or --tasks (across corpora)" \
             in capsys.readouterr().err
+
+
+def test_a_stored_utterance_s_statistics_are_computed_once(toy_data_dir, monkeypatch):
+    """Reading an utterance again takes its statistics from the one pass
+    (by its stored path): the same values, and no second computation."""
+    corpus = PreparedCorpus.find(toy_data_dir, "toy_src", FeatureConfig(n_mels=16))
+    stats = utterance_stats.SpeakerStats.of_corpus(corpus)
+    rows = corpus.source("train")
+    want = [stats.standardised(rows[i]["features"], rows[i]["speaker"])
+            for i in range(len(rows))]
+    calls = []
+    functionals = utterance_stats.functionals
+    monkeypatch.setattr(utterance_stats, "functionals",
+                        lambda *a, **k: calls.append(1) or functionals(*a, **k))
+    got = [stats.standardised(rows[i]["features"], rows[i]["speaker"], rows[i]["path"])
+           for i in range(len(rows))]
+    np.testing.assert_array_equal(np.stack(got), np.stack(want))
+    assert calls == [] and len(stats.by_path) >= len(rows)
