@@ -232,11 +232,14 @@ class Checkpointer:
         except Exception:  # orbax raises many kinds for a damaged item
             return None
 
-    def unreadable_part(self, step: int, abstract_state) -> str:
+    def unreadable_part(self, step: int, abstract_state, bank: dict | None = None) -> str:
         """The directory of the first item of ``step`` that fails to read
-        back (``.../70/state``), to name it in a warning."""
+        back (``.../70/state``), to name it in a warning; with ``bank`` (an
+        empty bank's arrays) the target bank is tried too."""
         items = {"state": ocp.args.StandardRestore(abstract_state),
                  "data_iter": ocp.args.JsonRestore()}
+        if bank is not None:
+            items[BANK] = ocp.args.StandardRestore(bank)
         for name, args in items.items():
             try:
                 self.manager.restore(step, args=ocp.args.Composite(**{name: args}))

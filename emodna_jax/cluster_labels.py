@@ -70,19 +70,6 @@ def due(step: int, total_steps: int, adapt_start: float, every: int) -> bool:
     return first <= step < total_steps and (step - first) % every == 0
 
 
-def cluster(predictions: dict, statistics: np.ndarray, num_target: int) -> np.ndarray:
-    """[num_target] cluster classes by utterance index, from the model's ``predictions`` over the target training
-    split (``logits`` as posterior logits, ``index``) and the split's
-    ``statistics``."""
-    index = predictions["index"]
-    if len(index) != num_target or len(np.unique(index)) != num_target:
-        raise ValueError(f"clustering needs every one of the {num_target} target "
-                         f"training utterances once; got {len(index)} rows")
-    labels = np.empty(num_target, np.int32)
-    labels[index] = refine(statistics[index], predictions["logits"])
-    return labels
-
-
 def votes(labels: np.ndarray, posteriors: np.ndarray) -> np.ndarray:
     """[cluster, class] the classifier's posterior mass summed over each
     cluster's rows (``posteriors`` [N, C], rows of -1 left out): soft votes,

@@ -22,6 +22,7 @@ import sys
 from typing import Iterator, Sequence
 
 import grain
+import jax
 import numpy as np
 
 from data_prep import prepare
@@ -41,7 +42,6 @@ def read_options() -> grain.ReadOptions:
     cycles from XLA's kernels on the same cores.  On 2 cores the default
     step fed in the calling thread took 1.01x the step on prefetched
     batches, against 1.16x with the threads (benchmarks/train_step.py)."""
-    import jax
     if jax.default_backend() == "cpu":
         return grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     return grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)

@@ -163,9 +163,11 @@ def _warn_changes(step: int, changes: dict):
               f"{_described(changes)}", flush=True)
 
 
-def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir: str):
-    """``(step, state, iterator_state, config changes)`` of the newest
-    checkpoint that reads back, or None.
+def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir: str,
+                             bank: dict | None = None):
+    """``(step, state, iterator_state, config changes, bank arrays)`` of the
+    newest checkpoint that reads back, or None; with ``bank`` (an empty
+    bank's arrays) its target bank too, None when it saved none.
 
     A config that changes the state's shape is refused before anything is
     read.  An unreadable checkpoint (a truncated file, a half-copied
@@ -177,15 +179,16 @@ def _restore_newest_readable(checkpointer, abstract, config_json: dict, workdir:
             saved, config_json, step=step, workdir=workdir, remedy=_NEW_WORKDIR))
         try:
             state, iterator_state = checkpointer.restore(step, abstract)
+            stored_bank = None if bank is None else checkpointer.restore_bank(step, bank)
         except Exception as error:  # orbax/TensorStore raise many kinds
-            part = checkpointer.unreadable_part(step, abstract)
+            part = checkpointer.unreadable_part(step, abstract, bank)
             aside = checkpointer.set_aside(step)
             print(f"warning: checkpoint {step} is unreadable: {part} "
                   f"({checkpointing.describe_failure(error)}); moved to {aside}",
                   flush=True)
             continue
         _warn_changes(step, changes)  # of the checkpoint resumed, not one set aside
-        return step, state, iterator_state, changes
+        return step, state, iterator_state, changes, stored_bank
     return None
 
 
@@ -263,10 +266,15 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
     host_state = built.init_state()
     abstract = built.abstract_state()
     config_json = json.loads(config.to_json())
-    restored = _restore_newest_readable(checkpointer, abstract, config_json, workdir)
+    bank = (target_bank.TargetBank(target.num_train, len(built.classes))
+            if config.loss.cluster_labels else None)
+    restored = _restore_newest_readable(checkpointer, abstract, config_json, workdir,
+                                        None if bank is None else bank.arrays())
     changes = {}
     if restored is not None:
-        latest, state_restored, iterator_state, changes = restored
+        latest, state_restored, iterator_state, changes, stored_bank = restored
+        if stored_bank is not None:
+            bank = target_bank.TargetBank.from_arrays(stored_bank)
         host_state = jax.device_get(state_restored)
         iterator.set_state(_own_iterator_state(iterator_state, workdir))
         print(f"resumed from step {latest} in {checkpointing.checkpoint_dir(workdir)}",
@@ -286,11 +294,6 @@ def _train_and_evaluate(built: experiment.Experiment, workdir: str) -> dict:
         writer.note(start_step, "config_change",
                     {key: {"was": old, "now": new} for key, (old, new) in changes.items()})
 
-    bank = (target_bank.TargetBank(target.num_train, len(built.classes))
-            if config.loss.cluster_labels else None)
-    if bank is not None and restored is not None:
-        stored = checkpointer.restore_bank(latest, bank.arrays())
-        bank = bank if stored is None else target_bank.TargetBank.from_arrays(stored)
     statistics = (target.utterance_statistics(target.train_split)
                   if bank is not None else None)
 

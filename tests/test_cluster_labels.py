@@ -89,18 +89,6 @@ def test_clusters_are_recomputed_from_the_end_of_the_warm_up_on():
     assert [s for s in range(1, 8) if cluster_labels.due(s, 7, 0.0, 3)] == [1, 4]
 
 
-def test_cluster_labels_land_at_their_utterance_index():
-    x, labels = _blobs(per_class=5)
-    order = np.random.default_rng(0).permutation(len(labels))
-    predictions = {"index": order, "logits": 3.0 * np.eye(4)[labels[order]]}
-    np.testing.assert_array_equal(cluster_labels.cluster(predictions, x, len(labels)),
-                                  labels)
-    with pytest.raises(ValueError, match="every one of the 20 target training "
-                                         "utterances once; got 19 rows"):
-        cluster_labels.cluster({"index": order[:19], "logits": predictions["logits"][:19]},
-                               x, len(labels))
-
-
 def test_the_objective_reads_each_target_row_s_cluster():
     """Class alignment's pseudo-label cross-entropy over exactly the clustered
     rows, against their clusters' labels (numpy), whatever the posteriors."""
@@ -319,3 +307,24 @@ def test_two_processes_fill_and_save_the_bank_as_one_does(pitch_pair, tmp_path):
         np.testing.assert_array_equal(np.asarray(bank_want[key]), np.asarray(bank_got[key]))
     np.testing.assert_allclose(bank_want["logits"], bank_got["logits"], atol=1e-4)
     assert (np.asarray(bank_got["labels"]) >= 0).any()
+
+
+def test_an_unreadable_target_bank_sets_its_checkpoint_aside_like_a_state(
+        pitch_pair, straight_run, tmp_path, capsys):
+    """A damaged bank is found while resuming, named, and its checkpoint set
+    aside; the run goes on from the one before, as with a damaged state."""
+    import os
+    import shutil
+    workdir = str(tmp_path / "w")
+    shutil.copytree(straight_run, workdir)
+    step_dir = os.path.join(checkpointing.checkpoint_dir(workdir), "6")
+    with open(os.path.join(step_dir, checkpointing.BANK, "_METADATA"), "r+b") as f:
+        f.truncate(3)
+    capsys.readouterr()
+    result = train.train_and_evaluate(_config(pitch_pair, steps=8), workdir)
+    out = capsys.readouterr().out
+    assert result["step"] == 8
+    warning = [line for line in out.splitlines() if line.startswith("warning: checkpoint")]
+    assert len(warning) == 1 and warning[0].startswith(
+        f"warning: checkpoint 6 is unreadable: {os.path.join(step_dir, checkpointing.BANK)} (")
+    assert "resumed from step 4" in out and os.path.isdir(step_dir + ".unreadable")
