@@ -217,20 +217,22 @@ def load_jax_variables(model: EmoDNATwin, variables) -> None:
         linear(seq[0], p["hidden"])
         linear(seq[2], p["out"])
 
+    # The JAX backbone stacks its weights [direction, ...] and [block,
+    # direction, ...] (emodna_jax/models/tim.py); the twin keeps one module
+    # per direction and block.
     backbone = params["backbone"]
-    for d, direction in enumerate(("forward", "backward")):
-        inputs = backbone[f"{direction}_input"]
-        put(model.backbone.inputs[d].weight, inputs["kernel"], (2, 1, 0))
-        put(model.backbone.inputs[d].bias, inputs["bias"])
+    for d in range(2):
+        put(model.backbone.inputs[d].weight, backbone["input"]["kernel"][d], (2, 1, 0))
+        put(model.backbone.inputs[d].bias, backbone["input"]["bias"][d])
         for k, block in enumerate(model.backbone.blocks[d]):
-            name = f"{direction}_block{k}"
             for i in range(2):
-                put(block.convs[i].weight, backbone[name][f"conv{i}"]["kernel"], (2, 1, 0))
-                put(block.bns[i].weight, backbone[name][f"bn{i}"]["scale"])
-                put(block.bns[i].bias, backbone[name][f"bn{i}"]["bias"])
-                bn_stats = stats["backbone"][name][f"bn{i}"]
-                put(block.bns[i].running_mean, bn_stats["mean"])
-                put(block.bns[i].running_var, bn_stats["var"])
+                put(block.convs[i].weight,
+                    backbone[f"blocks_conv{i}"]["kernel"][k, d], (2, 1, 0))
+                put(block.bns[i].weight, backbone[f"blocks_bn{i}"]["scale"][k, d])
+                put(block.bns[i].bias, backbone[f"blocks_bn{i}"]["bias"][k, d])
+                bn_stats = stats["backbone"][f"blocks_bn{i}"]
+                put(block.bns[i].running_mean, bn_stats["mean"][k, d])
+                put(block.bns[i].running_var, bn_stats["var"][k, d])
     put(model.backbone.fusion_logits, backbone["fusion_logits"])
     projection(model.emotion_projector, params["emotion_projector"])
     projection(model.corpus_projector, params["corpus_projector"])

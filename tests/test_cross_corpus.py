@@ -127,8 +127,8 @@ def test_the_recipe_appends_the_utterance_statistics_to_every_frame(emotion_sets
         config.loss.cluster_agreement = stats  # and checks them
         built = experiment.build(config)
         assert built.num_bins == values
-        kernel = built.abstract_state().params["backbone"]["forward_input"]["kernel"]
-        assert kernel.shape[:2] == (1, values)
+        kernel = built.abstract_state().params["backbone"]["input"]["kernel"]
+        assert kernel.shape[:3] == (2, 1, values)   # [direction, taps, C_in, C_out]
         batch = next(iter(input_pipeline.train_dataset(
             built.source, built.target, global_batch_size=4, num_frames=24, seed=0)))
         assert batch["src_frames"].shape[-1] == batch["tgt_frames"].shape[-1] == values

@@ -104,16 +104,16 @@ def test_twin_matches_outputs_losses_state_and_gradients(classifier):
     close(objective.tau_g, new_adapt.tau_g, "tau_g")
     close(objective.p_tilde, new_adapt.p_tilde, "p_tilde")
     close(objective.prototypes, new_adapt.prototypes, "prototypes")
-    stats = updates["batch_stats"]["backbone"]["backward_block2"]["bn1"]
+    stats = updates["batch_stats"]["backbone"]["blocks_bn1"]   # [block, direction, C]
     bn = twin.backbone.blocks[1][2].bns[1]
-    close(bn.running_mean, stats["mean"], "running mean")
-    close(bn.running_var, stats["var"], "running var")
+    close(bn.running_mean, stats["mean"][2, 1], "running mean")
+    close(bn.running_var, stats["var"][2, 1], "running var")
     # Gradients at both ends of the network.
     close(twin.classifier.kernel.grad if classifier == "am" else twin.classifier.weight.grad,
           grads["classifier"]["kernel"] if classifier == "am"
           else grads["classifier"]["kernel"].T, "classifier gradient")
     close(twin.backbone.inputs[0].weight.grad,
-          np.transpose(grads["backbone"]["forward_input"]["kernel"], (2, 1, 0)),
+          np.transpose(grads["backbone"]["input"]["kernel"][0], (2, 1, 0)),
           "input convolution gradient")
 
 

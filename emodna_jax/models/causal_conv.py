@@ -1,20 +1,22 @@
-"""Dilated causal 1-D convolution whose backward pass is two matmuls.
+"""Dilated causal 1-D convolution written as matmuls, forward and backward.
 
 For kernel ``W`` [k, C_in, C_out] and dilation ``d``, the causal convolution is
-``y[t] = sum_j x[t - (k-1-j) d] @ W[j]`` (frames before the start read as 0).
-Its transpose reads the output gradient ``g`` *ahead* by the same offsets, so
-with ``G = [g[s + (k-1) d], ..., g[s + d], g[s]]`` (zero past the end; k C_out
-channels):
+``y[t] = sum_j x[t - (k-1-j) d] @ W[j]`` (frames before the start read as 0),
+that is ``y = X @ [W[0]; ...; W[k-1]]`` with ``X[t] = [x[t - (k-1) d], ...,
+x[t]]`` (k C_in channels).  Its transpose reads the output gradient ``g``
+*ahead* by the same offsets, so with ``G = [g[s + (k-1) d], ..., g[s]]``:
 
-* input gradient:  ``dx[s] = G[s] @ [W[0]; ...; W[k-1]]^T``
+* input gradient:  ``dx[s] = G[s] @ [W[0]^T, ..., W[k-1]^T]^T`` (k C_out rows)
 * kernel gradient: ``dW[j] = sum_{b,s} x[b, s]^T G[b, s, j-th block]``
 
-Autodiff of ``lax.conv_general_dilated`` computes the kernel gradient as
-another convolution that XLA:CPU runs in a different layout, so every layer
-transposes its input and its output gradient first: in the fused train step
-these transposes took about a fifth of the time on one core.  The matmul form
-needs only the shifted copy ``G``, which both gradients share.  The forward
-pass stays ``lax.conv_general_dilated``, so outputs are unchanged.
+Why matmuls: autodiff of ``lax.conv_general_dilated`` computes the kernel
+gradient as another convolution that XLA:CPU runs in a different layout, so
+every layer transposed its input and output gradient first (a fifth of the
+fused step on one core); and TIM-Net runs its two directions, which have
+their own kernels, as one batched call (``jax.vmap``), where a batched
+convolution would become a grouped one, 15x slower on XLA:CPU, while a
+batched matmul is one library call.  Only ``x`` is kept for the backward
+pass, not its k shifted copies.
 """
 
 from __future__ import annotations
@@ -26,16 +28,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emodna_jax.models.layers import varying_like
 
-
-def _read_ahead(g: jax.Array, offset: int) -> jax.Array:
-    """``g[:, t + offset]`` for each t of [B, T, C], zero past the end."""
+def _shifted(x: jax.Array, offset: int) -> jax.Array:
+    """``x[:, t - offset]`` for each t of [B, T, C] (ahead for a negative
+    offset), zero where that falls outside the utterance."""
+    steps = x.shape[1]
     if offset == 0:
-        return g
-    steps = g.shape[1]
-    ahead = g[:, min(offset, steps):]
-    return jnp.pad(ahead, ((0, 0), (0, steps - ahead.shape[1]), (0, 0)))
+        return x
+    if offset > 0:
+        kept = x[:, :max(steps - offset, 0)]
+        return jnp.pad(kept, ((0, 0), (steps - kept.shape[1], 0), (0, 0)))
+    kept = x[:, min(-offset, steps):]
+    return jnp.pad(kept, ((0, 0), (0, steps - kept.shape[1]), (0, 0)))
+
+
+def _taps(x: jax.Array, dilation: int, taps: int, direction: int) -> jax.Array:
+    """The k shifted copies side by side, [B, T, k C]: behind (direction 1)
+    for the convolution, ahead (-1) for its transpose."""
+    return jnp.concatenate(
+        [_shifted(x, direction * (taps - 1 - j) * dilation) for j in range(taps)],
+        axis=-1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -44,10 +56,8 @@ def causal_conv(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
 
     Frame t sees t, t - d, ..., t - (k-1) d and never the future.
     """
-    pad = (kernel.shape[0] - 1) * dilation
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1,), padding=[(pad, 0)],
-        rhs_dilation=(dilation,), dimension_numbers=("NWC", "WIO", "NWC"))
+    taps, c_in, c_out = kernel.shape
+    return jnp.matmul(_taps(x, dilation, taps, 1), kernel.reshape(taps * c_in, c_out))
 
 
 def _causal_conv_fwd(x, kernel, dilation):
@@ -57,9 +67,7 @@ def _causal_conv_fwd(x, kernel, dilation):
 def _causal_conv_bwd(dilation, residuals, g):
     x, kernel = residuals
     taps, c_in, c_out = kernel.shape
-    ahead = jnp.concatenate(
-        [_read_ahead(g, (taps - 1 - j) * dilation) for j in range(taps)],
-        axis=-1)                                         # [B, T, k C_out]
+    ahead = _taps(g, dilation, taps, -1)                 # [B, T, k C_out]
     stacked = jnp.transpose(kernel, (0, 2, 1)).reshape(taps * c_out, c_in)
     dx = jnp.matmul(ahead, stacked, preferred_element_type=jnp.float32)
     # Sums over B x T frames: accumulate in float32 whatever the dtype.
@@ -72,29 +80,16 @@ def _causal_conv_bwd(dilation, residuals, g):
 causal_conv.defvjp(_causal_conv_fwd, _causal_conv_bwd)
 
 
-class CausalConv(nn.Module):
-    """Flax layer for :func:`causal_conv`: [B, T, C_in] -> [B, T, features].
-
-    Its parameters are those of ``nn.Conv(features, (kernel_size,),
-    kernel_dilation=dilation, padding=[((kernel_size - 1) * dilation, 0)])``
-    (``kernel`` [k, C_in, features], same initialiser, optional ``bias``), so
-    checkpoints and initial values are interchangeable with that layer.
-    """
-    features: int
-    kernel_size: int = 1
-    dilation: int = 1
-    use_bias: bool = True
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(),
-            (self.kernel_size, x.shape[-1], self.features), self.param_dtype)
-        bias = (self.param("bias", nn.initializers.zeros, (self.features,),
-                           self.param_dtype) if self.use_bias else None)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                                  dtype=self.dtype)
-        y = causal_conv(x, varying_like(kernel, x), self.dilation)
-        return y if bias is None else y + bias
+def conv_variables(module: nn.Module, kernel_shape: tuple[int, ...],
+                   use_bias: bool, param_dtype: Any = jnp.float32):
+    """A causal conv's ``kernel`` [..., k, C_in, C_out] (and ``bias`` [...,
+    C_out], or None), created in ``module`` under ``nn.Conv``'s names and
+    initialisers; leading axes stack layers, each initialised as one
+    ``nn.Conv`` kernel (LeCun normal over its own k C_in inputs)."""
+    stacked = tuple(range(len(kernel_shape) - 3))
+    kernel = module.param("kernel", nn.initializers.lecun_normal(batch_axis=stacked),
+                          kernel_shape, param_dtype)
+    bias = (module.param("bias", nn.initializers.zeros,
+                         kernel_shape[:-3] + kernel_shape[-1:], param_dtype)
+            if use_bias else None)
+    return kernel, bias

@@ -208,20 +208,8 @@ class BatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
                  train: bool) -> jax.Array:
-        features = x.shape[-1]
-        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,),
-                                jnp.float32)
-        ra_var = self.variable("batch_stats", "var", jnp.ones, (features,),
-                               jnp.float32)
-
-        if self.use_scale_bias:
-            scale = self.param("scale", nn.initializers.ones, (features,),
-                               self.param_dtype).astype(jnp.float32)
-            bias = self.param("bias", nn.initializers.zeros, (features,),
-                              self.param_dtype).astype(jnp.float32)
-        else:
-            scale = jnp.ones((features,), jnp.float32)
-            bias = jnp.zeros((features,), jnp.float32)
+        ra_mean, ra_var, scale, bias = batch_norm_variables(
+            self, (x.shape[-1],), self.use_scale_bias, self.param_dtype)
 
         if not train:
             y = ((x.astype(jnp.float32) - ra_mean.value)
@@ -240,6 +228,21 @@ class BatchNorm(nn.Module):
             ra_mean.value = m * ra_mean.value + (1 - m) * mean
             ra_var.value = m * ra_var.value + (1 - m) * var
         return y.astype(self.dtype)
+
+
+def batch_norm_variables(module: nn.Module, shape: tuple[int, ...],
+                         use_scale_bias: bool = True, param_dtype: Dtype = jnp.float32):
+    """:class:`BatchNorm`'s variables of ``shape`` ([C], or stacked layers'
+    [..., C]), created in ``module`` under flax's names: running ``mean``/
+    ``var`` (batch_stats Variables) and ``scale``/``bias`` (params, returned
+    as float32; ones and zeros without ``use_scale_bias``)."""
+    ra_mean = module.variable("batch_stats", "mean", jnp.zeros, shape, jnp.float32)
+    ra_var = module.variable("batch_stats", "var", jnp.ones, shape, jnp.float32)
+    if not use_scale_bias:
+        return ra_mean, ra_var, jnp.ones(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+    scale = module.param("scale", nn.initializers.ones, shape, param_dtype)
+    bias = module.param("bias", nn.initializers.zeros, shape, param_dtype)
+    return ra_mean, ra_var, scale.astype(jnp.float32), bias.astype(jnp.float32)
 
 
 def varying_like(param: jax.Array, x: jax.Array) -> jax.Array:

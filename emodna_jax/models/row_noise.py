@@ -32,19 +32,29 @@ class RowNoise:
             return x
         shape = [1 if d in broadcast_dims else n for d, n in enumerate(x.shape)]
         shape[0] = x.shape[0]
-        count = math.prod(shape[1:])
+        return drop(x, self.take(math.prod(shape[1:])).reshape(shape), rate)
+
+    def take(self, count: int) -> jax.Array:
+        """The next ``count`` noise columns [B, count], for a site (or several
+        sites computed together) that lays them out itself."""
         if self.used + count > self.units:
             raise ValueError(f"dropout needs more than the {self.units} noise units "
                              "the model declared (dropout_units)")
         columns = self.uniform[:, self.used:self.used + count]
         self.used += count
-        keep = (columns >= rate).reshape(shape)
-        return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
+        return columns
 
     def check_used(self):
         if self.used != self.units:
             raise ValueError(f"the model declared {self.units} dropout noise units "
                              f"and used {self.used} (dropout_units is out of date)")
+
+
+def drop(x: jax.Array, uniform: jax.Array, rate: float) -> jax.Array:
+    """Dropout of ``x`` with ``uniform`` noise broadcastable to it: a value is
+    zeroed where its noise is under ``rate`` and scaled by 1 / (1 - rate)."""
+    keep = uniform >= rate
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
 
 
 def channel_units(rate: float, channels: int) -> int:
