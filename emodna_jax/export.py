@@ -136,7 +136,7 @@ def export(config, workdir: str, export_dir: str, checkpoint: int | None = None)
     infer = inference_function(config, built, state)
     num_values = built.target.num_values
     batch, frames = jax.export.symbolic_shape("batch, frames")
-    exported, platforms = None, []
+    exported, platforms, failure = None, [], None
     for count in range(len(PLATFORMS), 0, -1):   # as many platforms as lower
         try:
             exported = jax.export.export(jax.jit(infer), platforms=PLATFORMS[:count])(
@@ -144,10 +144,11 @@ def export(config, workdir: str, export_dir: str, checkpoint: int | None = None)
                 jax.ShapeDtypeStruct((batch, frames), jnp.bool_))
             platforms = list(PLATFORMS[:count])
             break
-        except Exception:   # a platform this JAX cannot lower for
+        except Exception as error:   # a platform this JAX cannot lower for
+            failure = error
             continue
     if exported is None:
-        raise ValueError("jax.export could not lower the model for cpu")
+        raise ValueError("jax.export could not lower the model for cpu") from failure
     info["platforms"] = platforms
     window = info["window"]["frames"]
     onnx_model = _to_onnx(infer, window, num_values)

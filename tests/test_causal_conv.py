@@ -59,12 +59,16 @@ def test_values_and_gradients_match_numpy_loops(k, d, t):
 
 
 def test_both_directions_at_once_equal_each_alone():
-    # TIM-Net runs its two directions' kernels as one vmapped call.
+    # TIM-Net runs its two directions' kernels as one grouped call.
     x, w, g = random_inputs(2, 12)
     x2 = np.stack([x, x[:, ::-1]]); w2 = np.stack([w, -0.5 * w])
-    both = jax.vmap(lambda x, w: causal_conv(x, w, 4))(jnp.float32(x2), jnp.float32(w2))
+    both, vjp = jax.vjp(lambda x, w: causal_conv(x, w, 4), jnp.float32(x2), jnp.float32(w2))
+    dx, dw = vjp(jnp.float32(np.stack([g, 2 * g])))
     for d in range(2):
         np.testing.assert_allclose(both[d], numpy_conv(x2[d], w2[d], 4), rtol=1e-5, atol=1e-5)
+        want_dx, want_dw = numpy_grads(x2[d], w2[d], 4, (1 + d) * g)
+        np.testing.assert_allclose(dx[d], want_dx, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dw[d], want_dw, rtol=1e-5, atol=1e-5)
 
 
 def test_bfloat16_gradients_keep_their_dtypes():

@@ -13,7 +13,7 @@ Why matmuls: autodiff of ``lax.conv_general_dilated`` computes the kernel
 gradient as another convolution that XLA:CPU runs in a different layout, so
 every layer transposed its input and output gradient first (a fifth of the
 fused step on one core); and TIM-Net runs its two directions, which have
-their own kernels, as one batched call (``jax.vmap``), where a batched
+their own kernels, as one call with a leading group axis, where a batched
 convolution would become a grouped one, 15x slower on XLA:CPU, while a
 batched matmul is one library call.  Only ``x`` is kept for the backward
 pass, not its k shifted copies.
@@ -30,34 +30,46 @@ import jax.numpy as jnp
 
 
 def _shifted(x: jax.Array, offset: int) -> jax.Array:
-    """``x[:, t - offset]`` for each t of [B, T, C] (ahead for a negative
-    offset), zero where that falls outside the utterance."""
-    steps = x.shape[1]
+    """``x[..., t - offset, :]`` for each frame t of [..., T, C] (ahead for a
+    negative offset), zero where that falls outside the utterance."""
     if offset == 0:
         return x
+    # Pad, then slice: T may be symbolic (jax.export), so no arithmetic on it.
+    lead = [(0, 0)] * (x.ndim - 2)
     if offset > 0:
-        kept = x[:, :max(steps - offset, 0)]
-        return jnp.pad(kept, ((0, 0), (steps - kept.shape[1], 0), (0, 0)))
-    kept = x[:, min(-offset, steps):]
-    return jnp.pad(kept, ((0, 0), (0, steps - kept.shape[1]), (0, 0)))
+        return jnp.pad(x, lead + [(offset, 0), (0, 0)])[..., :x.shape[-2], :]
+    return jnp.pad(x, lead + [(0, -offset), (0, 0)])[..., -offset:, :]
 
 
 def _taps(x: jax.Array, dilation: int, taps: int, direction: int) -> jax.Array:
-    """The k shifted copies side by side, [B, T, k C]: behind (direction 1)
+    """The k shifted copies side by side, [..., T, k C]: behind (direction 1)
     for the convolution, ahead (-1) for its transpose."""
     return jnp.concatenate(
         [_shifted(x, direction * (taps - 1 - j) * dilation) for j in range(taps)],
         axis=-1)
 
 
+def _matmul(x: jax.Array, w: jax.Array, **kwargs) -> jax.Array:
+    """[G?, B, T, I] @ [G?, I, O] -> [G?, B, T, O], as ``lax.dot_general``
+    with the optional group axis G as a batch dimension.  Not ``jnp.matmul``
+    or ``vmap``: converters such as jax2onnx replace jnp functions with
+    versions whose batching rules fail."""
+    grouped = ((0,), (0,)) if w.ndim == 3 else ((), ())
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (w.ndim - 2,)), grouped),
+                               **kwargs)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def causal_conv(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
-    """Causal dilated conv: x [B, T, C_in], kernel [k, C_in, C_out] -> [B, T, C_out].
+    """Causal dilated conv: x [B, T, C_in], kernel [k, C_in, C_out] -> [B, T, C_out];
+    or, with a leading group axis G (TIM-Net's directions, each with its own
+    kernel), x [G, B, T, C_in] and kernel [G, k, C_in, C_out].
 
     Frame t sees t, t - d, ..., t - (k-1) d and never the future.
     """
-    taps, c_in, c_out = kernel.shape
-    return jnp.matmul(_taps(x, dilation, taps, 1), kernel.reshape(taps * c_in, c_out))
+    *group, taps, c_in, c_out = kernel.shape
+    return _matmul(_taps(x, dilation, taps, 1),
+                   kernel.reshape(*group, taps * c_in, c_out))
 
 
 def _causal_conv_fwd(x, kernel, dilation):
@@ -66,14 +78,16 @@ def _causal_conv_fwd(x, kernel, dilation):
 
 def _causal_conv_bwd(dilation, residuals, g):
     x, kernel = residuals
-    taps, c_in, c_out = kernel.shape
-    ahead = _taps(g, dilation, taps, -1)                 # [B, T, k C_out]
-    stacked = jnp.transpose(kernel, (0, 2, 1)).reshape(taps * c_out, c_in)
-    dx = jnp.matmul(ahead, stacked, preferred_element_type=jnp.float32)
+    *group, taps, c_in, c_out = kernel.shape
+    ahead = _taps(g, dilation, taps, -1)                 # [G?, B, T, k C_out]
+    stacked = jnp.swapaxes(kernel, -1, -2).reshape(*group, taps * c_out, c_in)
+    dx = _matmul(ahead, stacked, preferred_element_type=jnp.float32)
     # Sums over B x T frames: accumulate in float32 whatever the dtype.
-    dkernel = jnp.einsum("bti,btj->ij", x, ahead,
-                         preferred_element_type=jnp.float32)
-    dkernel = dkernel.reshape(c_in, taps, c_out).transpose(1, 0, 2)
+    g_axes = (0,) if group else ()
+    frames = tuple(range(len(group), len(group) + 2))
+    dkernel = jax.lax.dot_general(x, ahead, ((frames, frames), (g_axes, g_axes)),
+                                  preferred_element_type=jnp.float32)   # [G?, I, k O]
+    dkernel = jnp.swapaxes(dkernel.reshape(*group, c_in, taps, c_out), -3, -2)
     return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 

@@ -242,7 +242,8 @@ def batch_norm_variables(module: nn.Module, shape: tuple[int, ...],
         return ra_mean, ra_var, jnp.ones(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
     scale = module.param("scale", nn.initializers.ones, shape, param_dtype)
     bias = module.param("bias", nn.initializers.zeros, shape, param_dtype)
-    return ra_mean, ra_var, scale.astype(jnp.float32), bias.astype(jnp.float32)
+    return (ra_mean, ra_var, jnp.asarray(scale, jnp.float32),
+            jnp.asarray(bias, jnp.float32))
 
 
 def varying_like(param: jax.Array, x: jax.Array) -> jax.Array:

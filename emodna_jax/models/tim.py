@@ -80,8 +80,8 @@ def _block(x, mask, inputs, *, dilation, train, rate, axis_name, dtype):
     weights = mask.astype(jnp.float32)[..., None]
     y, moments = x, []
     for i in range(SITES):
-        kernel = varying_like(inputs["kernel"][i].astype(dtype), y)
-        y = _both(lambda y, w: causal_conv(y, w, dilation), y, kernel)
+        kernel = varying_like(jnp.asarray(inputs["kernel"][i], dtype), y)
+        y = causal_conv(y, kernel, dilation)
         scale, bias = inputs["scale"][i], inputs["bias"][i]
         if train:
             y, mean, var = _both(
@@ -146,9 +146,10 @@ class TIMNet(ConvSettings):
         x = jnp.stack([x, reverse_within_length(x, mask)])           # [2, B, T, F]
         kernel, bias = _Conv((DIRECTIONS, 1, x.shape[-1], c), True,
                              self.param_dtype, name="input")()
-        x = _both(lambda x, w: causal_conv(x, w, 1), x,
-                  varying_like(kernel.astype(self.dtype), x))
-        x = zero_padding(x + bias.astype(self.dtype)[:, None, None], mask[None])
+        # jnp.asarray: restored variables may be numpy arrays, which pcast
+        # must not receive as constants.
+        x = causal_conv(x, varying_like(jnp.asarray(kernel, self.dtype), x), 1)
+        x = zero_padding(x + jnp.asarray(bias, self.dtype)[:, None, None], mask[None])
 
         convs = [_Conv((n, DIRECTIONS, self.kernel_size, c, c), False,
                        self.param_dtype, name=f"blocks_conv{i}")()[0]
