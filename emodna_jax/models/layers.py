@@ -24,6 +24,7 @@ from emodna_jax.losses import l2_normalize
 
 Dtype = Any
 STD_EPS = 1e-5  # keeps sqrt differentiable when a channel is constant in time
+BN_MOMENTUM, BN_EPSILON = 0.9, 1e-5   # BatchNorm's defaults, TIM-Net's too
 
 
 class ConvSettings(nn.Module):
@@ -198,8 +199,8 @@ class BatchNorm(nn.Module):
         are then absent).
       dtype: output dtype; statistics are always float32.
     """
-    momentum: float = 0.9
-    epsilon: float = 1e-5
+    momentum: float = BN_MOMENTUM
+    epsilon: float = BN_EPSILON
     axis_name: str | None = None
     use_scale_bias: bool = True
     dtype: Dtype = jnp.float32
@@ -212,9 +213,8 @@ class BatchNorm(nn.Module):
             self, (x.shape[-1],), self.use_scale_bias, self.param_dtype)
 
         if not train:
-            y = ((x.astype(jnp.float32) - ra_mean.value)
-                 * jax.lax.rsqrt(ra_var.value + self.epsilon)) * scale + bias
-            return y.astype(self.dtype)
+            return normalize_with_statistics(x, ra_mean.value, ra_var.value, scale,
+                                             bias, self.epsilon).astype(self.dtype)
 
         initializing = self.is_initializing()
         weights = (jnp.ones(x.shape[:2], jnp.float32) if mask is None
@@ -224,10 +224,20 @@ class BatchNorm(nn.Module):
             x, weights, varying_like(scale, x), varying_like(bias, x),
             self.epsilon, None if initializing else self.axis_name)
         if not initializing:
-            m = self.momentum
-            ra_mean.value = m * ra_mean.value + (1 - m) * mean
-            ra_var.value = m * ra_var.value + (1 - m) * var
+            update_running_statistics(ra_mean, ra_var, mean, var, self.momentum)
         return y.astype(self.dtype)
+
+
+def normalize_with_statistics(x, mean, var, scale, bias, epsilon: float = BN_EPSILON):
+    """Evaluation-mode BatchNorm of ``x`` with given (running) moments,
+    float32; every argument broadcasts against ``x``."""
+    return (x.astype(jnp.float32) - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+
+
+def update_running_statistics(ra_mean, ra_var, mean, var, momentum: float = BN_MOMENTUM):
+    """Moves the running-moment Variables towards a batch's moments."""
+    ra_mean.value = momentum * ra_mean.value + (1 - momentum) * mean
+    ra_var.value = momentum * ra_var.value + (1 - momentum) * var
 
 
 def batch_norm_variables(module: nn.Module, shape: tuple[int, ...],

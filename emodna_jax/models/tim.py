@@ -30,15 +30,16 @@ import jax
 import jax.numpy as jnp
 
 from emodna_jax.models.causal_conv import causal_conv, conv_variables
-from emodna_jax.models.layers import (ConvSettings, batch_norm_variables,
-                                      masked_batch_norm, masked_mean,
-                                      reverse_within_length, varying_like,
+from emodna_jax.models.layers import (BN_EPSILON, ConvSettings,
+                                      batch_norm_variables, masked_batch_norm,
+                                      masked_mean, normalize_with_statistics,
+                                      reverse_within_length,
+                                      update_running_statistics, varying_like,
                                       zero_padding)
 from emodna_jax.models.row_noise import channel_units, drop
 
 DIRECTIONS = 2                            # forward, backward
 SITES = 2                                 # (conv, BatchNorm) pairs per block
-BN_MOMENTUM, BN_EPSILON = 0.9, 1e-5       # layers.BatchNorm's defaults
 
 
 class _Conv(nn.Module):
@@ -89,10 +90,9 @@ def _block(x, mask, inputs, *, dilation, train, rate, axis_name, dtype):
                 y, varying_like(scale, y), varying_like(bias, y))
             moments.append((mean, var))
         else:
-            mean, var = inputs["mean"][i], inputs["var"][i]
-            y = ((y.astype(jnp.float32) - mean[:, None, None])
-                 * jax.lax.rsqrt(var[:, None, None] + BN_EPSILON)
-                 * scale[:, None, None] + bias[:, None, None])
+            y = normalize_with_statistics(
+                y, *(a[:, None, None] for a in (inputs["mean"][i], inputs["var"][i],
+                                                scale, bias)))
         y = nn.relu(y.astype(dtype))
         if inputs.get("noise") is not None:
             # One mask per (row, channel), shared over time: TIM-Net's
@@ -164,8 +164,9 @@ class TIMNet(ConvSettings):
         if noise is not None and self.dropout_rate > 0:
             # A row's columns, block by block: forward conv0, forward conv1,
             # backward conv0, backward conv1.
-            inputs["noise"] = jnp.moveaxis(noise.take(self.dropout_units(0)).reshape(
-                -1, n, DIRECTIONS, SITES, c), 1, 0)
+            columns = noise.take(self.dropout_units(frames.shape[-1]))
+            inputs["noise"] = jnp.moveaxis(
+                columns.reshape(-1, n, DIRECTIONS, SITES, c), 1, 0)
         initializing = self.is_initializing()
         axis_name = None if initializing else self.bn_axis_name
         scales, moments = [], []
@@ -180,9 +181,9 @@ class TIMNet(ConvSettings):
             scales.append(masked_mean(x[0] + x[1], mask))
         if train and not initializing:
             for i, (ra_mean, ra_var, _, _) in enumerate(norms):
-                mean, var = (jnp.stack([m[i][j] for m in moments]) for j in range(2))
-                ra_mean.value = BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mean
-                ra_var.value = BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var
+                update_running_statistics(
+                    ra_mean, ra_var, *(jnp.stack([m[i][j] for m in moments])
+                                       for j in range(2)))
         scales = jnp.stack(scales)                                # [n, B, C]
 
         fusion_logits = self.param("fusion_logits", nn.initializers.zeros,
