@@ -41,7 +41,7 @@ from emodna_jax import speech_gate
 from emodna_jax import utterance_stats
 
 FORMAT = "emodna_jax export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: 18 utterance statistics (the energy velocity added)
 PREPROCESS = "preprocess.json"
 MODEL_JAX = "model.jax"
 MODEL_ONNX = "model.onnx"

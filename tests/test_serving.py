@@ -159,9 +159,10 @@ def test_bad_export_folders_are_one_line_errors(exported, tmp_path):
     broken = tmp_path / "old"
     shutil.copytree(folder, broken)
     info = json.loads((broken / serving.PREPROCESS).read_text())
-    (broken / serving.PREPROCESS).write_text(json.dumps(dict(info, format_version=0)))
-    with pytest.raises(serving.ExportError, match="version 0; this version of emodna_jax "
-                                                  "reads 'emodna_jax export' version 1"):
+    old = serving.FORMAT_VERSION - 1
+    (broken / serving.PREPROCESS).write_text(json.dumps(dict(info, format_version=old)))
+    with pytest.raises(serving.ExportError, match=f"version {old}; this version of emodna_jax "
+                       f"reads 'emodna_jax export' version {old + 1}: export it again"):
         serving.Predictor.load(str(broken))
     (broken / serving.PREPROCESS).write_text(json.dumps(info))
     os.remove(broken / serving.MODEL_ONNX)

@@ -23,13 +23,28 @@ def test_functionals_hand_worked():
     frames = np.stack([np.zeros(6), f0, nccf, energy], axis=1)
     got = utterance_stats.functionals(frames)
     voiced_f0, voiced_energy = np.array([1.0, 3.0, 5.0]), np.array([2.0, 4.0, 6.0])
+    # Energy averaged over 5 frames: (0+2+4+0+6)/5 = 2.4, (2+4+0+6+0)/5 = 2.4,
+    # so the energy velocity is |2.4 - 2.4| = 0.
     want = ([3.0, voiced_f0.std(), 1.8, 3.0, 4.2]
             + [2.0, np.std(energy), 0.0, 1.0, 4.0]
             + [4.0, voiced_energy.std(), 2.8, 4.0, 5.2]
-            + [0.5, 100 * 2 / 6])
+            + [0.5, 100 * 2 / 6, 0.0])
     assert len(want) == utterance_stats.NUM_STATS
     np.testing.assert_allclose(got, want)
     assert utterance_stats.functionals(frames, with_length=True)[-1] == 6
+
+
+def test_energy_velocity_is_a_rate_not_a_count():
+    # A ramp rising 1 per frame: every 5-frame average rises 1 per frame too.
+    assert utterance_stats.energy_velocity(np.arange(12.0)) == pytest.approx(1.0)
+    # Energy alternating 0, 10 for 7 frames: windows 4, 6, 4 -> changes 2, 2.
+    assert utterance_stats.energy_velocity(np.array([0, 10] * 3 + [0.0])) == pytest.approx(2.0)
+    # The same contour repeated: the same rate (a count would double).
+    burst = np.array([0, 0, 5, 9, 5, 0, 0, 0, 3, 0.0])
+    once, twice = (utterance_stats.energy_velocity(np.tile(burst, n)) for n in (3, 6))
+    assert twice == pytest.approx(once, rel=0.05)
+    # No window to compare: 0, not a crash.
+    assert utterance_stats.energy_velocity(np.ones(5)) == 0.0
 
 
 def test_an_utterance_without_voiced_frames_uses_every_frame():
