@@ -10,7 +10,7 @@ source validation selected (``eval/predictions/step_N.npz``) and needs no
 checkpoint and no training.  Per task:
 
 * **k-means clusters, best-matched**: k-means with one cluster per class over the target's
-  17 utterance statistics standardised per speaker (the prosody statistics
+  18 utterance statistics standardised per speaker (the prosody statistics
   every method of the recipe reads, emodna_jax/utterance_stats.py), each
   cluster then read as the class it overlaps most (Hungarian matching).
   The matching reads target labels, so this is an estimate of how well the
@@ -63,7 +63,7 @@ def cluster_bound(x: np.ndarray, labels: np.ndarray, num_classes: int,
 
 
 def target_statistics(corpus: PreparedCorpus) -> dict:
-    """The 17 utterance statistics of every utterance of ``corpus`` (rows in
+    """The 18 utterance statistics of every utterance of ``corpus`` (rows in
     its 'all' order, the order of the stored predictions' ``index``),
     standardised per speaker exactly as training's clusters read them
     (``SpeakerStats``, floored std), with each utterance's emotion name."""

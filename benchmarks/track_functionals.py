@@ -6,10 +6,12 @@ r"""How much emotion the prosody tracks carry as utterance statistics alone.
 
 A diagnostic, not a model.  From the three per-frame tracks of the
 ``logmel_pitch`` features (log F0, voicing NCCF, log energy; docs/data.md),
-each utterance becomes the 17 functionals of emodna_jax/utterance_stats.py:
+each utterance becomes the 18 functionals of emodna_jax/utterance_stats.py:
 F0 over voiced frames, energy over all frames and over voiced frames (each
-mean, std, 20th/50th/80th percentile), the voiced share of frames, and
-voiced onsets per 100 frames; one column adds its number of frames.  The
+mean, std, 20th/50th/80th percentile), the voiced share of frames, voiced
+onsets per 100 frames and the energy velocity; one column leaves the
+velocity out (the 17 of the recipe before it), one adds the number of
+frames.  The
 functionals are standardised per speaker (label-free, as the pipeline's
 per-speaker normalisation; one column over the corpus, for comparison) and
 scored exactly as benchmarks/egemaps.py scores eGeMAPS (logistic
@@ -41,7 +43,7 @@ from benchmarks import cross_corpus
 from benchmarks import egemaps
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig
-from emodna_jax.utterance_stats import functionals
+from emodna_jax.utterance_stats import NUM_STATS, functionals
 
 CLASSES = ("neutral", "angry", "happy", "sad")
 
@@ -64,15 +66,18 @@ def in_corpus_lines(args, features) -> list[str]:
     """Per corpus, one speaker left out at a time."""
     lines = ["UAR leaving one speaker out, logistic regression, the task's four "
              "classes.", "",
-             "| corpus | 17 track functionals, per-speaker | the same + utterance length "
-             "| the 17, per-corpus | eGeMAPS, per-corpus (the anchor) | eGeMAPS, "
-             "per-speaker |", "|---|---|---|---|---|---|"]
+             f"| corpus | {NUM_STATS} track functionals, per-speaker | the same without "
+             "the energy velocity | the same + utterance length "
+             f"| the {NUM_STATS}, per-corpus | eGeMAPS, per-corpus (the anchor) | eGeMAPS, "
+             "per-speaker |", "|---|---|---|---|---|---|---|"]
     for name in args.corpora.split(","):
         corpus = PreparedCorpus.find(args.data_dir, name, features)
         smile = egemaps.corpus_functionals(corpus, args.egemaps_cache)
         with_length = track_table(corpus)
         tracks = dict(with_length, x=with_length["x"][:, :-1])
+        no_velocity = dict(with_length, x=with_length["x"][:, :-2])   # velocity: 2nd last
         uars = [egemaps.in_corpus_uar(tracks, CLASSES, by="speaker"),
+                egemaps.in_corpus_uar(no_velocity, CLASSES, by="speaker"),
                 egemaps.in_corpus_uar(with_length, CLASSES, by="speaker"),
                 egemaps.in_corpus_uar(tracks, CLASSES)]
         uars += [egemaps.in_corpus_uar(smile, CLASSES),
@@ -90,16 +95,20 @@ def cross_corpus_lines(args, features) -> list[str]:
         corpus = PreparedCorpus.find(args.data_dir, name, features)
         tracks = track_table(corpus)
         tables[name] = (dict(tracks, x=tracks["x"][:, :-1]),
+                        dict(tracks, x=tracks["x"][:, :-2]),   # without the velocity
                         egemaps.corpus_functionals(corpus, args.egemaps_cache))
     lines = ["Target UAR, logistic regression trained on the whole source, the "
              "task's four classes.", "",
-             "| task | 17 track functionals, per-speaker | the 17, per-corpus | "
+             f"| task | {NUM_STATS} track functionals, per-speaker | the same without the "
+             f"energy velocity | the {NUM_STATS}, per-corpus | "
              "eGeMAPS, per-corpus (the anchor) | eGeMAPS, per-speaker |",
-             "|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|"]
     columns = []
     for source, target in tasks:
-        (s_tracks, s_smile), (t_tracks, t_smile) = tables[source], tables[target]
+        (s_tracks, s_short, s_smile), (t_tracks, t_short, t_smile) = (tables[source],
+                                                                     tables[target])
         uars = [egemaps.cross_corpus_uar(s_tracks, t_tracks, CLASSES, by="speaker"),
+                egemaps.cross_corpus_uar(s_short, t_short, CLASSES, by="speaker"),
                 egemaps.cross_corpus_uar(s_tracks, t_tracks, CLASSES),
                 egemaps.cross_corpus_uar(s_smile, t_smile, CLASSES),
                 egemaps.cross_corpus_uar(s_smile, t_smile, CLASSES, by="speaker")]

@@ -36,7 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.num_frames = 160          # training crop: 1.6 s
     config.data.eval_num_frames = 300     # evaluation: whole utterances up to 3 s
     config.data.std_floor = 0.01
-    # logmel_pitch: append 17 prosody statistics of the whole utterance,
+    # logmel_pitch: append 18 prosody statistics of the whole utterance,
     # standardised per speaker, to every frame (emodna_jax/utterance_stats.py).
     config.data.utterance_stats = False
     # Training holds a corpus's normalised frames in memory when they fit in

@@ -25,7 +25,7 @@ def real_speech(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     (docs/results.md, "The recipe")."""
     config.data.feature = "logmel_pitch"
     config.data.normalization = "speaker"
-    # 17 statistics of the whole utterance, standardised with its speaker's
+    # 18 statistics of the whole utterance, standardised with its speaker's
     # (docs/data.md): on held-out speakers and across corpora the largest
     # single gain measured (docs/results.md).
     config.data.utterance_stats = True
