@@ -11,10 +11,9 @@ F0 over voiced frames, energy over all frames and over voiced frames (each
 mean, std, 20th/50th/80th percentile), the voiced share of frames, voiced
 onsets per 100 frames and the energy velocity; one column leaves the
 velocity out (the 17 of the recipe before it), one adds the number of
-frames.  The
-functionals are standardised per speaker (label-free, as the pipeline's
-per-speaker normalisation; one column over the corpus, for comparison) and
-scored exactly as benchmarks/egemaps.py scores eGeMAPS (logistic
+frames.  The functionals are standardised per speaker (label-free, as the
+pipeline's per-speaker normalisation; one column over the corpus, for
+comparison) and scored exactly as benchmarks/egemaps.py scores eGeMAPS (logistic
 regression, one speaker left out, predictions pooled).  Beside them:
 eGeMAPS as that anchor computes it (standardised over the corpus) and
 eGeMAPS standardised per speaker, the same normalisation the networks'

@@ -79,6 +79,34 @@ def _only_new_none_fields(abstract_state, stored: dict) -> bool:
             and bool(nones - on_disk or retired))
 
 
+def _leaves_by_key(tree) -> dict:
+    """``{('params', 'backbone', ...): leaf}`` of a state or of a stored tree
+    (nested dicts and lists of a checkpoint's metadata)."""
+    return {tuple(str(getattr(p, "name", getattr(p, "key", getattr(p, "idx", p))))
+                  for p in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+class ShapeMismatch(ValueError):
+    """A checkpoint whose arrays do not fit the state the config builds."""
+
+
+def shape_mismatch(abstract_state, stored) -> str | None:
+    """The first array whose stored shape differs from the one the config
+    builds, said in one line, or None.  orbax only says that "(2, 1, 85,
+    32)" does not fit "(2, 1, 84, 32)"; this names the array and the usual
+    cause, a model or input of another width."""
+    stored = _leaves_by_key(stored)
+    for key, leaf in _leaves_by_key(abstract_state).items():
+        there = getattr(stored.get(key), "shape", None)
+        if there is not None and tuple(there) != tuple(leaf.shape):
+            return (f"{'/'.join(key)} is stored as {list(there)} and this config builds "
+                    f"{list(leaf.shape)}: the checkpoint was written for another model "
+                    "or input width (features, bins or the 18 utterance statistics, "
+                    "17 before the energy velocity); train it again with this version")
+    return None
+
+
 BANK = "target_bank"   # the optional fourth item
 
 
@@ -210,6 +238,9 @@ class Checkpointer:
         try:
             stored = reader.item_metadata(step)["state"]
             stored = getattr(stored, "tree", stored)
+            mismatch = None if stored is None else shape_mismatch(abstract_state, stored)
+            if mismatch:
+                raise ShapeMismatch(mismatch) from error
             if stored is None or not _only_new_none_fields(abstract_state, stored):
                 raise error
             return reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
@@ -279,8 +310,11 @@ def describe_failure(error: BaseException) -> str:
     whole TensorStore spec (a bound method's name and hundreds of lines);
     the innermost cause says what is wrong ('... is not valid for value of
     size 300000'), so that one is described, without TensorStore's
-    bracketed source locations."""
+    bracketed source locations.  A :class:`ShapeMismatch` on the way says
+    it better than the cause it wraps."""
     while (error.__cause__ or error.__context__) is not None:
+        if isinstance(error, ShapeMismatch):
+            break
         error = error.__cause__ or error.__context__
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__

@@ -367,9 +367,13 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     checkpointer.close()
 
     if not metrics_table.rows:
+        steps_by_reason = {}
+        for step, reason in unreadable.items():
+            steps_by_reason.setdefault(reason, []).append(str(step))
         raise ValueError(f"no readable checkpoint in "
                          f"{checkpointing.checkpoint_dir(workdir)}: "
-                         + "; ".join(f"{k}: {v}" for k, v in unreadable.items()))
+                         + "; ".join(f"{', '.join(steps)}: {reason}"
+                                     for reason, steps in steps_by_reason.items()))
     summary = summarize(metrics_table, context.table("ood.csv", "score"), config,
                         context.table("pseudo_labels.csv", "split"))
     summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}

@@ -14,12 +14,14 @@ speakers with a logistic regression, against 0.70-0.87 standardised over the
 corpus and 0.77-0.95 for MSAC-SERNet (docs/results.md, "Probe: what the
 prosody tracks hold as utterance statistics").
 
-The 18th, the energy velocity, is the statistics' only tempo that does not
-grow with the utterance: how fast loudness rises and falls, per frame.
-Actors speak sad slowly and angry fast; without it the statistics held no
-tempo but the onset rate, and the utterance's length (which would mean
-nothing for a file that is not one sentence) was worth 5 to 6 points on
-the shifted corpora (docs/results.md, "What bounds the base model").
+The 18th, the energy velocity, is a tempo that does not grow with the
+utterance: how fast loudness rises and falls, per frame.  Actors speak sad
+slowly and angry fast; without it the statistics held no tempo but the
+onset rate, and the utterance's length (which would mean nothing for a
+file that is not one sentence) was worth 5 to 6 points on the shifted
+corpora (docs/results.md, "What bounds the base model").  A checkpoint or
+export made with the 17 reads frames one value narrower: train or export
+it again.
 """
 
 from __future__ import annotations

@@ -195,6 +195,43 @@ def test_a_checkpoint_from_before_an_optional_state_field_still_restores(
         reader.restore_state(7, wider)
 
 
+def test_a_checkpoint_of_another_width_is_refused_naming_the_array(toy_data_dir, tmp_path):
+    """A checkpoint of another model or input width (such as frames with 17
+    utterance statistics, from before the energy velocity) is refused in one
+    line that names the first array that does not fit, not orbax's bare
+    pair of shapes."""
+    from emodna_jax import experiment
+    config = toy_config(toy_data_dir)
+    built = experiment.build(config, parallel=experiment.single_device())
+    workdir = str(tmp_path / "narrow")
+    writer = checkpointing.Checkpointer(workdir)
+    writer.save(3, jax.device_get(built.init_state()), {"position": 0}, {"seed": 0})
+    writer.wait()
+    writer.close()
+    config.model.channels = 12
+    wider = experiment.build(config, parallel=experiment.single_device())
+    reader = checkpointing.Checkpointer(workdir, read_only=True)
+    with pytest.raises(checkpointing.ShapeMismatch) as raised:
+        reader.restore_state(3, wider.abstract_state())
+    import re
+    said = re.match(r"(\S+) is stored as \[([\d, ]+)\] and this config builds "
+                    r"\[([\d, ]+)\]: the checkpoint was written for another model",
+                    str(raised.value))
+    assert said, str(raised.value)
+
+    def shape_at(state, path):
+        node = state
+        for part in path.split("/"):
+            node = getattr(node, part) if hasattr(node, part) else node[part]
+        return [int(n) for n in node.shape]
+    narrow = [int(n) for n in said.group(2).split(",")]
+    wide = [int(n) for n in said.group(3).split(",")]
+    assert narrow == shape_at(built.abstract_state(), said.group(1)) and 8 in narrow
+    assert wide == shape_at(wider.abstract_state(), said.group(1)) and 12 in wide
+    assert checkpointing.describe_failure(raised.value) == str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
 def test_the_entry_point_keeps_compiled_steps_in_the_user_s_cache(tmp_path, monkeypatch):
     from emodna_jax import main
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
