@@ -23,7 +23,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MEASURE = r"""
-import json, re, sys, time
+import json, sys, time
 import jax
 from configs import default
 from emodna_jax import experiment, input_pipeline, step as step_lib
@@ -69,7 +69,6 @@ def distinct_kernels(text: str) -> int:
         body = re.sub(r"%[\w.\-]+", "%", body)
         return re.sub(r"\b(param_\d+)\.\d+", r"\1", body)
     return len({shape_only(bodies[name]) for name in fused if name in bodies})
-
 
 
 def measure(tree: str, data_dir: str) -> dict:

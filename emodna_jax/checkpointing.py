@@ -57,6 +57,13 @@ def _is_disk_full(error: BaseException) -> bool:
 RETIRED = {("adapt", "cluster_labels")}
 
 
+def _path_key(path) -> tuple[str, ...]:
+    """A pytree path as names (``('params', 'backbone', 'input', 'kernel')``),
+    alike for a dataclass state and for the dicts of stored metadata."""
+    return tuple(str(getattr(p, "name", getattr(p, "key", getattr(p, "idx", p))))
+                 for p in path)
+
+
 def _only_new_none_fields(abstract_state, stored: dict) -> bool:
     """Whether ``abstract_state`` and the ``stored`` tree (nested dicts of a
     checkpoint's metadata) differ only by None-valued fields the checkpoint
@@ -70,9 +77,7 @@ def _only_new_none_fields(abstract_state, stored: dict) -> bool:
     wanted, nones = set(), set()
     for path, leaf in jax.tree_util.tree_flatten_with_path(
             abstract_state, is_leaf=lambda x: x is None)[0]:
-        key = tuple(str(getattr(p, "name", getattr(p, "key", getattr(p, "idx", p))))
-                    for p in path)
-        (nones if leaf is None else wanted).add(key)
+        (nones if leaf is None else wanted).add(_path_key(path))
     on_disk = keys(stored)
     retired = on_disk & RETIRED
     return (wanted == on_disk - nones - retired
@@ -82,8 +87,7 @@ def _only_new_none_fields(abstract_state, stored: dict) -> bool:
 def _leaves_by_key(tree) -> dict:
     """``{('params', 'backbone', ...): leaf}`` of a state or of a stored tree
     (nested dicts and lists of a checkpoint's metadata)."""
-    return {tuple(str(getattr(p, "name", getattr(p, "key", getattr(p, "idx", p))))
-                  for p in path): leaf
+    return {_path_key(path): leaf
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 

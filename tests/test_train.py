@@ -1,6 +1,7 @@
 """Integrity of training: resume equality, target-label blindness, NaN stops."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,7 +214,6 @@ def test_a_checkpoint_of_another_width_is_refused_naming_the_array(toy_data_dir,
     reader = checkpointing.Checkpointer(workdir, read_only=True)
     with pytest.raises(checkpointing.ShapeMismatch) as raised:
         reader.restore_state(3, wider.abstract_state())
-    import re
     said = re.match(r"(\S+) is stored as \[([\d, ]+)\] and this config builds "
                     r"\[([\d, ]+)\]: the checkpoint was written for another model",
                     str(raised.value))
