@@ -8,8 +8,12 @@ Each ``--row LABEL=CSV:METHOD`` takes the runs of METHOD from a results csv
 that benchmarks/cross_corpus.py wrote (committed beside docs/results.md), so
 rows measured in different runner invocations (a feature setting, a
 safeguard switched off) line up task by task.  The first row is the
-reference: every other row shows its difference from it.  Only tasks every
-row covers, at the seeds asked for, enter the mean.
+reference.  Every other row shows, for the mean over each group of tasks
+(the development suite and each shifted pair, which have their own bars)
+and over all of them, its difference from the reference with that
+difference's standard error over seeds: whether a gap is larger than what
+reseeding alone moves.  Only tasks every row covers, at the seeds asked
+for, enter the means.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ def parse_row(text: str) -> tuple[str, str, str]:
     return label, path, method
 
 
-def row_means(path: str, method: str, seeds) -> dict:
-    """task -> mean target UAR (selected checkpoint) of ``method`` over ``seeds``."""
+def row_values(path: str, method: str, seeds) -> dict:
+    """task -> [target UAR (selected checkpoint) of ``method`` at each of
+    ``seeds``], for the tasks run at every one of them."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--row: {path} does not exist (run "
                                 "benchmarks/cross_corpus.py with --doc first)")
@@ -42,24 +47,52 @@ def row_means(path: str, method: str, seeds) -> dict:
             if m == method and seed in seeds]
     tasks = sorted({r["task"] for r in runs})
     per_task = {t: [r["uar"] for r in runs if r["task"] == t] for t in tasks}
-    return {t: float(np.mean(v)) for t, v in per_task.items()
-            if len(v) == len(seeds)}
+    return {t: v for t, v in per_task.items() if len(v) == len(seeds)}
 
 
-def markdown(rows, means, seeds, command: str) -> str:
-    tasks = [t for t in cross_corpus.DEV_TASKS if all(t in m for m in means)]
-    tasks += sorted(set.intersection(*(set(m) for m in means)) - set(tasks))
-    header = ["variant"] + [t.replace(":", " → ") for t in tasks] + ["mean", "Δ mean"]
+def difference(values: dict, reference: dict, tasks) -> tuple[float, float]:
+    """(Δ, its standard error) of the mean over ``tasks`` of the per-task
+    seed means, ``values`` against ``reference``.  Each task's difference
+    has the variance s_a^2 / n_a + s_b^2 / n_b of two independent means
+    over seeds (sample variances), and the tasks are independent, so
+    SE = sqrt(sum over tasks) / number of tasks; NaN with one seed."""
+    deltas, variances = [], []
+    for t in tasks:
+        a, b = np.asarray(values[t], float), np.asarray(reference[t], float)
+        deltas.append(a.mean() - b.mean())
+        variances.append(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+                         if min(len(a), len(b)) > 1 else np.nan)
+    return float(np.mean(deltas)), float(np.sqrt(np.sum(variances)) / len(tasks))
+
+
+def _mean(values: dict, tasks) -> float:
+    return float(np.mean([np.mean(values[t]) for t in tasks]))
+
+
+def markdown(rows, values, seeds, command: str) -> str:
+    tasks = [t for t in cross_corpus.DEV_TASKS if all(t in v for v in values)]
+    tasks += sorted(set.intersection(*(set(v) for v in values)) - set(tasks))
+    groups = cross_corpus.task_groups(tasks)
+    if len(groups) > 1:
+        groups.append(("", tasks))
+    header = (["variant"] + [t.replace(":", " → ") for t in tasks]
+              + [f"mean{name}" for name, _ in groups])
     lines = ["<!-- Written by benchmarks/ablation.py; do not edit by hand. -->", "",
              f"Reproduce: `{command}`", "",
              f"Target UAR at the checkpoint selected by source validation, mean over "
-             f"seeds {list(seeds)}; Δ: difference from the first row.", "",
+             f"seeds {list(seeds)}. Beside each mean, in brackets, its difference "
+             "from the first row ± the difference's standard error over seeds "
+             "(none with one seed).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    reference = np.mean([means[0][t] for t in tasks]) if tasks else float("nan")
-    for (label, path, method), m in zip(rows, means):
-        mean = np.mean([m[t] for t in tasks]) if tasks else float("nan")
-        cells = [f"{m[t]:.3f}" for t in tasks] + [f"**{mean:.3f}**",
-                                                   f"{mean - reference:+.3f}"]
+    for k, ((label, path, method), v) in enumerate(zip(rows, values)):
+        cells = [f"{np.mean(v[t]):.3f}" for t in tasks]
+        for _, members in groups:
+            cell = f"**{_mean(v, members):.3f}**"
+            if k:
+                delta, error = difference(v, values[0], members)
+                cell += f" ({delta:+.3f}" + (f" ± {error:.3f})" if np.isfinite(error)
+                                             else ")")
+            cells.append(cell)
         lines.append(f"| {label} (`{os.path.basename(path)}`: {method}) | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -78,9 +111,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",")]
-    means = [row_means(path, method, seeds) for _, path, method in rows]
+    values = [row_values(path, method, seeds) for _, path, method in rows]
+    if not set.intersection(*(set(v) for v in values)):
+        parser.error(f"no task has runs at seeds {seeds} in every --row")
     command = cross_corpus.reproduce_command("ablation.py", argv)
-    text = markdown(rows, means, seeds, command)
+    text = markdown(rows, values, seeds, command)
     cross_corpus.write_section(args.doc, text, args.section)
     print(text)
     return 0
