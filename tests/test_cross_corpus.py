@@ -592,9 +592,11 @@ def test_ablation_table_lines_up_rows_from_several_csvs(tmp_path):
                    "--row", f"recipe={a}:emodna", "--row", f"without L_ca={b}:no_ca"])
     text = doc.read_text()
     assert text.startswith("# Results\n") and "do not edit by hand" in text
-    # Only s:t is in both rows: 0.7 vs 0.5.
-    assert "| recipe (`a.csv`: emodna) | 0.700 | **0.700** | +0.000 |" in text
-    assert "| without L_ca (`b.csv`: no_ca) | 0.500 | **0.500** | -0.200 |" in text
+    # Only s:t is in both rows: 0.7 vs 0.5, each over two seeds 0.2 apart, so
+    # the difference's standard error is sqrt(0.02 / 2 + 0.02 / 2).
+    assert "| recipe (`a.csv`: emodna) | 0.700 | **0.700** |" in text
+    assert ("| without L_ca (`b.csv`: no_ca) | 0.500 | **0.500** (-0.200 ± 0.141) |"
+            in text)
     assert "u → v" not in text and "w → x" not in text
     with pytest.raises(SystemExit):
         ablation.main(["--doc", str(doc), "--row", "no-equals-sign"])
