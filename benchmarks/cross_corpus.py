@@ -64,6 +64,9 @@ COLUMNS = ("task", "method", "seed", "uar", "war", "uar_last", "war_last",
            # Target UAR at the checkpoint each label-free rule picks, and the
            # oracle's (target labels: a reference, never a selection).
            "uar_snd", "uar_dev", "uar_entropy", "uar_oracle",
+           # Target UAR and WAR of the mean posterior over every checkpoint
+           # (emodna_jax/checkpoint_ensemble.py): no selection at all.
+           "uar_ensemble", "war_ensemble",
            # Per-class recall at the selected checkpoint ("class=recall;..."),
            # and the classes loss.cluster_agreement left unadapted.
            "recall", "unadapted")
@@ -71,6 +74,7 @@ COLUMNS = ("task", "method", "seed", "uar", "war", "uar_last", "war_last",
 TEXT_COLUMNS = ("task", "method", "recall", "unadapted")
 SELECTION_RULES = (("uar", "source validation"), ("uar_snd", "SND"),
                    ("uar_dev", "DEV"), ("uar_entropy", "entropy"),
+                   ("uar_ensemble", "mean posterior of every checkpoint"),
                    ("uar_oracle", "ORACLE (target labels)"))
 
 
@@ -159,6 +163,8 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
                                                                      float("nan"))
                  for rule in ("snd", "dev", "entropy")},
               "uar_oracle": summary["oracle_best_on_target"]["target"]["uar"],
+              **{f"{k}_ensemble": (summary.get("checkpoint_ensemble") or {}).get(
+                  k, float("nan")) for k in ("uar", "war")},
               "recall": ";".join(f"{c}={selected['target'][f'recall_{c}']:.4f}"
                                  for c in classes),
               "unadapted": ";".join(c for c in classes
@@ -231,7 +237,7 @@ def aggregate(results: list[dict], tasks, methods) -> dict:
                     key: (*_mean_std([r.get(key, np.nan) for r in runs]), len(runs))
                     for key in ("uar", "war", "uar_last", "war_last",
                                 "source_val_uar", "pseudo_passed_fraction",
-                                "pseudo_passed_accuracy")
+                                "pseudo_passed_accuracy", "war_ensemble")
                     + tuple(k for k, _ in SELECTION_RULES[1:])}
                 recalls = [_recalls(r) for r in runs]
                 if all(recalls):
@@ -311,7 +317,7 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
                     values = [anchors[t][col] for t in members if t in anchors]
                     row.append(f"**{np.mean(values):.3f}**" if values else "-")
             out.append("| " + " | ".join(row) + " |")
-        if "source_only" in methods and key in ("uar", "uar_last"):
+        if "source_only" in methods and key in ("uar", "uar_last", "uar_ensemble"):
             row = ["tasks won against source-only"]
             for m in methods:
                 wins = sum(table[t, m][key][0] > table[t, "source_only"][key][0]
@@ -327,6 +333,8 @@ def markdown(results, tasks, methods, anchors: dict, command: str) -> str:
 
     lines += grid("Target UAR, checkpoint selected by source-validation UAR", "uar", True)
     lines += grid("Target UAR, last step", "uar_last", True)
+    lines += grid("Target UAR, mean posterior of every checkpoint (no selection)",
+                  "uar_ensemble", True)
     lines += grid("Target WAR, checkpoint selected by source-validation UAR", "war", False)
     lines += grid("Source-validation UAR (held-out source speakers) of the selected "
                   "checkpoint", "source_val_uar", False)

@@ -23,6 +23,7 @@ import numpy as np
 import tqdm
 
 from data_prep import files
+from emodna_jax import checkpoint_ensemble
 from emodna_jax import checkpointing
 from emodna_jax import config_validation
 from emodna_jax import distributed
@@ -379,6 +380,8 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
     summary["unreadable_checkpoints"] = {str(k): v for k, v in unreadable.items()}
     if not distributed.is_primary():
         return summary
+    # Read back from the stored predictions, which only the primary writes.
+    summary["checkpoint_ensemble"] = ensemble_figures(config, out_dir, metrics_table)
     with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
     from emodna_jax import report  # matplotlib: only when a report is written
@@ -391,6 +394,15 @@ def evaluate_checkpoints(config, workdir: str, *, force: bool = False,
 def _posterior(config, outputs: dict) -> np.ndarray:
     """Logits whose softmax is the model's class posterior."""
     return np.asarray(losses.config_posterior_logits(config, outputs["logits"]))
+
+
+def ensemble_figures(config, out_dir: str, metrics_table: "ResultTable") -> dict | None:
+    """The target figures of the mean posterior over every evaluated
+    checkpoint (emodna_jax/checkpoint_ensemble.py), or None without the
+    stored predictions of each."""
+    return checkpoint_ensemble.target_figures(
+        out_dir, metrics_table.steps(), tuple(config.data.classes),
+        lambda outputs: _posterior(config, outputs))
 
 
 def rescore(config, workdir: str) -> dict:
@@ -415,6 +427,7 @@ def rescore(config, workdir: str) -> dict:
     summary = summarize(
         metrics_table, ResultTable(os.path.join(out_dir, "ood.csv"), "score"),
         config, ResultTable(os.path.join(out_dir, "pseudo_labels.csv"), "split"))
+    summary["checkpoint_ensemble"] = ensemble_figures(config, out_dir, metrics_table)
     with files.atomic_write(os.path.join(out_dir, "summary.json")) as f:
         json.dump(summary, f, indent=2)
     return summary

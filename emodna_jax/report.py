@@ -218,6 +218,11 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
         rows.append([label, entry["step"], entry["target"]["uar"],
                      entry["target"]["war"], entry["target"]["macro_f1"],
                      entry["source_val"]["uar"]])
+    ensemble = summary.get("checkpoint_ensemble")
+    if ensemble:
+        rows.append([f"mean posterior of all {len(ensemble['steps'])}",
+                     f"{ensemble['steps'][0]}-{ensemble['steps'][-1]}", ensemble["uar"],
+                     ensemble["war"], ensemble["macro_f1"], "-"])
     oracle = summary["oracle_best_on_target"]
     rows.append(["oracle (best on target labels)", oracle["step"],
                  oracle["target"]["uar"], oracle["target"]["war"],

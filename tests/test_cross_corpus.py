@@ -342,6 +342,8 @@ def test_runner_rows_table_doc_and_resume(toy_data_dir, tmp_path, monkeypatch):
             assert float(row[f"uar_{rule}"]) == pytest.approx(
                 summary["selections"][f"target_{rule}"]["target_uar"])
         assert float(row["uar_oracle"]) >= float(row["uar"])
+        assert float(row["uar_ensemble"]) == pytest.approx(
+            summary["checkpoint_ensemble"]["uar"])
         recall = dict(item.split("=") for item in row["recall"].split(";"))
         assert np.mean([float(v) for v in recall.values()]) == pytest.approx(
             float(row["uar"]), abs=1e-3)
@@ -401,6 +403,7 @@ def test_runner_means_each_task_group_apart_and_shows_selection_and_recall():
                 "uar_last": uar, "war_last": uar, "source_val_uar": 0.9,
                 "pseudo_passed_fraction": 1.0, "pseudo_passed_accuracy": 0.5,
                 "uar_snd": uar - 0.1, "uar_dev": uar, "uar_entropy": uar,
+                "uar_ensemble": uar + 0.05, "war_ensemble": uar,
                 "uar_oracle": uar + 0.1, "recall": f"angry={uar:.4f};happy=0.5000",
                 "unadapted": "angry" if method == "emodna" else ""}
     results = [row(t, m, u) for t, u in zip(tasks, (0.8, 0.4, 0.6))
@@ -412,7 +415,9 @@ def test_runner_means_each_task_group_apart_and_shows_selection_and_recall():
     assert "mean over 3" not in grid
     selection = text.split("### Target UAR by checkpoint selection rule")[1]
     assert ("| **mean over 2 tasks, swapped pair** | Emo-DNA | **0.500** | **0.400** | "
-            "**0.500** | **0.500** | **0.600** |") in selection
+            "**0.500** | **0.500** | **0.550** | **0.600** |") in selection
+    ensemble = text.split("### Target UAR, mean posterior of every checkpoint")[1].split("###")[0]
+    assert "| **mean over 2 complete tasks, swapped pair** | **0.550** | **0.550** |" in ensemble
     recall = text.split("### Per-class target recall")[1]
     assert "| hi_festival → en_phone | Emo-DNA | 0.40 | 0.50 |" in recall
     assert "it_festival" not in recall        # the shifted pairs only

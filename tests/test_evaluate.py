@@ -96,9 +96,32 @@ def test_nll_column_and_rescoring_from_predictions_alone(trained, toy_data_dir, 
     assert rescored["selected"]["step"] == summary["selected"]["step"]
     for split in ("target", "source_val"):
         assert rescored["selected"][split] == pytest.approx(summary["selected"][split])
+    ensemble = dict(summary["checkpoint_ensemble"])
+    assert rescored["checkpoint_ensemble"].pop("steps") == ensemble.pop("steps")
+    assert rescored["checkpoint_ensemble"] == pytest.approx(ensemble)
     os.remove(os.path.join(copy, "eval", "predictions", "step_4.npz"))
     with pytest.raises(FileNotFoundError, match="step_4.npz: missing"):
         evaluate.rescore(eval_config(toy_data_dir), copy)
+
+
+def test_the_checkpoint_ensemble_is_the_mean_posterior_of_the_stored_predictions(trained):
+    workdir, summary = trained
+    probabilities = []
+    for step in (2, 4, 6):
+        with np.load(os.path.join(workdir, "eval", "predictions",
+                                  f"step_{step}.npz")) as data:
+            labels, logits = data["target/label"], data["target/logits"].astype(np.float64)
+        # Linear classifier: the logits are the posterior's.
+        probabilities.append(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+    keep = labels >= 0
+    predicted = np.mean(probabilities, axis=0)[keep].argmax(-1)
+    recalls = [np.mean(predicted[labels[keep] == c] == c) for c in range(len(CLASSES))]
+    ensemble = summary["checkpoint_ensemble"]
+    assert ensemble["steps"] == [2, 4, 6]
+    assert ensemble["uar"] == pytest.approx(np.mean(recalls))
+    assert ensemble["war"] == pytest.approx(np.mean(predicted == labels[keep]))
+    report = open(os.path.join(workdir, "eval", "report.md")).read()
+    assert "| mean posterior of all 3 | 2-6 |" in report
 
 
 def test_metrics_match_the_saved_predictions(trained):

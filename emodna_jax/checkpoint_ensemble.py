@@ -1,0 +1,72 @@
+"""The target posterior averaged over every checkpoint of a run.
+
+Choosing one checkpoint of an adaptation run without target labels is
+where the recipe loses most (docs/results.md, "Target UAR by checkpoint
+selection rule"): source validation reads 40 utterances of another corpus,
+and the label-free target scores each fail on one group of tasks.  The
+mean of the class posteriors of every checkpoint the run kept, the
+source-only warm-up's included, chooses nothing: it is a snapshot ensemble
+(Huang et al. 2017) of the training trajectory.  With checkpoints evenly
+spaced, the warm-up's carry about ``loss.adapt_start`` of the weight, so
+where adaptation commits to a wrong naming the source-only model still
+holds part of the vote, and where it helps the adapted checkpoints
+outnumber it.
+
+It reads the stored predictions of ``--mode=evaluate``
+(``eval/predictions/step_N.npz``, the ``embeddings`` evaluator); numpy only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from scipy.special import softmax
+
+from emodna_jax import input_pipeline
+from emodna_jax import metrics as metrics_lib
+from emodna_jax.evaluators import embeddings
+
+
+def mean_posterior(posterior_logits: list[np.ndarray]) -> np.ndarray:
+    """[N, C] mean over checkpoints of softmax(logits), each [N, C]."""
+    if not posterior_logits:
+        raise ValueError("a checkpoint ensemble needs at least one checkpoint")
+    shapes = {np.shape(p) for p in posterior_logits}
+    if len(shapes) != 1:
+        raise ValueError(f"checkpoint ensemble: the checkpoints' predictions "
+                         f"have different shapes {sorted(shapes)}")
+    return np.mean([softmax(np.asarray(p, np.float64), axis=1)
+                    for p in posterior_logits], axis=0)
+
+
+def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | None:
+    """UAR, WAR and per-class recall on the target of the mean posterior
+    over ``steps``, with the steps averaged; None when a step's stored
+    predictions are missing (an evaluation without the ``embeddings``
+    evaluator), since an ensemble of some checkpoints would be another one.
+
+    ``posterior_logits_of(outputs)`` turns a split's stored outputs into
+    logits whose softmax is the class posterior (the margin's scale
+    applied)."""
+    paths = [embeddings.path(out_dir, step) for step in steps]
+    if not paths or not all(os.path.exists(p) for p in paths):
+        return None
+    posteriors, labels, index = [], None, None
+    for step, path in zip(steps, paths):
+        with np.load(path) as stored:
+            outputs = {k.split("/", 1)[1]: stored[k] for k in stored.files
+                       if k.startswith("target/")}
+        if index is None:
+            index, labels = outputs["index"], outputs["label"]
+        elif not np.array_equal(outputs["index"], index):
+            raise ValueError(f"{path}: its target utterances are not those of step "
+                             f"{steps[0]}; evaluate the run again with --force")
+        posteriors.append(posterior_logits_of(outputs))
+    keep = labels != input_pipeline.EXCLUDED
+    predicted = np.argmax(mean_posterior(posteriors), axis=1)
+    report = metrics_lib.classification_report(labels[keep], predicted[keep],
+                                               len(classes))
+    return {"steps": [int(s) for s in steps], "uar": report["uar"],
+            "war": report["war"], "macro_f1": report["macro_f1"],
+            **{f"recall_{c}": r for c, r in zip(classes, report["per_class_recall"])}}
