@@ -7,7 +7,9 @@ r"""Ablation table: one row per component switched off, from the runner's csvs.
 Each ``--row LABEL=CSV:METHOD`` takes the runs of METHOD from a results csv
 that benchmarks/cross_corpus.py wrote (committed beside docs/results.md), so
 rows measured in different runner invocations (a feature setting, a
-safeguard switched off) line up task by task.  The first row is the
+safeguard switched off) line up task by task.  ``CSV:METHOD@COLUMN`` reads
+another of the csv's target UARs than the selected checkpoint's (``uar``),
+such as ``uar_ensemble`` or ``uar_last``.  The first row is the
 reference.  Every other row shows, for the mean over each group of tasks
 (the development suite and each shifted pair, which have their own bars)
 and over all of them, its difference from the reference with that
@@ -29,24 +31,35 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from benchmarks import cross_corpus
 
 
-def parse_row(text: str) -> tuple[str, str, str]:
+UAR_COLUMNS = ("uar", "uar_last", "uar_ensemble", "uar_snd", "uar_dev",
+               "uar_entropy")
+
+
+def parse_row(text: str) -> tuple[str, str, str, str]:
+    """``(label, csv path, method, column)`` of ``LABEL=CSV:METHOD[@COLUMN]``."""
     label, sep, source = text.partition("=")
     path, colon, method = source.rpartition(":")
+    method, _, column = method.partition("@")
+    column = column or "uar"
     if not (sep and colon and label and path and method):
-        raise ValueError(f"--row {text!r}: expected LABEL=CSV:METHOD")
-    return label, path, method
+        raise ValueError(f"--row {text!r}: expected LABEL=CSV:METHOD[@COLUMN]")
+    if column not in UAR_COLUMNS:
+        raise ValueError(f"--row {text!r}: column {column!r} is not one of "
+                         + ", ".join(UAR_COLUMNS))
+    return label, path, method, column
 
 
-def row_values(path: str, method: str, seeds) -> dict:
-    """task -> [target UAR (selected checkpoint) of ``method`` at each of
-    ``seeds``], for the tasks run at every one of them."""
+def row_values(path: str, method: str, seeds, column: str = "uar") -> dict:
+    """task -> [target UAR of ``method`` at each of ``seeds`` (the csv's
+    ``column``)], for the tasks run at every one of them with a value there
+    (a run evaluated before a column existed has none)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--row: {path} does not exist (run "
                                 "benchmarks/cross_corpus.py with --doc first)")
     runs = [r for (task, m, seed), r in cross_corpus.read_results(path).items()
-            if m == method and seed in seeds]
+            if m == method and seed in seeds and np.isfinite(r[column])]
     tasks = sorted({r["task"] for r in runs})
-    per_task = {t: [r["uar"] for r in runs if r["task"] == t] for t in tasks}
+    per_task = {t: [r[column] for r in runs if r["task"] == t] for t in tasks}
     return {t: v for t, v in per_task.items() if len(v) == len(seeds)}
 
 
@@ -79,12 +92,14 @@ def markdown(rows, values, seeds, command: str) -> str:
               + [f"mean{name}" for name, _ in groups])
     lines = ["<!-- Written by benchmarks/ablation.py; do not edit by hand. -->", "",
              f"Reproduce: `{command}`", "",
-             f"Target UAR at the checkpoint selected by source validation, mean over "
-             f"seeds {list(seeds)}. Beside each mean, in brackets, its difference "
+             f"Target UAR, mean over seeds {list(seeds)}: at the checkpoint selected "
+             "by source validation, or the figure the row names after its method "
+             "(`uar_ensemble`: the mean posterior of every checkpoint; `uar_last`: "
+             "the last step). Beside each mean, in brackets, its difference "
              "from the first row ± the difference's standard error over seeds "
              "(none with one seed).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for k, ((label, path, method), v) in enumerate(zip(rows, values)):
+    for k, ((label, path, method, column), v) in enumerate(zip(rows, values)):
         cells = [f"{np.mean(v[t]):.3f}" for t in tasks]
         for _, members in groups:
             cell = f"**{_mean(v, members):.3f}**"
@@ -93,7 +108,8 @@ def markdown(rows, values, seeds, command: str) -> str:
                 cell += f" ({delta:+.3f}" + (f" ± {error:.3f})" if np.isfinite(error)
                                              else ")")
             cells.append(cell)
-        lines.append(f"| {label} (`{os.path.basename(path)}`: {method}) | "
+        shown = method if column == "uar" else f"{method}, {column}"
+        lines.append(f"| {label} (`{os.path.basename(path)}`: {shown}) | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,7 +117,7 @@ def markdown(rows, values, seeds, command: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", action="append", required=True,
-                        metavar="LABEL=CSV:METHOD")
+                        metavar="LABEL=CSV:METHOD[@COLUMN]")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--doc", required=True)
     parser.add_argument("--section", default="ablation")
@@ -111,7 +127,7 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(str(error))
     seeds = [int(s) for s in args.seeds.split(",")]
-    values = [row_values(path, method, seeds) for _, path, method in rows]
+    values = [row_values(path, method, seeds, column) for _, path, method, column in rows]
     if not set.intersection(*(set(v) for v in values)):
         parser.error(f"no task has runs at seeds {seeds} in every --row")
     command = cross_corpus.reproduce_command("ablation.py", argv)

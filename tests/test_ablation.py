@@ -62,3 +62,29 @@ def test_rows_without_a_common_task_are_refused(tmp_path, capsys):
         ablation.main(["--doc", str(tmp_path / "doc.md"),
                        f"--row=a={runs}:emodna", f"--row=b={runs}:source_only"])
     assert "no task has runs at seeds [0] in every --row" in capsys.readouterr().err
+
+
+def test_a_row_can_read_another_column_of_the_csv(tmp_path, capsys):
+    runs = tmp_path / "results.csv"
+    with open(runs, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["task", "method", "seed", "uar",
+                                               "uar_ensemble"])
+        writer.writeheader()
+        writer.writerows([{"task": "it_festival:en_flite", "method": "emodna", "seed": 0,
+                           "uar": 0.8, "uar_ensemble": 0.9},
+                          # evaluated before the column: no value, not a zero
+                          {"task": "en_phone:hi_festival", "method": "emodna", "seed": 0,
+                           "uar": 0.4, "uar_ensemble": ""}])
+    assert ablation.parse_row(f"e={runs}:emodna@uar_ensemble") == (
+        "e", str(runs), "emodna", "uar_ensemble")
+    assert ablation.row_values(str(runs), "emodna", [0], "uar_ensemble") == {
+        "it_festival:en_flite": [0.9]}
+    doc = tmp_path / "doc.md"
+    ablation.main(["--doc", str(doc), f"--row=selected={runs}:emodna",
+                   f"--row=ensemble={runs}:emodna@uar_ensemble"])
+    table = [line for line in doc.read_text().splitlines() if line.startswith("| ")]
+    assert table[2].startswith("| ensemble (`results.csv`: emodna, uar_ensemble) | 0.900 |")
+    assert "**0.900** (+0.100)" in table[2]
+    with pytest.raises(SystemExit):
+        ablation.main(["--doc", str(doc), f"--row=x={runs}:emodna@uar_oracle"])
+    assert "column 'uar_oracle' is not one of uar, uar_last" in capsys.readouterr().err
