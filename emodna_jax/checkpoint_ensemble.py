@@ -1,9 +1,10 @@
 """The target posterior averaged over every checkpoint of a run.
 
-Choosing one checkpoint of an adaptation run without target labels is
-where the recipe loses most (docs/results.md, "Target UAR by checkpoint
-selection rule"): source validation reads 40 utterances of another corpus,
-and the label-free target scores each fail on one group of tasks.  The
+Choosing one checkpoint of an adaptation run without target labels costs
+the recipe much of what it gains (docs/results.md, "Target UAR by
+checkpoint selection rule"): source validation reads 40 utterances of
+another corpus, and each label-free target score fails on some group of
+tasks.  The
 mean of the class posteriors of every checkpoint the run kept, the
 source-only warm-up's included, chooses nothing: it is a snapshot ensemble
 (Huang et al. 2017) of the training trajectory.  With checkpoints evenly
@@ -41,8 +42,8 @@ def mean_posterior(posterior_logits: list[np.ndarray]) -> np.ndarray:
 
 
 def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | None:
-    """UAR, WAR and per-class recall on the target of the mean posterior
-    over ``steps``, with the steps averaged; None when a step's stored
+    """UAR, WAR, macro-F1 and per-class recall on the target of the mean
+    posterior over ``steps``, and the steps themselves; None when a step's stored
     predictions are missing (an evaluation without the ``embeddings``
     evaluator), since an ensemble of some checkpoints would be another one.
 
