@@ -28,6 +28,10 @@ from emodna_jax import input_pipeline
 from emodna_jax import metrics as metrics_lib
 from emodna_jax.evaluators import embeddings
 
+# What the ensemble reads of each step's stored predictions: not the
+# embeddings, the largest arrays there.
+TARGET_ARRAYS = ("target/logits", "target/label", "target/index")
+
 
 def mean_posterior(posterior_logits: list[np.ndarray]) -> np.ndarray:
     """[N, C] mean over checkpoints of softmax(logits), each [N, C]."""
@@ -47,7 +51,8 @@ def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | 
     predictions are missing (an evaluation without the ``embeddings``
     evaluator), since an ensemble of some checkpoints would be another one.
 
-    ``posterior_logits_of(outputs)`` turns a split's stored outputs into
+    ``posterior_logits_of(outputs)`` turns the stored target ``logits``
+    (with ``label`` and ``index``) into
     logits whose softmax is the class posterior (the margin's scale
     applied)."""
     paths = [embeddings.path(out_dir, step) for step in steps]
@@ -55,9 +60,7 @@ def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | 
         return None
     posteriors, labels, index = [], None, None
     for step, path in zip(steps, paths):
-        with np.load(path) as stored:
-            outputs = {k.split("/", 1)[1]: stored[k] for k in stored.files
-                       if k.startswith("target/")}
+        outputs = embeddings.load(out_dir, step, names=TARGET_ARRAYS)["target"]
         if index is None:
             index, labels = outputs["index"], outputs["label"]
         elif not np.array_equal(outputs["index"], index):

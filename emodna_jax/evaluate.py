@@ -36,6 +36,7 @@ from emodna_jax import scoring
 from emodna_jax import selection
 from emodna_jax import step as step_lib
 from emodna_jax import workdir_lock
+from emodna_jax.evaluators import embeddings
 
 EVAL_DIR = "eval"
 SPLITS = ("target", "source_val")   # the rows of metrics.csv
@@ -414,14 +415,12 @@ def rescore(config, workdir: str) -> dict:
     classes = tuple(config.data.classes)
     metrics_table = ResultTable(os.path.join(out_dir, "metrics.csv"), "split")
     for step in metrics_table.steps():
-        path = os.path.join(out_dir, "predictions", f"step_{step}.npz")
+        path = embeddings.path(out_dir, step)
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: missing; rescoring needs the "
                                     "predictions of every evaluated step")
-        with np.load(path) as stored:
-            predictions = {split: {k.split("/", 1)[1]: stored[k] for k in stored.files
-                                   if k.startswith(split + "/")}
-                           for split in SPLITS}
+        stored = embeddings.load(out_dir, step)
+        predictions = {split: stored.get(split, {}) for split in SPLITS}
         put_metric_rows(metrics_table, step, config, predictions, classes)
     metrics_table.save()
     summary = summarize(

@@ -18,17 +18,6 @@ import numpy as np  # noqa: E402
 MAX_EMBEDDING_POINTS = 1500
 
 
-def load_predictions(out_dir: str, step: int) -> dict:
-    """split -> {array name -> array} of one evaluated step."""
-    path = os.path.join(out_dir, "predictions", f"step_{step}.npz")
-    grouped = {}
-    with np.load(path) as data:
-        for key in data.files:
-            split, name = key.split("/", 1)
-            grouped.setdefault(split, {})[name] = data[key]
-    return grouped
-
-
 def embed_2d(features: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     """t-SNE when scikit-learn is there, else PCA; returns (points, method)."""
     try:
@@ -185,13 +174,14 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
                  *, target_corpus, source_corpus):
     """Writes the figures and ``report.md`` into ``out_dir``."""
     from emodna_jax import metrics as metrics_lib
+    from emodna_jax.evaluators import embeddings
     classes = summary["classes"]
     selected = summary["selected"]["step"]
     plot_uar_curve(metrics_table, os.path.join(out_dir, "uar_vs_step.png"))
     figures, embedding_note = ["uar_vs_step.png"], ""
-    stored = os.path.exists(os.path.join(out_dir, "predictions", f"step_{selected}.npz"))
+    stored = os.path.exists(embeddings.path(out_dir, selected))
     if stored:   # the 'embeddings' evaluator's file: the per-utterance figures
-        predictions = load_predictions(out_dir, selected)
+        predictions = embeddings.load(out_dir, selected)
         target = predictions["target"]
         in_task = target["label"] >= 0
         confusion = metrics_lib.confusion_matrix(

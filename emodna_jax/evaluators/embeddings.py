@@ -23,6 +23,18 @@ def path(out_dir: str, step: int) -> str:
     return os.path.join(out_dir, "predictions", f"step_{step}.npz")
 
 
+def load(out_dir: str, step: int, names=None) -> dict:
+    """split -> {array name -> array} of one evaluated step; with ``names``
+    ("split/name" keys), those arrays alone: the file is compressed, so an
+    array not read is not decompressed."""
+    grouped = {}
+    with np.load(path(out_dir, step)) as data:
+        for key in data.files if names is None else names:
+            split, name = key.split("/", 1)
+            grouped.setdefault(split, {})[name] = data[key]
+    return grouped
+
+
 class Evaluator:
     splits = STORED_SPLITS
 
