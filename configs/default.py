@@ -158,6 +158,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.evals = ("classification", "pseudo_labels", "ood", "embeddings")
     config.ood_score = "energy"           # msp | max_logit | energy | mahalanobis
     config.ood_threshold = ml_collections.config_dict.placeholder(float)  # None: 95%-TPR one
+    # What --mode=export and --mode=predict serve: the checkpoint select_by
+    # picked ('selected'), or the mean posterior of every evaluated
+    # checkpoint ('checkpoint_ensemble', docs/serving.md).
+    config.serve = "selected"
     # Prediction: a file that is not speech (steady noise, a tone, music)
     # gets no emotion and is flagged out of distribution (speech_gate.py).
     config.speech_gate = True

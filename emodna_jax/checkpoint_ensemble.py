@@ -26,7 +26,9 @@ from scipy.special import softmax
 
 from emodna_jax import input_pipeline
 from emodna_jax import metrics as metrics_lib
+from emodna_jax import ood as ood_lib
 from emodna_jax.evaluators import embeddings
+from emodna_jax.evaluators import ood as ood_evaluator
 
 # What the ensemble reads of each step's stored predictions: not the
 # embeddings, the largest arrays there.
@@ -45,7 +47,8 @@ def mean_posterior(posterior_logits: list[np.ndarray]) -> np.ndarray:
                     for p in posterior_logits], axis=0)
 
 
-def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | None:
+def target_figures(out_dir: str, steps, classes, posterior_logits_of,
+                   ood_score: str | None = None) -> dict | None:
     """UAR, WAR, macro-F1 and per-class recall on the target of the mean
     posterior over ``steps``, and the steps themselves; None when a step's stored
     predictions are missing (an evaluation without the ``embeddings``
@@ -54,7 +57,12 @@ def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | 
     ``posterior_logits_of(outputs)`` turns the stored target ``logits``
     (with ``label`` and ``index``) into
     logits whose softmax is the class posterior (the margin's scale
-    applied)."""
+    applied).
+
+    With a logit ``ood_score`` (ood.SCORES) and a target holding excluded
+    emotions, ``ood`` gives that score's study for the ensemble
+    (ood.checkpoint_ensemble_score, the evaluators/ood.py metrics and the
+    95%-TPR threshold an export of the ensemble flags below)."""
     paths = [embeddings.path(out_dir, step) for step in steps]
     if not paths or not all(os.path.exists(p) for p in paths):
         return None
@@ -71,6 +79,10 @@ def target_figures(out_dir: str, steps, classes, posterior_logits_of) -> dict | 
     predicted = np.argmax(mean_posterior(posteriors), axis=1)
     report = metrics_lib.classification_report(labels[keep], predicted[keep],
                                                len(classes))
-    return {"steps": [int(s) for s in steps], "uar": report["uar"],
-            "war": report["war"], "macro_f1": report["macro_f1"],
-            **{f"recall_{c}": r for c, r in zip(classes, report["per_class_recall"])}}
+    figures = {"steps": [int(s) for s in steps], "uar": report["uar"],
+               "war": report["war"], "macro_f1": report["macro_f1"],
+               **{f"recall_{c}": r for c, r in zip(classes, report["per_class_recall"])}}
+    if ood_score in ood_lib.SCORES and keep.any() and not keep.all():
+        scores = ood_lib.checkpoint_ensemble_score(ood_score, posteriors)
+        figures["ood"] = {ood_score: ood_evaluator.score_study(scores, ~keep)}
+    return figures

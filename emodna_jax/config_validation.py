@@ -11,6 +11,8 @@ from data_prep.features import FEATURE_KINDS
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 NORMALIZATIONS = ("corpus", "speaker")
+# What --mode=export and --mode=predict serve (emodna_jax/export.py).
+SERVED = ("selected", "checkpoint_ensemble")
 
 
 def _fail(key: str, message: str):
@@ -42,6 +44,7 @@ def validate_config(config):
     if config.eval_every < 0 or config.keep_every < 0:
         _fail("eval_every", "eval_every and keep_every must be >= 0")
     _choice("parallelism", config.parallelism, PARALLELISM_MODES)
+    _choice("serve", config.get("serve", "selected"), SERVED)
     _choice("model.backbone", config.model.backbone, sorted(BACKBONES))
     _choice("model.classifier", config.model.classifier, CLASSIFIERS)
     _choice("model.compute_dtype", config.model.compute_dtype, COMPUTE_DTYPES)

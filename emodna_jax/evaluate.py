@@ -403,7 +403,7 @@ def ensemble_figures(config, out_dir: str, metrics_table: "ResultTable") -> dict
     stored predictions of each."""
     return checkpoint_ensemble.target_figures(
         out_dir, metrics_table.steps(), tuple(config.data.classes),
-        lambda outputs: _posterior(config, outputs))
+        lambda outputs: _posterior(config, outputs), config.ood_score)
 
 
 def rescore(config, workdir: str) -> dict:

@@ -15,6 +15,14 @@ checkpoint's parameters and BatchNorm statistics baked in.
   every file in windows of exactly that many frames (emodna_jax/scoring.py),
   and jax2onnx cannot yet trace the model's convolutions over a symbolic
   time axis.  Its mask is float (1 = a real frame).
+
+With ``config.serve = "checkpoint_ensemble"`` the function runs every
+checkpoint ``--mode=evaluate`` scored and returns each one's outputs on a
+second axis (posterior logits [B, K, C], e [B, K, D]); the Predictor averages
+their posteriors, as evaluation's ``checkpoint_ensemble`` figures do
+(emodna_jax/checkpoint_ensemble.py), and flags out-of-distribution input by
+the mean of their OOD scores against the threshold evaluation found for
+that mean.
 """
 
 from __future__ import annotations
@@ -38,25 +46,51 @@ from emodna_jax import serving
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def selected_step(workdir: str) -> int | None:
-    """The checkpoint ``--mode=evaluate`` selected (``eval/summary.json``),
-    or None before any evaluation."""
-    summary = os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")
-    if not os.path.exists(summary):
+def _summary(workdir: str) -> dict | None:
+    """``eval/summary.json`` of ``--mode=evaluate``, or None before any."""
+    path = os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")
+    if not os.path.exists(path):
         return None
-    with open(summary) as f:
-        return int(json.load(f)["selected"]["step"])
+    with open(path) as f:
+        return json.load(f)
+
+
+def selected_step(workdir: str) -> int | None:
+    """The checkpoint ``--mode=evaluate`` selected, or None before any
+    evaluation."""
+    summary = _summary(workdir)
+    return None if summary is None else int(summary["selected"]["step"])
+
+
+def served(config) -> str:
+    """``config.serve`` (a config saved before it existed: 'selected')."""
+    return config.get("serve", "selected")
+
+
+def ensemble_steps(workdir: str) -> list[int]:
+    """The checkpoints of the evaluated checkpoint ensemble; a one-line
+    error where evaluation has not scored one."""
+    summary = _summary(workdir)
+    entry = None if summary is None else summary.get("checkpoint_ensemble")
+    if not entry:
+        raise FileNotFoundError(
+            f"{os.path.join(workdir, evaluate.EVAL_DIR, 'summary.json')}: no checkpoint "
+            "ensemble evaluated; config.serve='checkpoint_ensemble' needs --mode=evaluate "
+            "first, with the 'embeddings' evaluator")
+    return [int(step) for step in entry["steps"]]
 
 
 def ood_threshold(config, workdir: str) -> float | None:
-    """The configured threshold, else the 95%-TPR one found by evaluation."""
+    """The configured threshold, else the 95%-TPR one evaluation found for
+    what is served (the selected checkpoint, or the checkpoint ensemble)."""
     if config.ood_threshold is not None:
         return float(config.ood_threshold)
-    summary_path = os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")
-    if not os.path.exists(summary_path):
+    summary = _summary(workdir)
+    if summary is None:
         return None
-    with open(summary_path) as f:
-        entry = json.load(f)["selected"].get("ood", {}).get(config.ood_score)
+    served_entry = (summary.get("checkpoint_ensemble") or {}
+                    if served(config) == "checkpoint_ensemble" else summary["selected"])
+    entry = served_entry.get("ood", {}).get(config.ood_score)
     return None if entry is None else float(entry["threshold_at_95_tpr"])
 
 
@@ -117,23 +151,60 @@ def inference_function(config, built, state):
     return infer
 
 
+def ensemble_inference_function(config, built, states):
+    """``(frames, mask) -> (posterior logits [B, K, C], e [B, K, D])``: the
+    inference function of each of the K states, side by side."""
+    each = [inference_function(config, built, state) for state in states]
+
+    def infer(frames, mask):
+        outputs = [one(frames, mask) for one in each]
+        return (jnp.stack([logits for logits, _ in outputs], axis=1),
+                jnp.stack([e for _, e in outputs], axis=1))
+    return infer
+
+
+def served_model(config, workdir: str, checkpoint: int | None = None, *,
+                 prefer: int | None = None):
+    """``(built, infer, info)``: what ``config.serve`` serves of a workdir.
+    'selected': ``checkpoint``, else ``prefer`` or the newest readable one
+    (experiment.restore); 'checkpoint_ensemble': every checkpoint of the
+    evaluated ensemble, which a named ``checkpoint`` contradicts."""
+    if served(config) != "checkpoint_ensemble":
+        built, state, step = experiment.restore(config, workdir, checkpoint, prefer=prefer)
+        info = preprocess_info(config, built, step, ood_threshold(config, workdir))
+        return built, inference_function(config, built, state), info
+    if checkpoint is not None:
+        raise ValueError(f"--checkpoint={checkpoint}: config.serve='checkpoint_ensemble' "
+                         "serves every evaluated checkpoint; set config.serve='selected' "
+                         "to serve one")
+    steps = ensemble_steps(workdir)
+    built, states = None, []
+    for step in steps:
+        built, state, _ = experiment.restore(config, workdir, step, built=built)
+        states.append(state)
+    info = preprocess_info(config, built, steps[-1], ood_threshold(config, workdir))
+    info["posterior"]["checkpoints"] = len(steps)
+    info["source"]["checkpoint_steps"] = steps
+    return built, ensemble_inference_function(config, built, states), info
+
+
 def in_process(config, workdir: str, checkpoint: int | None = None) -> serving.Predictor:
     """A Predictor on a workdir's checkpoint (by default the newest
-    readable one, as ``--mode=predict`` always took) that runs the model in this process (``--mode=predict``): what an
-    export of that checkpoint predicts, without writing one."""
-    built, state, step = experiment.restore(config, workdir, checkpoint)
-    infer = jax.jit(inference_function(config, built, state))
-    info = preprocess_info(config, built, step, ood_threshold(config, workdir))
+    readable one, as ``--mode=predict`` always took; with
+    ``config.serve='checkpoint_ensemble'`` the evaluated ensemble) that
+    runs the model in this process (``--mode=predict``): what an export of
+    it predicts, without writing one."""
+    _, infer, info = served_model(config, workdir, checkpoint)
+    infer = jax.jit(infer)
     return serving.Predictor(info, lambda frames, mask: infer(frames, mask))
 
 
 def export(config, workdir: str, export_dir: str, checkpoint: int | None = None) -> dict:
     """Writes the export folder; returns what was written (paths, step,
     platforms).  Files are written whole or not at all."""
-    built, state, step = experiment.restore(config, workdir, checkpoint,
-                                            prefer=selected_step(workdir))
-    info = preprocess_info(config, built, step, ood_threshold(config, workdir))
-    infer = inference_function(config, built, state)
+    built, infer, info = served_model(config, workdir, checkpoint,
+                                      prefer=selected_step(workdir))
+    step = info["source"]["checkpoint_step"]
     num_values = built.target.num_values
     batch, frames = jax.export.symbolic_shape("batch, frames")
     exported, platforms, failure = None, [], None
@@ -159,7 +230,8 @@ def export(config, workdir: str, export_dir: str, checkpoint: int | None = None)
         f.write(onnx_model.SerializeToString())
     with files.atomic_write(os.path.join(export_dir, serving.PREPROCESS)) as f:
         json.dump(info, f, indent=2)
-    return {"export_dir": export_dir, "step": step, "platforms": platforms}
+    return {"export_dir": export_dir, "step": step, "platforms": platforms,
+            "steps": info["source"].get("checkpoint_steps", [step])}
 
 
 def _to_onnx(infer, window: int, num_values: int):

@@ -75,6 +75,21 @@ SCORES = {
 }
 
 
+def checkpoint_ensemble_score(name: str, logits) -> np.ndarray:
+    """[N]: the mean over checkpoints of logit score ``name`` of ``logits``
+    [K, N, C] (one row of posterior logits per checkpoint).  The score of a
+    checkpoint ensemble (emodna_jax/checkpoint_ensemble.py): not the score
+    of the mean posterior, whose log is normalised, so that its energy is 0
+    for every input; each checkpoint's own evidence is averaged instead."""
+    if name not in SCORES:
+        raise ValueError(f"ood_score={name!r}: a checkpoint ensemble is scored by a "
+                         f"logit score, one of {', '.join(SCORES)}")
+    logits = np.asarray(logits, np.float64)
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be [K, N, C], got shape {logits.shape}")
+    return np.mean([SCORES[name](one) for one in logits], axis=0)
+
+
 # ----------------------------------------------------------------------------
 # Feature-based score: class-conditional Gaussians with a tied covariance.
 

@@ -136,7 +136,10 @@ def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
         from emodna_jax import export  # jax.export, jax2onnx: only here
         written = export.export(config, workdir, export_dir or os.path.join(workdir, "export"),
                                 checkpoint)
-        print(f"exported checkpoint {written['step']} to {written['export_dir']} "
+        steps = written["steps"]
+        what = (f"checkpoint {steps[0]}" if len(steps) == 1 else
+                f"the mean posterior of checkpoints {', '.join(map(str, steps))}")
+        print(f"exported {what} to {written['export_dir']} "
               f"(model.jax for {', '.join(written['platforms'])}; model.onnx; "
               "preprocess.json)", flush=True)
         return 0

@@ -41,7 +41,9 @@ from emodna_jax import speech_gate
 from emodna_jax import utterance_stats
 
 FORMAT = "emodna_jax export"
-FORMAT_VERSION = 2   # 2: 18 utterance statistics (the energy velocity added)
+# 2: 18 utterance statistics (the energy velocity added); 3: the model may
+# return one row of outputs per checkpoint (config.serve='checkpoint_ensemble').
+FORMAT_VERSION = 3
 PREPROCESS = "preprocess.json"
 MODEL_JAX = "model.jax"
 MODEL_ONNX = "model.onnx"
@@ -278,7 +280,8 @@ class Predictor:
     def __init__(self, info: dict, model):
         """``model``: ``(frames [B, W, F] float32, mask [B, W] bool) ->
         (posterior logits [B, C], embedding [B, D])`` for windows of
-        ``info["window"]["frames"]`` frames."""
+        ``info["window"]["frames"]`` frames; a checkpoint ensemble's returns
+        one row per checkpoint (logits [B, K, C], embedding [B, K, D])."""
         self.info, self._model = info, model
         self.preprocessor = Preprocessor(info)
         self.classes = list(info["classes"])
@@ -369,14 +372,18 @@ class Predictor:
             mask[rows:, 0] = True   # padding rows: one valid frame, ignored
             logits.append(np.asarray(self._model(batch, mask)[0])[:rows])
         logits = np.concatenate(logits)
+        if logits.ndim == 2:        # one checkpoint: an ensemble of one
+            logits = logits[:, None, :]
+        # Each checkpoint's windows combined as evaluation combines them, then
+        # their posteriors averaged, as evaluation's checkpoint ensemble.
         _, combined = scoring.combine({"logits": logits}, np.zeros(len(starts), np.int32))
-        utterance = combined["logits"]                       # [1, C]
-        probs = _softmax(utterance)[0]
-        score = float(ood.SCORES[self.ood_score](utterance)[0])
+        utterance = combined["logits"][0]                   # [K, C]
+        probs = _softmax(utterance).mean(axis=0)
+        score = float(ood.checkpoint_ensemble_score(self.ood_score, utterance[:, None])[0])
         windows = [{"start_s": round(start * self.hop_s, 3),
                     "end_s": round(min(start + self.window, num_frames) * self.hop_s, 3),
                     "probabilities": {c: float(p) for c, p in zip(self.classes, row)}}
-                   for start, row in zip(starts, _softmax(logits))]
+                   for start, row in zip(starts, _softmax(logits).mean(axis=1))]
         return Prediction(
             name, emotion=self.classes[int(np.argmax(probs))],
             probabilities={c: float(p) for c, p in zip(self.classes, probs)},

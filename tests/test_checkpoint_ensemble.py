@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from emodna_jax import checkpoint_ensemble
+from emodna_jax import ood
 from emodna_jax.evaluators import embeddings
 
 CLASSES = ("neutral", "angry", "happy")
@@ -64,6 +65,49 @@ def test_target_figures_of_the_ensemble_hand_worked(tmp_path):
     reversed_ = checkpoint_ensemble.target_figures(
         str(tmp_path), [50, 100], CLASSES, lambda outputs: outputs["logits"][:, ::-1])
     assert [reversed_[f"recall_{c}"] for c in CLASSES] == pytest.approx([0.0, 1.0, 0.0])
+
+
+def test_the_ensemble_s_ood_study_is_the_mean_of_its_checkpoints_scores(tmp_path):
+    labels = [0, 1, 2, -1]      # the last row is of an excluded emotion: OOD
+    _store(tmp_path, 50, [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.4, 0.5],
+                          [0.1, 0.1, 0.8]], labels)
+    _store(tmp_path, 100, [[0.25, 0.65, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7],
+                           [0.8, 0.1, 0.1]], labels)
+    read = lambda outputs: outputs["logits"]   # noqa: E731
+    figures = checkpoint_ensemble.target_figures(str(tmp_path), [50, 100], CLASSES, read,
+                                                 ood_score="msp")
+    # MSP per checkpoint: (0.7, 0.6, 0.5, 0.8) and (0.65, 0.8, 0.7, 0.8);
+    # their means (0.675, 0.7, 0.6 | 0.8).  95% of three ID rows is all
+    # three, so the threshold is the lowest, 0.6; the OOD row scores above
+    # every ID row, so AUROC is 0.
+    study = figures["ood"]["msp"]
+    assert study["threshold_at_95_tpr"] == pytest.approx(0.6)
+    assert study["auroc"] == pytest.approx(0.0)
+    assert (study["n_id"], study["n_ood"]) == (3, 1)
+    # Energy of the logits log(p): log(sum p) = 0 for every checkpoint.
+    energy = checkpoint_ensemble.target_figures(str(tmp_path), [50, 100], CLASSES, read,
+                                                ood_score="energy")["ood"]["energy"]
+    assert energy["threshold_at_95_tpr"] == pytest.approx(0.0, abs=1e-6)
+    # Not a logit score, or no excluded rows: no study.
+    assert "ood" not in checkpoint_ensemble.target_figures(
+        str(tmp_path), [50, 100], CLASSES, read, ood_score="mahalanobis")
+    _store(tmp_path / "in_task", 50, [[0.7, 0.2, 0.1]], [0])
+    assert "ood" not in checkpoint_ensemble.target_figures(
+        str(tmp_path / "in_task"), [50], CLASSES, read, ood_score="msp")
+
+
+def test_the_ensemble_score_averages_each_checkpoint_s_score_and_refuses_others():
+    first, second = _logits([[0.5, 0.25, 0.25]]), _logits([[0.1, 0.1, 0.8]])
+    got = ood.checkpoint_ensemble_score("msp", np.stack([first, second]))
+    np.testing.assert_allclose(got, [0.65], rtol=1e-12)
+    raw = np.array([[[2.0, 0.0, 0.0]], [[0.0, 1.0, 3.0]]])
+    want = np.mean([np.log(np.exp(row).sum()) for row in raw[:, 0]])
+    np.testing.assert_allclose(ood.checkpoint_ensemble_score("energy", raw), [want])
+    with pytest.raises(ValueError, match="ood_score='mahalanobis': a checkpoint ensemble "
+                                         "is scored by a logit score"):
+        ood.checkpoint_ensemble_score("mahalanobis", raw)
+    with pytest.raises(ValueError, match=r"must be \[K, N, C\]"):
+        ood.checkpoint_ensemble_score("msp", raw[0])
 
 
 def test_a_missing_or_mismatched_checkpoint_is_no_ensemble_or_a_clear_error(tmp_path):

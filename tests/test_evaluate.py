@@ -98,7 +98,10 @@ def test_nll_column_and_rescoring_from_predictions_alone(trained, toy_data_dir, 
         assert rescored["selected"][split] == pytest.approx(summary["selected"][split])
     ensemble = dict(summary["checkpoint_ensemble"])
     assert rescored["checkpoint_ensemble"].pop("steps") == ensemble.pop("steps")
+    rescored_ood, ood = rescored["checkpoint_ensemble"].pop("ood"), ensemble.pop("ood")
     assert rescored["checkpoint_ensemble"] == pytest.approx(ensemble)
+    assert rescored_ood.keys() == ood.keys() == {"energy"}
+    assert rescored_ood["energy"] == pytest.approx(ood["energy"])
     os.remove(os.path.join(copy, "eval", "predictions", "step_4.npz"))
     with pytest.raises(FileNotFoundError, match="step_4.npz: missing"):
         evaluate.rescore(eval_config(toy_data_dir), copy)

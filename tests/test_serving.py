@@ -123,6 +123,90 @@ def test_an_utterance_s_evaluation_posterior_is_its_prediction(exported):
     assert not np.allclose(list(alone.probabilities.values()), want[0], atol=1e-4)
 
 
+def test_an_exported_checkpoint_ensemble_predicts_evaluation_s_mean_posterior(exported,
+                                                                             tmp_path):
+    """``config.serve='checkpoint_ensemble'``: one folder holds every
+    checkpoint evaluation scored, and one speaker's files get the mean over
+    them of the posteriors evaluation stored for those files (numpy, from
+    the stored predictions), on both backends and in process; the OOD
+    score is the mean of the checkpoints' scores, and the threshold the one
+    evaluation found for it."""
+    config, workdir, _, summary, _ = exported
+    config = config.copy_and_resolve_references()
+    config.serve = "checkpoint_ensemble"
+    steps = summary["checkpoint_ensemble"]["steps"]
+    assert len(steps) > 1
+    folder = str(tmp_path / "ensemble")
+    written = export.export(config, workdir, folder)
+    assert written["steps"] == steps
+    info = serving.read_preprocess(folder)
+    assert info["posterior"]["checkpoints"] == len(steps)
+    assert info["source"]["checkpoint_steps"] == steps
+    study = summary["checkpoint_ensemble"].get("ood", {}).get(config.ood_score)
+    assert info["ood"]["threshold"] == (None if study is None
+                                        else study["threshold_at_95_tpr"])
+    name, paths, indices = _speaker_files(config)
+    logits = []
+    for step in steps:
+        with np.load(os.path.join(workdir, "eval", "predictions", f"step_{step}.npz")) as stored:
+            rows = [list(stored["target/index"]).index(i) for i in indices]
+            logits.append(stored["target/logits"][rows].astype(np.float64))
+    logits = np.stack(logits)                                        # [K, files, C]
+    want = np.mean(np.asarray(jax.nn.softmax(logits, -1)), axis=0)
+    want_score = np.mean(np.log(np.exp(logits).sum(-1)), axis=0)     # energy
+    predictors = [serving.Predictor.load(folder, backend) for backend in ("jax", "onnx")]
+    for predictor in predictors + [export.in_process(config, workdir)]:
+        results = predictor.predict_batch(paths, speaker=name)
+        got = np.array([list(r.probabilities.values()) for r in results])
+        np.testing.assert_allclose(got, want, atol=1e-4)
+        np.testing.assert_allclose([r.ood_score for r in results], want_score, atol=1e-4)
+    # The ensemble is not the selected checkpoint.
+    selected = serving.Predictor.load(exported[2]).predict_batch(paths, speaker=name)
+    assert not np.allclose([list(r.probabilities.values()) for r in selected], want,
+                           atol=1e-4)
+    elsewhere = str(tmp_path / "one")
+    with pytest.raises(ValueError, match=f"--checkpoint={steps[0]}: config.serve="
+                                         "'checkpoint_ensemble' serves every evaluated"):
+        export.export(config, workdir, elsewhere, checkpoint=steps[0])
+    assert not os.path.exists(elsewhere)
+    with pytest.raises(FileNotFoundError, match="summary.json: no checkpoint ensemble "
+                                                "evaluated"):
+        export.ensemble_steps(str(tmp_path))
+
+
+def test_a_prediction_averages_each_checkpoint_s_posterior_and_score(exported):
+    """The Predictor on a model that returns two checkpoints' logits, the
+    same for every window: the posterior is the mean of the two softmaxes
+    (not the softmax of the mean logits), the OOD score the mean of the
+    two energies, hand-worked."""
+    _, _, folder, _, _ = exported
+    info = serving.read_preprocess(folder)
+    classes = len(info["classes"])
+    each = np.zeros((2, classes))
+    each[0, 0], each[1, 1] = 2.0, 3.0          # checkpoint 1: class 0; 2: class 1
+
+    def model(frames, mask):
+        return (np.broadcast_to(each, (len(frames),) + each.shape).astype(np.float32),
+                np.zeros((len(frames), 2, 4), np.float32))
+    predictor = serving.Predictor(dict(info, ood={"score": "energy", "threshold": 2.5}),
+                                  model)
+    frames = np.zeros((3 * predictor.window, 1), np.float32)   # the model ignores them
+    result = predictor._score("two checkpoints", frames)
+    softmaxes = np.exp(each) / np.exp(each).sum(1, keepdims=True)
+    # With 4 classes: (0.711 + 0.043) / 2 = 0.377 for class 0, (0.096 +
+    # 0.870) / 2 = 0.483 for class 1; the softmax of the mean logits would
+    # give 0.487 to class 1.
+    want = softmaxes.mean(0)
+    np.testing.assert_allclose(list(result.probabilities.values()), want, rtol=1e-6)
+    assert result.emotion == info["classes"][1]
+    energies = np.log(np.exp(each).sum(1))
+    assert result.ood_score == pytest.approx(energies.mean())
+    assert result.out_of_distribution is bool(energies.mean() < 2.5)
+    assert len(result.windows) > 1
+    for window in result.windows:
+        np.testing.assert_allclose(list(window["probabilities"].values()), want, rtol=1e-6)
+
+
 FRESH = """
 import json, sys
 if sys.argv[3] == "onnx":      # the ONNX backend must not need JAX or flax

@@ -33,13 +33,16 @@ def ood_study(target: dict, source_train: dict, num_classes: int):
     gaussian = ood_lib.fit_mahalanobis(source_train["e"], source_train["label"],
                                        num_classes)
     scores = ood_lib.compute_scores(target["logits"], target["e"], gaussian)
-    study = {}
-    for name in SCORES:
-        id_scores, ood_scores = scores[name][~is_ood], scores[name][is_ood]
-        study[name] = dict(ood_lib.ood_metrics(id_scores, ood_scores),
-                           threshold_at_95_tpr=ood_lib.threshold_at_tpr(id_scores),
-                           n_id=int((~is_ood).sum()), n_ood=int(is_ood.sum()))
-    return study, scores
+    return {name: score_study(scores[name], is_ood) for name in SCORES}, scores
+
+
+def score_study(scores: np.ndarray, is_ood: np.ndarray) -> dict:
+    """One score's metrics, ID = the rows not ``is_ood``, and the threshold
+    that keeps 95% of them (what prediction flags below)."""
+    id_scores, ood_scores = scores[~is_ood], scores[is_ood]
+    return dict(ood_lib.ood_metrics(id_scores, ood_scores),
+                threshold_at_95_tpr=ood_lib.threshold_at_tpr(id_scores),
+                n_id=int((~is_ood).sum()), n_ood=int(is_ood.sum()))
 
 
 class Evaluator:
