@@ -239,7 +239,11 @@ def _to_onnx(infer, window: int, num_values: int):
     # jax2onnx imports every plugin it has and logs a traceback for those
     # that need other libraries (dm_pix ...); none of them is ours.
     logging.getLogger("jax2onnx").setLevel(logging.ERROR)
-    import jax2onnx  # the [onnx] extra: pip install -e ".[onnx]"
+    try:
+        import jax2onnx  # the [onnx] extra
+    except ImportError:
+        raise ValueError("--mode=export writes model.onnx with jax2onnx, which is not "
+                         "installed: pip install -e '.[onnx]'") from None
 
     def with_float_mask(frames, mask):
         return infer(frames, mask > 0.5)

@@ -361,3 +361,10 @@ def test_a_long_file_read_in_blocks_has_the_whole_file_s_frames(exported, tmp_pa
     assert long.emotion == whole.emotion and len(long.windows) == len(whole.windows)
     np.testing.assert_allclose(list(long.probabilities.values()),
                                list(whole.probabilities.values()), atol=2e-3)
+
+
+def test_an_export_without_jax2onnx_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)      # not installed
+    with pytest.raises(ValueError, match=r"jax2onnx, which is not installed: "
+                                         r"pip install -e '\.\[onnx\]'"):
+        export._to_onnx(lambda frames, mask: (frames, mask), 4, 3)
