@@ -8,8 +8,9 @@ reported for the same runs.
       [--doc=docs/serving.md --section=served_ensemble]
 
 Each run ``SRC:TGT:METHOD:SEED`` is a workdir benchmarks/cross_corpus.py
-trained and evaluated under ``OUT`` (with the ``embeddings`` evaluator).  For ``config.serve`` = 'selected' and 'checkpoint_ensemble'
-the run is exported, and the export's Predictor reads every target wav
+trained and evaluated under ``OUT`` (with the ``embeddings`` evaluator).
+For ``config.serve`` = 'selected' and 'checkpoint_ensemble' the run is
+exported, and the export's Predictor reads every target wav
 from disk, one speaker's files together (as evaluation normalised them).
 The table gives the target UAR of those predictions beside the figure
 evaluation wrote into ``eval/summary.json``, and the share of utterances
@@ -39,7 +40,6 @@ from emodna_jax import export
 from emodna_jax import input_pipeline
 from emodna_jax import metrics as metrics_lib
 from emodna_jax import serving
-from emodna_jax.evaluators import embeddings
 
 SERVED = ("selected", "checkpoint_ensemble")
 
@@ -68,17 +68,6 @@ def target_files(config):
     return by_speaker
 
 
-def evaluated_posterior(config, workdir: str, steps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(index, label, mean posterior over ``steps``) from the stored predictions."""
-    out_dir = os.path.join(workdir, evaluate.EVAL_DIR)
-    posteriors, index, label = [], None, None
-    for step in steps:
-        target = embeddings.load(out_dir, step, names=checkpoint_ensemble.TARGET_ARRAYS)["target"]
-        index, label = target["index"], target["label"]
-        posteriors.append(evaluate._posterior(config, target))
-    return index, label, checkpoint_ensemble.mean_posterior(posteriors)
-
-
 def check_run(workdir: str, data_dir: str, scratch: str) -> list[str]:
     config, result = run_config(workdir, data_dir)
     with open(os.path.join(workdir, evaluate.EVAL_DIR, "summary.json")) as f:
@@ -95,7 +84,10 @@ def check_run(workdir: str, data_dir: str, scratch: str) -> list[str]:
             for (i, _), prediction in zip(items, predictor.predict_batch(
                     [p for _, p in items], speaker=speaker)):
                 served[i] = predictor.classes.index(prediction.emotion)
-        index, label, posterior = evaluated_posterior(config, workdir, written["steps"])
+        index, label, posteriors = checkpoint_ensemble.stored_posteriors(
+            os.path.join(workdir, evaluate.EVAL_DIR), written["steps"],
+            lambda outputs: evaluate._posterior(config, outputs))
+        posterior = checkpoint_ensemble.mean_posterior(posteriors)
         keep = label != input_pipeline.EXCLUDED
         predicted = np.array([served[int(i)] for i in index])
         uar = metrics_lib.classification_report(label[keep], predicted[keep],

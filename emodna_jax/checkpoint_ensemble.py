@@ -47,6 +47,26 @@ def mean_posterior(posterior_logits: list[np.ndarray]) -> np.ndarray:
                     for p in posterior_logits], axis=0)
 
 
+def stored_posteriors(out_dir: str, steps, posterior_logits_of):
+    """``(index, label, [posterior logits of each step])`` of the target, from
+    the stored predictions of ``steps``; None when one of them is missing.
+    A step whose target utterances differ from the first's is a one-line
+    error naming its file."""
+    paths = [embeddings.path(out_dir, step) for step in steps]
+    if not paths or not all(os.path.exists(p) for p in paths):
+        return None
+    posteriors, labels, index = [], None, None
+    for step, path in zip(steps, paths):
+        outputs = embeddings.load(out_dir, step, names=TARGET_ARRAYS)["target"]
+        if index is None:
+            index, labels = outputs["index"], outputs["label"]
+        elif not np.array_equal(outputs["index"], index):
+            raise ValueError(f"{path}: its target utterances are not those of step "
+                             f"{steps[0]}; evaluate the run again with --force")
+        posteriors.append(posterior_logits_of(outputs))
+    return index, labels, posteriors
+
+
 def target_figures(out_dir: str, steps, classes, posterior_logits_of,
                    ood_score: str | None = None) -> dict | None:
     """UAR, WAR, macro-F1 and per-class recall on the target of the mean
@@ -63,18 +83,10 @@ def target_figures(out_dir: str, steps, classes, posterior_logits_of,
     emotions, ``ood`` gives that score's study for the ensemble
     (ood.checkpoint_ensemble_score, the evaluators/ood.py metrics and the
     95%-TPR threshold an export of the ensemble flags below)."""
-    paths = [embeddings.path(out_dir, step) for step in steps]
-    if not paths or not all(os.path.exists(p) for p in paths):
+    stored = stored_posteriors(out_dir, steps, posterior_logits_of)
+    if stored is None:
         return None
-    posteriors, labels, index = [], None, None
-    for step, path in zip(steps, paths):
-        outputs = embeddings.load(out_dir, step, names=TARGET_ARRAYS)["target"]
-        if index is None:
-            index, labels = outputs["index"], outputs["label"]
-        elif not np.array_equal(outputs["index"], index):
-            raise ValueError(f"{path}: its target utterances are not those of step "
-                             f"{steps[0]}; evaluate the run again with --force")
-        posteriors.append(posterior_logits_of(outputs))
+    _, labels, posteriors = stored
     keep = labels != input_pipeline.EXCLUDED
     predicted = np.argmax(mean_posterior(posteriors), axis=1)
     report = metrics_lib.classification_report(labels[keep], predicted[keep],

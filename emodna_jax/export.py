@@ -88,7 +88,7 @@ def ood_threshold(config, workdir: str) -> float | None:
     summary = _summary(workdir)
     if summary is None:
         return None
-    served_entry = (summary.get("checkpoint_ensemble") or {}
+    served_entry = ((summary.get("checkpoint_ensemble") or {})
                     if served(config) == "checkpoint_ensemble" else summary["selected"])
     entry = served_entry.get("ood", {}).get(config.ood_score)
     return None if entry is None else float(entry["threshold_at_95_tpr"])
