@@ -513,9 +513,12 @@ BEGIN, END = markers()
 
 def _replace_section(document: str, table: str, section: str = "") -> str:
     """``document`` with its generated section (between the markers) replaced,
-    so prose around a generated table, and other sections, survive a rerun."""
+    so prose around a generated table, and other sections, survive a rerun.
+    The end marker always starts a line of its own, whether or not ``table``
+    ends with a newline (or is empty)."""
     begin, end = markers(section)
-    generated = f"{begin}\n{table}{end}"
+    body = table if not table or table.endswith("\n") else table + "\n"
+    generated = f"{begin}\n{body}{end}"
     if begin in document and end in document:
         head, rest = document.split(begin, 1)
         return head + generated + rest.split(end, 1)[1]

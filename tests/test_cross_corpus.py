@@ -573,6 +573,13 @@ def test_doc_sections_are_replaced_in_place_and_independently():
     assert runner._beside("docs/results.md", "probe", ".csv") == "docs/results_probe.csv"
 
 
+def test_doc_section_end_marker_starts_its_own_line():
+    from benchmarks import cross_corpus as runner
+    for table, body in (("last line", "last line\n"), ("", "")):
+        assert runner._replace_section("", table, "s") == (
+            f"\n\n<!-- cross_corpus.py s: begin -->\n{body}<!-- cross_corpus.py s: end -->\n")
+
+
 def test_ablation_table_lines_up_rows_from_several_csvs(tmp_path):
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from benchmarks import ablation, cross_corpus as runner
