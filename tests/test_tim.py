@@ -7,6 +7,8 @@ weights were stacked).  Given the same weights, stacked [block, direction,
 gradients, with dropout drawn from the same row noise) and in evaluation.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -78,13 +80,16 @@ def setup():
     frames = jax.random.normal(jax.random.key(1), (B, T, F))
     mask = jnp.arange(T)[None] < jnp.array([T, 12, 25, 3])[:, None]
     reference = ReferenceTIMNet(C, BLOCKS, RATE)
-    ref_vars = reference.init(jax.random.key(0), frames, mask, train=False)
+    # Jitted, here and below: op by op, these small models take a minute.
+    ref_vars = jax.jit(reference.init, static_argnames="train")(
+        jax.random.key(0), frames, mask, train=False)
     # Non-trivial BatchNorm statistics and scales, so evaluation tests them.
     ref_vars = jax.tree.map(
         lambda a: a + 0.1 * jax.random.uniform(jax.random.key(a.size), a.shape), ref_vars)
     return frames, mask, reference, ref_vars
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def run(model, variables, frames, mask):
     keys = jax.random.split(jax.random.key(5), B)
     units = BLOCKS * 2 * 2 * C
@@ -105,8 +110,8 @@ def test_stacked_layout_equals_the_two_stream_network(setup):
     model = TIMNet(features=C, num_blocks=BLOCKS, dropout_rate=RATE)
     variables = stacked(ref_vars)
     assert (jax.tree.map(jnp.shape, variables)
-            == jax.tree.map(jnp.shape, model.init(jax.random.key(0), frames, mask,
-                                                  train=False)))
+            == jax.tree.map(jnp.shape, jax.eval_shape(
+                lambda: model.init(jax.random.key(0), frames, mask, train=False))))
     h, stats, (dparams, dframes), h_eval = run(model, variables, frames, mask)
     ref_h, ref_stats, (ref_dparams, ref_dframes), ref_eval = run(
         reference, ref_vars, frames, mask)
@@ -122,8 +127,9 @@ def test_stacked_layout_equals_the_two_stream_network(setup):
 def test_each_stacked_kernel_is_initialised_as_one_conv():
     # LeCun normal over each kernel's own k * C_in inputs, not the stack's.
     model = TIMNet(features=64, num_blocks=5)
-    params = model.init(jax.random.key(0), jnp.ones((2, 10, 7)),
-                        jnp.ones((2, 10), bool), train=False)["params"]
+    params = jax.jit(model.init, static_argnames="train")(
+        jax.random.key(0), jnp.ones((2, 10, 7)), jnp.ones((2, 10), bool),
+        train=False)["params"]
     kernel = params["blocks_conv0"]["kernel"]                  # [5, 2, 2, 64, 64]
     np.testing.assert_allclose(np.std(kernel), 1 / np.sqrt(2 * 64), rtol=0.03)
     assert np.std(params["input"]["kernel"]) == pytest.approx(1 / np.sqrt(7), rel=0.05)
