@@ -81,7 +81,9 @@ def test_reversed_attribute_flips_its_gradient_into_the_backbone():
     grads = {}
     for control in ("keep", "reverse"):
         model = _tiny_msac_model(control)
-        variables = model.init(jax.random.key(1), frames, mask, train=False)
+        # Jitted, here and below: op by op, these take half a minute each.
+        variables = jax.jit(model.init, static_argnames="train")(
+            jax.random.key(1), frames, mask, train=False)
         params = variables["params"]
 
         def head_output(backbone):
@@ -89,7 +91,7 @@ def test_reversed_attribute_flips_its_gradient_into_the_backbone():
                               frames, mask, train=False, grl_coefficient=0.3)
             return out["attr_speaker"].sum()
 
-        grads[control] = jax.grad(head_output)(params["backbone"])
+        grads[control] = jax.jit(jax.grad(head_output))(params["backbone"])
     for keep, reverse in zip(jax.tree.leaves(grads["keep"]),
                              jax.tree.leaves(grads["reverse"])):
         np.testing.assert_allclose(reverse, -0.3 * keep, rtol=1e-5, atol=1e-7)
@@ -103,25 +105,28 @@ def test_aligned_attribute_head_only_monitors_and_exposes_standardised_h():
     frames = jax.random.normal(jax.random.key(0), (6, 20, 8))
     mask = jnp.ones((6, 20), bool)
     model = _tiny_msac_model("align")
-    variables = model.init(jax.random.key(1), frames, mask, train=False)
+    variables = jax.jit(model.init, static_argnames="train")(
+        jax.random.key(1), frames, mask, train=False)
     params = variables["params"]
 
+    @jax.jit
     def run(backbone):
         out, _ = model.apply({**variables, "params": {**params, "backbone": backbone}},
                              frames, mask, train=True, mutable=["batch_stats"])
         return out
 
-    head_grads = jax.grad(lambda b: run(b)["attr_speaker"].sum())(params["backbone"])
+    head_grads = jax.jit(jax.grad(lambda b: run(b)["attr_speaker"].sum()))(params["backbone"])
     assert all(np.abs(g).max() == 0 for g in jax.tree.leaves(head_grads))
     out = run(params["backbone"])
     h = np.asarray(out["h"], np.float64)
     want = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)
     np.testing.assert_allclose(out["attr_speaker_features"], want, rtol=1e-4, atol=1e-5)
-    feature_grads = jax.grad(lambda b: jnp.sum(
-        run(b)["attr_speaker_features"][:3] ** 3))(params["backbone"])
+    feature_grads = jax.jit(jax.grad(lambda b: jnp.sum(
+        run(b)["attr_speaker_features"][:3] ** 3)))(params["backbone"])
     assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(feature_grads))
     # Evaluation needs neither the features nor the batch axis.
-    assert "attr_speaker_features" not in model.apply(variables, frames, mask, train=False)
+    assert "attr_speaker_features" not in jax.eval_shape(
+        lambda: model.apply(variables, frames, mask, train=False))
 
 
 def test_probe_reads_a_linearly_coded_attribute_and_not_noise():
