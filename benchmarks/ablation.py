@@ -82,13 +82,14 @@ def _mean(values: dict, tasks) -> float:
     return float(np.mean([np.mean(values[t]) for t in tasks]))
 
 
-def markdown(rows, values, seeds, command: str) -> str:
+def markdown(rows, values, seeds, command: str, means_only: bool = False) -> str:
     tasks = [t for t in cross_corpus.DEV_TASKS if all(t in v for v in values)]
     tasks += sorted(set.intersection(*(set(v) for v in values)) - set(tasks))
     groups = cross_corpus.task_groups(tasks)
     if len(groups) > 1:
         groups.append(("", tasks))
-    header = (["variant"] + [t.replace(":", " → ") for t in tasks]
+    shown_tasks = [] if means_only else tasks
+    header = (["variant"] + [t.replace(":", " → ") for t in shown_tasks]
               + [f"mean{name}" for name, _ in groups])
     lines = ["<!-- Written by benchmarks/ablation.py; do not edit by hand. -->", "",
              f"Reproduce: `{command}`", "",
@@ -100,7 +101,7 @@ def markdown(rows, values, seeds, command: str) -> str:
              "(none with one seed).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for k, ((label, path, method, column), v) in enumerate(zip(rows, values)):
-        cells = [f"{np.mean(v[t]):.3f}" for t in tasks]
+        cells = [f"{np.mean(v[t]):.3f}" for t in shown_tasks]
         for _, members in groups:
             cell = f"**{_mean(v, members):.3f}**"
             if k:
@@ -121,6 +122,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--doc", required=True)
     parser.add_argument("--section", default="ablation")
+    parser.add_argument("--means_only", action="store_true",
+                        help="only the means over each group of tasks")
     args = parser.parse_args(argv)
     try:
         rows = [parse_row(r) for r in args.row]
@@ -131,7 +134,7 @@ def main(argv=None) -> int:
     if not set.intersection(*(set(v) for v in values)):
         parser.error(f"no task has runs at seeds {seeds} in every --row")
     command = cross_corpus.reproduce_command("ablation.py", argv)
-    text = markdown(rows, values, seeds, command)
+    text = markdown(rows, values, seeds, command, means_only=args.means_only)
     cross_corpus.write_section(args.doc, text, args.section)
     print(text)
     return 0

@@ -610,6 +610,11 @@ def test_ablation_table_lines_up_rows_from_several_csvs(tmp_path):
     assert ("| without L_ca (`b.csv`: no_ca) | 0.500 | **0.500** (-0.200 ± 0.141) |"
             in text)
     assert "u → v" not in text and "w → x" not in text
+    ablation.main(["--doc", str(doc), "--seeds", "0,1", "--section", "short", "--means_only",
+                   "--row", f"recipe={a}:emodna", "--row", f"without L_ca={b}:no_ca"])
+    short = doc.read_text().split("<!-- cross_corpus.py short: begin -->")[1]
+    assert "| variant | mean |" in short and "s → t" not in short
+    assert "| without L_ca (`b.csv`: no_ca) | **0.500** (-0.200 ± 0.141) |" in short
     with pytest.raises(SystemExit):
         ablation.main(["--doc", str(doc), "--row", "no-equals-sign"])
 
