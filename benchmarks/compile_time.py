@@ -145,7 +145,10 @@ def main(argv=None):
     p.add_argument("--section", default="compile_time")
     args = p.parse_args(argv)
     candidates = [("this checkout", REPO, "")]
-    candidates += [(name, REPO, flags) for name, flags in variants(args.variant)]
+    try:
+        candidates += [(name, REPO, flags) for name, flags in variants(args.variant)]
+    except ValueError as error:
+        p.error(str(error))
     if not args.against and len(candidates) == 1:
         p.error("give --against=COMMIT or at least one --variant")
     with tempfile.TemporaryDirectory() as tmp:
