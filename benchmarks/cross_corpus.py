@@ -149,6 +149,7 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
     to ``WORKDIR/result.json``."""
     selected, last = summary["selected"], summary["last"]
     pseudo = selected.get("pseudo_labels", {})
+    verdict = last.get("pseudo_labels", {})
     chosen = summary.get("selections", {})
     classes = summary["classes"]
     result = {"task": task, "method": method, "seed": seed,
@@ -167,8 +168,11 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
                   k, float("nan")) for k in ("uar", "war")},
               "recall": ";".join(f"{c}={selected['target'][f'recall_{c}']:.4f}"
                                  for c in classes),
+              # The agreement check's verdict, taken at the first clustering and
+              # kept: read at the last step, since a checkpoint selected before
+              # that clustering shows every class adapted.
               "unadapted": ";".join(c for c in classes
-                                    if pseudo.get(f"adapted_{c}", 1) == 0)}
+                                    if verdict.get(f"adapted_{c}", 1) == 0)}
     with files.atomic_write(os.path.join(workdir, "result.json")) as f:
         json.dump(result, f, indent=2)
     return result

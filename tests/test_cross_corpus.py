@@ -560,6 +560,22 @@ def test_npy_features_of_the_wrong_shape_are_a_clear_error(tmp_path):
         FeatureConfig(kind="npy")
 
 
+def test_a_class_left_unadapted_is_counted_even_when_an_earlier_step_is_selected(tmp_path):
+    from benchmarks import cross_corpus as runner
+    classes = ["neutral", "angry"]
+    figures = {"uar": 0.5, "war": 0.5, **{f"recall_{c}": 0.5 for c in classes}}
+    # Selected at the end of the warm-up, before the first clustering's
+    # verdict: its record still shows every class adapted.
+    summary = {"classes": classes, "selections": {},
+               "selected": {"step": 100, "target": figures, "source_val": {"uar": 0.9},
+                            "pseudo_labels": {"adapted_neutral": 1, "adapted_angry": 1}},
+               "last": {"step": 400, "target": figures,
+                        "pseudo_labels": {"adapted_neutral": 1, "adapted_angry": 0}},
+               "oracle_best_on_target": {"target": {"uar": 0.6}}}
+    result = runner._write_result(summary, "s:t", "emodna", 0, str(tmp_path), seconds=1.0)
+    assert result["unadapted"] == "angry" and result["selected_step"] == 100
+
+
 def test_doc_sections_are_replaced_in_place_and_independently():
     from benchmarks import cross_corpus as runner
     doc = "# R\n\nintro\n"
