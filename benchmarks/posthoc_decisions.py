@@ -108,6 +108,9 @@ def run_scores(run: str, data_dir: str, tables: dict, speakers: dict) -> dict:
     keep = labels >= 0
     statistics = statistics_classifier(tables[source], classes).predict_proba(
         tables[target]["x"][index])
+    # Every target row is balanced and fused, those of an emotion outside the
+    # task's classes too: without labels they cannot be told apart. Only the
+    # score leaves them out.
     decided = {"mean posterior": posterior,
                "balanced per speaker": balanced_by(posterior, speakers[target][index]),
                "balanced per corpus": balanced(posterior)}
