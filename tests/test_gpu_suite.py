@@ -118,7 +118,9 @@ def test_train_step_table_gives_each_target_its_verdict():
     assert "| 1.60x (best windows 1.60x) | >= 1.5x | ok |" in text
     assert "| 20.0 s | <= 5 s | **missed** |" in text
     step["hlo_instructions"] = {"fused": 22295, "plain": 18861}
-    assert ("| 20.0 s (22,295 optimised HLO instructions) | <= 5 s | **missed** |"
-            in train_step.markdown(step, "c"))
+    text = train_step.markdown(step, "c")
+    assert "| 20.0 s (22,295 optimised HLO instructions) | <= 5 s | **missed** |" in text
+    assert ("| compile time of the plain cross-entropy step (no Emo-DNA loss) | "
+            "90.0 s (18,861 optimised HLO instructions) | - |  |") in text
     step["summary"]["torch_ratio_reliable"] = False
     assert "unreliable: cores oversubscribed" in train_step.markdown(step, "c")
