@@ -105,6 +105,18 @@ def check_run(workdir: str, data_dir: str, scratch: str) -> list[str]:
     return lines
 
 
+def parse_runs(parser, text: str) -> list[tuple[str, str, int]]:
+    """``--runs`` as (SRC:TGT, METHOD, SEED), every entry checked before the
+    first export, so a typo late in the list wastes no export."""
+    runs = []
+    for entry in text.split(","):
+        parts = entry.strip().split(":")
+        if len(parts) != 4 or not all(parts) or not parts[3].isdigit():
+            parser.error(f"--runs: {entry.strip()!r} is not SRC:TGT:METHOD:SEED")
+        runs.append((f"{parts[0]}:{parts[1]}", parts[2], int(parts[3])))
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True)
@@ -113,6 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--doc", default="")
     parser.add_argument("--section", default="served_ensemble")
     args = parser.parse_args(argv)
+    runs = parse_runs(parser, args.runs)
     lines = ["Target UAR as evaluation reported it and as the exported folder "
              "predicts it from the target's wav files (the jax backend, one "
              "speaker's files together); agreement: the share of target "
@@ -121,10 +134,9 @@ def main(argv=None) -> int:
              "| task | method | seed | served | evaluation's UAR | served UAR "
              "| agreement (utterances) |", "|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as scratch:
-        for run in args.runs.split(","):
-            source, target, method, seed = run.strip().split(":")
-            workdir = run_dir(args.out, f"{source}:{target}", method, int(seed))
-            lines += check_run(workdir, args.data_dir, scratch)
+        for task, method, seed in runs:
+            lines += check_run(run_dir(args.out, task, method, seed), args.data_dir,
+                               scratch)
     command = reproduce_command("served_ensemble.py", argv)
     text = "\n".join([f"Reproduce: `{command}`", ""] + lines)
     print(text)
