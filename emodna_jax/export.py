@@ -133,6 +133,40 @@ def preprocess_info(config, built, step: int, ood_threshold) -> dict:
     }
 
 
+def adaptation_info(objective, classes, adapt, step: int) -> dict:
+    """What the served checkpoint adapted to the target corpus, for the
+    Predictor to say with every prediction (docs/serving.md, "What was
+    adapted").
+
+    ``adapted`` is False for a model trained on the source alone and for a
+    checkpoint of the source-only warm-up; otherwise ``unadapted`` names the
+    classes ``loss.cluster_agreement`` left to the source classifier (their
+    target cluster was mostly called another class) and ``not_told_apart``
+    each such class with the class that took its cluster: on this target the
+    model cannot tell which of them it hears, so predictions of either are
+    flagged.  ``adapt``: the checkpoint's ``AdaptState`` (host arrays)."""
+    classes = list(classes)
+    if not objective.uses_target:
+        return {"adapted": False, "why": "trained on the source corpus alone",
+                "unadapted": classes, "not_told_apart": []}
+    if objective.use_ramp and step <= objective.adapt_start * objective.total_steps:
+        return {"adapted": False,
+                "why": f"step {step} is in the source-only warm-up (the first "
+                       f"{objective.adapt_start:.0%} of {objective.total_steps} steps)",
+                "unadapted": classes, "not_told_apart": []}
+    if adapt.cluster_agrees is None:      # no agreement check: every class adapts
+        return {"adapted": True, "why": None, "unadapted": [], "not_told_apart": []}
+    agrees = np.asarray(adapt.cluster_agrees, bool)
+    groups = np.asarray(adapt.class_groups)
+    pooled = [[classes[c] for c in np.flatnonzero(groups == g)]
+              for g in np.unique(groups) if np.sum(groups == g) > 1]
+    return {"adapted": True,
+            "why": None if agrees.all() else "the target's clusters contradicted "
+                   "the source classifier's naming of these classes",
+            "unadapted": [c for c, a in zip(classes, agrees) if not a],
+            "not_told_apart": pooled}
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -172,6 +206,8 @@ def served_model(config, workdir: str, checkpoint: int | None = None, *,
     if served(config) != "checkpoint_ensemble":
         built, state, step = experiment.restore(config, workdir, checkpoint, prefer=prefer)
         info = preprocess_info(config, built, step, ood_threshold(config, workdir))
+        info["adaptation"] = adaptation_info(built.objective, built.classes,
+                                             jax.device_get(state.adapt), step)
         return built, inference_function(config, built, state), info
     if checkpoint is not None:
         raise ValueError(f"--checkpoint={checkpoint}: config.serve='checkpoint_ensemble' "
@@ -183,6 +219,10 @@ def served_model(config, workdir: str, checkpoint: int | None = None, *,
         built, state, _ = experiment.restore(config, workdir, step, built=built)
         states.append(state)
     info = preprocess_info(config, built, steps[-1], ood_threshold(config, workdir))
+    # The newest checkpoint's verdict: the agreement check's is kept from
+    # the first clustering on, and the mean posterior carries what it decided.
+    info["adaptation"] = adaptation_info(built.objective, built.classes,
+                                         jax.device_get(states[-1].adapt), steps[-1])
     info["posterior"]["checkpoints"] = len(steps)
     info["source"]["checkpoint_steps"] = steps
     return built, ensemble_inference_function(config, built, states), info
@@ -231,7 +271,20 @@ def export(config, workdir: str, export_dir: str, checkpoint: int | None = None)
     with files.atomic_write(os.path.join(export_dir, serving.PREPROCESS)) as f:
         json.dump(info, f, indent=2)
     return {"export_dir": export_dir, "step": step, "platforms": platforms,
-            "steps": info["source"].get("checkpoint_steps", [step])}
+            "steps": info["source"].get("checkpoint_steps", [step]),
+            "adaptation": info["adaptation"]}
+
+
+def describe_adaptation(adaptation: dict) -> str | None:
+    """One line on what the export did not adapt, or None if it adapted
+    every class."""
+    if not adaptation["adapted"]:
+        return f"not adapted to the target corpus: {adaptation['why']}"
+    if not adaptation["unadapted"]:
+        return None
+    pairs = "; ".join(" and ".join(group) for group in adaptation["not_told_apart"])
+    return (f"left unadapted: {', '.join(adaptation['unadapted'])} ({adaptation['why']}); "
+            f"predictions of {pairs} are flagged 'not adapted'")
 
 
 def _to_onnx(infer, window: int, num_values: int):

@@ -142,5 +142,8 @@ def run(mode: str, config, workdir: str, *, force: bool = False, inputs=(),
         print(f"exported {what} to {written['export_dir']} "
               f"(model.jax for {', '.join(written['platforms'])}; model.onnx; "
               "preprocess.json)", flush=True)
+        caveat = export.describe_adaptation(written["adaptation"])
+        if caveat:
+            print(caveat, flush=True)
         return 0
     raise ValueError(f"unknown mode {mode!r}; one of {MODES}")

@@ -69,6 +69,21 @@ class Prediction:
     # Why the file is not speech (emodna_jax/speech_gate.py): then no emotion
     # is given and out_of_distribution is True.
     not_speech: str | None = None
+    # Whether the target corpus confirmed this emotion's naming: False from a
+    # model not adapted to it, and for an emotion the adaptation could not
+    # tell apart from another there (Predictor.adaptation says which); None
+    # from an export that does not say.
+    adapted: bool | None = None
+
+
+def emotion_adapted(adaptation: dict | None, emotion: str) -> bool | None:
+    """``Prediction.adapted`` of a prediction of ``emotion`` under an export's
+    ``adaptation`` entry (export.adaptation_info; None: the export does not
+    say)."""
+    if adaptation is None:
+        return None
+    unsure = set(adaptation["unadapted"]).union(*map(set, adaptation["not_told_apart"]))
+    return bool(adaptation["adapted"]) and emotion not in unsure
 
 
 class ExportError(ValueError):
@@ -290,6 +305,8 @@ class Predictor:
         ood = info["ood"]
         self.ood_score, self.ood_threshold = ood["score"], ood["threshold"]
         self.speech_gate = bool(info["speech_gate"])
+        # What the served checkpoint adapted to the target (export.adaptation_info).
+        self.adaptation = info.get("adaptation")
 
     @classmethod
     def load(cls, path: str, backend: str = "jax") -> "Predictor":
@@ -384,13 +401,14 @@ class Predictor:
                     "end_s": round(min(start + self.window, num_frames) * self.hop_s, 3),
                     "probabilities": {c: float(p) for c, p in zip(self.classes, row)}}
                    for start, row in zip(starts, _softmax(logits).mean(axis=1))]
+        emotion = self.classes[int(np.argmax(probs))]
         return Prediction(
-            name, emotion=self.classes[int(np.argmax(probs))],
+            name, emotion=emotion,
             probabilities={c: float(p) for c, p in zip(self.classes, probs)},
             ood_score=score,
             out_of_distribution=(None if self.ood_threshold is None
                                  else bool(score < self.ood_threshold)),
-            windows=windows)
+            windows=windows, adapted=emotion_adapted(self.adaptation, emotion))
 
     def _predict_long(self, path: str) -> Prediction:
         """A file over ``LONG_FILE_S``, in blocks: a first pass for its
@@ -464,5 +482,6 @@ def format_predictions(results, as_json: bool) -> str:
         probs = "  ".join(f"{c}={p:.3f}" for c, p in r.probabilities.items())
         flag = {None: "ood=unknown (no threshold)", True: "OOD", False: "in-task"}[
             r.out_of_distribution]
-        lines.append(f"{r.path}: {r.emotion}  [{probs}]  {flag}")
+        lines.append(f"{r.path}: {r.emotion}  [{probs}]  {flag}"
+                     + ("  not adapted to the target" if r.adapted is False else ""))
     return "\n".join(lines)

@@ -207,6 +207,41 @@ def test_a_prediction_averages_each_checkpoint_s_posterior_and_score(exported):
         np.testing.assert_allclose(list(window["probabilities"].values()), want, rtol=1e-6)
 
 
+def test_the_export_says_what_it_adapted_and_each_prediction_carries_it(exported):
+    config, workdir, folder, _, written = exported
+    info = serving.read_preprocess(folder)
+    _, state, _ = experiment.restore(config, workdir, written["step"])
+    agrees = np.asarray(state.adapt.cluster_agrees)
+    # 6 steps, a warm-up of 30%: checkpoints from step 2 on are adapted.
+    assert info["adaptation"]["adapted"] is (written["step"] >= 2)
+    assert info["adaptation"]["unadapted"] == [
+        c for c, a in zip(config.data.classes, agrees) if not a]
+    assert written["adaptation"] == info["adaptation"]
+
+    classes = info["classes"]
+
+    def predicting(k):
+        def model(frames, mask):
+            logits = np.zeros((len(frames), len(classes)), np.float32)
+            logits[:, k] = 5.0
+            return logits, np.zeros((len(frames), 4), np.float32)
+        return model
+    angry_as_happy = {"adapted": True, "why": "clusters contradicted",
+                      "unadapted": ["angry"], "not_told_apart": [["angry", "happy"]]}
+    frames = np.zeros((10, 1), np.float32)       # the stub models ignore them
+    for adaptation, emotion, want in ((angry_as_happy, "happy", False),
+                                      (angry_as_happy, "angry", False),
+                                      (angry_as_happy, "sad", True),
+                                      (dict(angry_as_happy, adapted=False), "sad", False),
+                                      (None, "sad", None)):
+        predictor = serving.Predictor(dict(info, adaptation=adaptation),
+                                      predicting(classes.index(emotion)))
+        result = predictor._score("clip", frames)
+        assert (result.emotion, result.adapted) == (emotion, want)
+        line = serving.format_predictions([result], as_json=False)
+        assert line.endswith("not adapted to the target") is (want is False)
+
+
 FRESH = """
 import json, sys
 if sys.argv[3] == "onnx":      # the ONNX backend must not need JAX or flax
