@@ -38,6 +38,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from data_prep import files
+from emodna_jax import report
 
 # The development suite (../shared/corpora/tts_corpora.py): every corpus is a
 # source and a target at least once, each direction of three channels.
@@ -149,7 +150,6 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
     to ``WORKDIR/result.json``."""
     selected, last = summary["selected"], summary["last"]
     pseudo = selected.get("pseudo_labels", {})
-    verdict = last.get("pseudo_labels", {})
     chosen = summary.get("selections", {})
     classes = summary["classes"]
     result = {"task": task, "method": method, "seed": seed,
@@ -168,11 +168,7 @@ def _write_result(summary: dict, task: str, method: str, seed: int,
                   k, float("nan")) for k in ("uar", "war")},
               "recall": ";".join(f"{c}={selected['target'][f'recall_{c}']:.4f}"
                                  for c in classes),
-              # The agreement check's verdict, taken at the first clustering and
-              # kept: read at the last step, since a checkpoint selected before
-              # that clustering shows every class adapted.
-              "unadapted": ";".join(c for c in classes
-                                    if verdict.get(f"adapted_{c}", 1) == 0)}
+              "unadapted": ";".join(report.unadapted_classes(summary))}
     with files.atomic_write(os.path.join(workdir, "result.json")) as f:
         json.dump(result, f, indent=2)
     return result

@@ -161,6 +161,28 @@ def plot_ood_histograms(target: dict, path: str):
     plt.close(fig)
 
 
+def unadapted_classes(summary: dict) -> list[str]:
+    """The classes ``loss.cluster_agreement`` left to the source classifier,
+    from an evaluation summary: read at the last step, since the verdict is
+    taken at the first clustering and kept, and a checkpoint before that
+    shows every class adapted."""
+    verdict = summary["last"].get("pseudo_labels") or {}
+    return [c for c in summary["classes"] if verdict.get(f"adapted_{c}", 1) == 0]
+
+
+def adaptation_note(summary: dict) -> list[str]:
+    """report.md's lines on the classes left unadapted (none if every class
+    adapted)."""
+    unadapted = unadapted_classes(summary)
+    if not unadapted:
+        return []
+    return ["", f"**Left unadapted: {', '.join(unadapted)}.** At the first clustering "
+            "the target's cluster of each was mostly called another class "
+            "(`loss.cluster_agreement`), so it keeps the source classifier's naming; "
+            "an export flags its predictions, and those of the class that took its "
+            "cluster (`adapted = False`, docs/serving.md)."]
+
+
 def _table(headers, rows) -> list[str]:
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("---" for _ in headers) + "|"]
@@ -219,6 +241,7 @@ def write_report(out_dir: str, metrics_table, ood_table, summary: dict, config,
                  oracle["target"]["macro_f1"], "-"])
     lines += _table(["checkpoint", "step", "target UAR", "target WAR",
                      "target macro-F1", "source val UAR"], rows)
+    lines += adaptation_note(summary)
     lines += ["", "## Per-class recall (selected step, target)", ""]
     lines += _table(classes, [[summary["selected"]["target"][f"recall_{c}"]
                                for c in classes]])

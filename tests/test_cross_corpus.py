@@ -574,6 +574,12 @@ def test_a_class_left_unadapted_is_counted_even_when_an_earlier_step_is_selected
                "oracle_best_on_target": {"target": {"uar": 0.6}}}
     result = runner._write_result(summary, "s:t", "emodna", 0, str(tmp_path), seconds=1.0)
     assert result["unadapted"] == "angry" and result["selected_step"] == 100
+    # The evaluation's report.md says so too, from the same summary.
+    from emodna_jax import report
+    note = report.adaptation_note(summary)
+    assert note[1].startswith("**Left unadapted: angry.**")
+    summary["last"]["pseudo_labels"]["adapted_angry"] = 1
+    assert report.adaptation_note(summary) == []
 
 
 def test_doc_sections_are_replaced_in_place_and_independently():
