@@ -167,6 +167,15 @@ def adaptation_info(objective, classes, adapt, step: int) -> dict:
             "not_told_apart": pooled}
 
 
+def served_adaptation(config, built, state, step: int) -> dict | None:
+    """``preprocess.json``'s ``adaptation`` of a checkpoint: None for a
+    model of one corpus's held-out speakers, which has no target to adapt to."""
+    if config.data.protocol == "single_corpus":
+        return None
+    return adaptation_info(built.objective, built.classes, jax.device_get(state.adapt),
+                           step)
+
+
 def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -206,8 +215,7 @@ def served_model(config, workdir: str, checkpoint: int | None = None, *,
     if served(config) != "checkpoint_ensemble":
         built, state, step = experiment.restore(config, workdir, checkpoint, prefer=prefer)
         info = preprocess_info(config, built, step, ood_threshold(config, workdir))
-        info["adaptation"] = adaptation_info(built.objective, built.classes,
-                                             jax.device_get(state.adapt), step)
+        info["adaptation"] = served_adaptation(config, built, state, step)
         return built, inference_function(config, built, state), info
     if checkpoint is not None:
         raise ValueError(f"--checkpoint={checkpoint}: config.serve='checkpoint_ensemble' "
@@ -221,8 +229,7 @@ def served_model(config, workdir: str, checkpoint: int | None = None, *,
     info = preprocess_info(config, built, steps[-1], ood_threshold(config, workdir))
     # The newest checkpoint's verdict: the agreement check's is kept from
     # the first clustering on, and the mean posterior carries what it decided.
-    info["adaptation"] = adaptation_info(built.objective, built.classes,
-                                         jax.device_get(states[-1].adapt), steps[-1])
+    info["adaptation"] = served_adaptation(config, built, states[-1], steps[-1])
     info["posterior"]["checkpoints"] = len(steps)
     info["source"]["checkpoint_steps"] = steps
     return built, ensemble_inference_function(config, built, states), info
@@ -275,9 +282,11 @@ def export(config, workdir: str, export_dir: str, checkpoint: int | None = None)
             "adaptation": info["adaptation"]}
 
 
-def describe_adaptation(adaptation: dict) -> str | None:
+def describe_adaptation(adaptation: dict | None) -> str | None:
     """One line on what the export did not adapt, or None if it adapted
-    every class."""
+    every class (or has no target)."""
+    if adaptation is None:
+        return None
     if not adaptation["adapted"]:
         return f"not adapted to the target corpus: {adaptation['why']}"
     if not adaptation["unadapted"]:

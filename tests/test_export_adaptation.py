@@ -63,3 +63,10 @@ def test_without_the_agreement_check_every_class_adapts():
         objective, CLASSES, objective_lib.AdaptState.create(4, 8), 10)) == (
         "not adapted to the target corpus: step 10 is in the source-only warm-up "
         "(the first 30% of 400 steps)")
+
+
+def test_a_model_of_one_corpus_has_no_target_to_adapt_to():
+    config = cross_corpus.get_config("src,tgt")
+    config.data.protocol = "single_corpus"
+    assert export.served_adaptation(config, None, None, 400) is None
+    assert export.describe_adaptation(None) is None
