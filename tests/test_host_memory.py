@@ -44,4 +44,8 @@ def test_a_freed_output_is_reused_instead_of_faulted_in_again():
     # 64 MB is 16,384 pages of 4 KiB: the system allocator faults in about
     # twice that per run (35,000 here), the kept heap about a quarter of it.
     assert system["faults"] > 16_000, system
-    assert kept["faults"] < system["faults"] / 2, (kept, system)
+    # Under load from other processes a kept run can still fault one buffer
+    # in afresh (once seen in CI: 18,500); load only adds faults, so the
+    # fewest of three fresh processes is the allocator's own figure.
+    fewest = min([kept["faults"]] + [_run()["faults"] for _ in range(2)])
+    assert fewest < system["faults"] / 2, (fewest, system)
