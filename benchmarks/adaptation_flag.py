@@ -18,20 +18,16 @@ of the flagged and the other predictions.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-import jax
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import cross_corpus
-from benchmarks.served_ensemble import run_config
-from emodna_jax import checkpoint_ensemble
-from emodna_jax import evaluate
+from benchmarks.served_ensemble import run_config, stored_mean_posterior
 from emodna_jax import experiment
 from emodna_jax import export
 from emodna_jax import input_pipeline
@@ -42,7 +38,7 @@ from emodna_jax import serving
 FIELDS = ("runs", "with_flag", "flagged", "flagged_right", "others", "others_right")
 
 
-def flagged(adaptation: dict, classes, predicted: np.ndarray) -> np.ndarray:
+def flagged(adaptation: dict | None, classes, predicted: np.ndarray) -> np.ndarray:
     """[N] bool: the predictions (class indices) the Predictor marks not adapted."""
     marked = np.array([serving.emotion_adapted(adaptation, c) is False for c in classes])
     return marked[np.asarray(predicted)]
@@ -51,23 +47,15 @@ def flagged(adaptation: dict, classes, predicted: np.ndarray) -> np.ndarray:
 def run_counts(run: str, data_dir: str) -> dict:
     """FIELDS of one evaluated run."""
     config, _ = run_config(run, data_dir)
-    with open(os.path.join(run, evaluate.EVAL_DIR, "summary.json")) as f:
-        steps = json.load(f)["checkpoint_ensemble"]["steps"]
-    stored = checkpoint_ensemble.stored_posteriors(
-        os.path.join(run, evaluate.EVAL_DIR), steps,
-        lambda outputs: evaluate._posterior(config, outputs))
-    if stored is None:
-        raise FileNotFoundError(f"{run}: its checkpoints' predictions are not all "
-                                "stored; evaluate it with the embeddings evaluator")
-    _, labels, posteriors = stored
+    steps, _, labels, posterior = stored_mean_posterior(run, config)
     built, state, step = experiment.restore(config, run, steps[-1])
-    adaptation = export.adaptation_info(built.objective, built.classes,
-                                        jax.device_get(state.adapt), step)
+    # What an export of the ensemble writes: its newest checkpoint's verdict.
+    adaptation = export.served_adaptation(config, built, state, step)
     keep = labels != input_pipeline.EXCLUDED
-    predicted = checkpoint_ensemble.mean_posterior(posteriors).argmax(1)[keep]
+    predicted = posterior.argmax(1)[keep]
     right = predicted == labels[keep]
     marked = flagged(adaptation, built.classes, predicted)
-    return {"runs": 1, "with_flag": int(marked.any() or not adaptation["adapted"]),
+    return {"runs": 1, "with_flag": int(marked.any()),
             "flagged": int(marked.sum()), "flagged_right": int(right[marked].sum()),
             "others": int((~marked).sum()), "others_right": int(right[~marked].sum())}
 

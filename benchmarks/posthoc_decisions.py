@@ -27,7 +27,6 @@ label; the labels only score it:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -39,12 +38,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import cross_corpus
-from benchmarks.served_ensemble import run_config
+from benchmarks.served_ensemble import run_config, stored_mean_posterior
 from benchmarks.target_clusters import target_statistics, task_labels
 from data_prep.dataset import PreparedCorpus
 from data_prep.features import FeatureConfig
-from emodna_jax import checkpoint_ensemble
-from emodna_jax import evaluate
 
 FUSION_WEIGHTS = (0.25, 0.5)
 RULES = (("mean posterior", None), ("balanced per speaker", None),
@@ -91,18 +88,8 @@ def run_scores(run: str, data_dir: str, tables: dict, speakers: dict) -> dict:
     """Rule name -> target UAR of one evaluated run."""
     config, result = run_config(run, data_dir)
     source, target = result["task"].split(":")
-    with open(os.path.join(run, evaluate.EVAL_DIR, "summary.json")) as f:
-        summary = json.load(f)
-    steps = summary["checkpoint_ensemble"]["steps"]
-    stored = checkpoint_ensemble.stored_posteriors(
-        os.path.join(run, evaluate.EVAL_DIR), steps,
-        lambda outputs: evaluate._posterior(config, outputs))
-    if stored is None:
-        raise FileNotFoundError(f"{run}: its checkpoints' predictions are not all "
-                                "stored; evaluate it with the embeddings evaluator")
-    index, stored_labels, posteriors = stored
-    posterior = checkpoint_ensemble.mean_posterior(posteriors)
-    classes = summary["classes"]
+    _, index, stored_labels, posterior = stored_mean_posterior(run, config)
+    classes = list(config.data.classes)
     labels = task_labels(tables[target], {"index": index, "label": stored_labels},
                          classes, run)
     keep = labels >= 0

@@ -54,6 +54,23 @@ def run_config(workdir: str, data_dir: str):
     return config_variants.with_task_classes(config), result
 
 
+def stored_mean_posterior(workdir: str, config, steps=None):
+    """``(steps, index, label, mean posterior)`` of the target from a run's
+    stored predictions of ``steps`` (default: the checkpoint ensemble its
+    evaluation scored); a one-line error where they are not all stored."""
+    out_dir = os.path.join(workdir, evaluate.EVAL_DIR)
+    if steps is None:
+        with open(os.path.join(out_dir, "summary.json")) as f:
+            steps = json.load(f)["checkpoint_ensemble"]["steps"]
+    stored = checkpoint_ensemble.stored_posteriors(
+        out_dir, steps, lambda outputs: evaluate._posterior(config, outputs))
+    if stored is None:
+        raise FileNotFoundError(f"{workdir}: its checkpoints' predictions are not all "
+                                "stored; evaluate it with the embeddings evaluator")
+    index, label, posteriors = stored
+    return steps, index, label, checkpoint_ensemble.mean_posterior(posteriors)
+
+
 def target_files(config):
     """Evaluation's target utterances: ``{speaker: [(index, wav path)]}``."""
     _, target = input_pipeline.open_task(config)
@@ -84,10 +101,8 @@ def check_run(workdir: str, data_dir: str, scratch: str) -> list[str]:
             for (i, _), prediction in zip(items, predictor.predict_batch(
                     [p for _, p in items], speaker=speaker)):
                 served[i] = predictor.classes.index(prediction.emotion)
-        index, label, posteriors = checkpoint_ensemble.stored_posteriors(
-            os.path.join(workdir, evaluate.EVAL_DIR), written["steps"],
-            lambda outputs: evaluate._posterior(config, outputs))
-        posterior = checkpoint_ensemble.mean_posterior(posteriors)
+        _, index, label, posterior = stored_mean_posterior(workdir, config,
+                                                           written["steps"])
         keep = label != input_pipeline.EXCLUDED
         predicted = np.array([served[int(i)] for i in index])
         uar = metrics_lib.classification_report(label[keep], predicted[keep],
